@@ -1,0 +1,92 @@
+"""The one place that decides who may read, post, moderate and see what.
+
+Every HTTP route and every realtime join goes through `check_access` and the `require_*` helpers
+below. A decision needs: the webinar (tenant, chat open/closed), the user's registration (role,
+banned). Tenancy follows from registrations: a user registered for agency A's webinar has no
+registration for agency B's, so every read or write there is refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..protocol.events import Audience, Message
+from ..store.store import Registration, Store, Webinar
+
+STAFF_ROLES = frozenset({"moderator", "host"})
+
+
+class Denied(Exception):
+    """A refused action: `status` is the HTTP status, `code` the machine-readable reason."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class WebinarAccess:
+    webinar: Webinar
+    user_id: int
+    role: str
+    display_name: str
+
+    @property
+    def is_staff(self) -> bool:
+        return self.role in STAFF_ROLES
+
+    @property
+    def audience(self) -> Audience:
+        return Audience.STAFF if self.is_staff else Audience.ATTENDEE
+
+
+async def check_access(store: Store, webinar_id: int, user_id: int) -> WebinarAccess:
+    """May this user read this webinar's chat? Raises Denied (404 unknown, 403 not registered or
+    banned); returns what the other checks need."""
+    found = await store.webinar_access(webinar_id, user_id)
+    if found is None:
+        raise Denied(404, "not_found", "Webinar not found")
+    webinar, registration, display_name = found
+    return access_from(webinar, registration, user_id, display_name)
+
+
+def access_from(
+    webinar: Webinar, registration: Registration | None, user_id: int, display_name: str
+) -> WebinarAccess:
+    if registration is None:
+        raise Denied(403, "forbidden", "You are not registered for this webinar")
+    if registration.banned:
+        raise Denied(403, "forbidden", "You are banned from this webinar's chat")
+    return WebinarAccess(webinar, user_id, registration.role, display_name)
+
+
+def require_post(access: WebinarAccess) -> None:
+    # Staff may still post in a closed chat (announcements); attendees may not.
+    if not access.webinar.chat_open and not access.is_staff:
+        raise Denied(403, "chat_closed", "The chat is closed")
+
+
+def slow_mode_applies(access: WebinarAccess) -> bool:
+    return not access.is_staff
+
+
+def require_moderate(access: WebinarAccess) -> None:
+    if not access.is_staff:
+        raise Denied(403, "forbidden", "Only moderators and hosts can do this")
+
+
+def require_delete(access: WebinarAccess, message: Message) -> None:
+    if not access.is_staff and message.user_id != access.user_id:
+        raise Denied(403, "forbidden", "You can only delete your own messages")
+
+
+def require_visible(access: WebinarAccess, message: Message) -> None:
+    """Hidden messages do not exist for attendees (404, not 403: no existence oracle)."""
+    if message.hidden and not access.is_staff:
+        raise Denied(404, "not_found", "Message not found")
+
+
+async def may_see_email(store: Store, viewer_id: int, subject_id: int) -> bool:
+    return viewer_id == subject_id or await store.shares_staffed_webinar(viewer_id, subject_id)

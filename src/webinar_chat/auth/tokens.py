@@ -1,0 +1,63 @@
+"""Access tokens (short-lived HS256 JWTs) and opaque rotating refresh tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+
+import jwt
+
+ALGORITHM = "HS256"
+
+
+class TokenError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code  # "token_expired" | "invalid_token"
+
+
+@dataclass(frozen=True, slots=True)
+class AccessClaims:
+    user_id: int
+    expires_at: float
+
+
+class TokenService:
+    def __init__(self, secret: str, access_ttl_s: int) -> None:
+        self._secret = secret
+        self.access_ttl_s = access_ttl_s
+
+    def issue_access(self, user_id: int, *, ttl_s: float | None = None) -> tuple[str, int]:
+        now = int(time.time())
+        ttl = int(self.access_ttl_s if ttl_s is None else ttl_s)
+        claims = {"sub": str(user_id), "iat": now, "exp": now + ttl, "typ": "access"}
+        return jwt.encode(claims, self._secret, algorithm=ALGORITHM), ttl
+
+    def verify_access(self, token: str) -> AccessClaims:
+        try:
+            claims = jwt.decode(
+                token,
+                self._secret,
+                algorithms=[ALGORITHM],
+                leeway=0,
+                options={"require": ["exp", "sub"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise TokenError("token_expired", "Access token expired") from exc
+        except jwt.PyJWTError as exc:
+            raise TokenError("invalid_token", "Invalid access token") from exc
+        if claims.get("typ") != "access" or not str(claims["sub"]).isdigit():
+            raise TokenError("invalid_token", "Invalid access token")
+        return AccessClaims(int(claims["sub"]), float(claims["exp"]))
+
+
+def new_refresh_token() -> tuple[str, str]:
+    """(token for the client, sha256 hex kept in the database)."""
+    token = secrets.token_urlsafe(32)
+    return token, hash_refresh_token(token)
+
+
+def hash_refresh_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()

@@ -1,0 +1,221 @@
+"""`webinar-chat serve | migrate | demo | admin …` — thin commands over the rest."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+from .settings import Settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(database_url=getattr(args, "database_url", None),
+                             host=getattr(args, "host", None), port=getattr(args, "port", None))
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from .store.migrate import migrate
+
+    settings = _settings(args)
+    migrate(settings.database_url)
+    print(f"migrated {_redact(settings.database_url)} to head")
+    return 0
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+def _base_url(settings: Settings) -> str:
+    host = "localhost" if settings.host in ("0.0.0.0", "127.0.0.1", "::") else settings.host
+    return f"http://{host}:{settings.port}"
+
+
+async def _with_store(settings: Settings, fn: Any) -> Any:
+    from .store import open_store
+
+    store = await open_store(settings.database_url)
+    try:
+        return await fn(store)
+    finally:
+        await store.close()
+
+
+def _print_demo(info: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(info))
+        return
+    print(f"\nDemo chat: {info['url']}")
+    for user in info["users"]:
+        print(f"  {user['role']:<9} {user['email']:<18} password: {user['password']}")
+    print()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import ensure_demo
+    from .store.migrate import migrate
+
+    settings = _settings(args)
+    migrate(settings.database_url)
+    info = asyncio.run(_with_store(settings, lambda s: ensure_demo(s, _base_url(settings))))
+    _print_demo(info, args.json)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .logs import configure_logging
+    from .server.app import create_app
+    from .server.ws_protocol import WebinarChatWebSocketProtocol
+    from .store.migrate import migrate
+
+    settings = _settings(args)
+    configure_logging(settings.log_level, json=settings.log_json)
+    if settings.is_sqlite or args.migrate:
+        migrate(settings.database_url)
+    if args.demo:
+        from .demo import ensure_demo
+
+        info = asyncio.run(_with_store(settings, lambda s: ensure_demo(s, _base_url(settings))))
+        _print_demo(info, False)
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        ws=WebinarChatWebSocketProtocol,
+        ws_per_message_deflate=False,  # costs GBs at thousands of sockets (PERFORMANCE.md)
+        ws_ping_interval=None,  # the app sends its own heartbeats (browsers cannot see pings)
+        lifespan="on",
+        log_level=settings.log_level.lower(),
+        access_log=settings.development,
+        timeout_graceful_shutdown=5,
+    )
+    uvicorn.Server(config).run()
+    return 0
+
+
+def cmd_admin(args: argparse.Namespace) -> int:
+    from .auth.passwords import hash_password
+    from .store import Store
+
+    settings = _settings(args)
+
+    async def run(store: Store) -> Any:
+        what = args.what
+        if what == "create-agency":
+            return {"id": await store.create_agency(args.name)}
+        if what == "create-client":
+            return {"id": await store.create_client(args.agency_id, args.name)}
+        if what == "create-webinar":
+            w = await store.create_webinar(args.client_id, args.title,
+                                           chat_open=not args.closed,
+                                           slow_mode_seconds=args.slow_mode)
+            return {"id": w.id}
+        if what == "update-webinar":
+            w = await store.update_webinar(args.webinar_id, chat_open=args.chat_open,
+                                           slow_mode_seconds=args.slow_mode)
+            return {"id": w.id, "chat_open": w.chat_open, "slow_mode_seconds": w.slow_mode_seconds}
+        if what == "create-user":
+            user = await store.create_user(args.email, hash_password(args.password),
+                                           args.display_name, is_admin=args.admin)
+            return {"id": user.id}
+        if what == "register":
+            reg = await store.register(args.webinar_id, args.user_id, args.role)
+            return {"webinar_id": reg.webinar_id, "user_id": reg.user_id, "role": reg.role}
+        if what == "ban":
+            await store.set_banned(args.webinar_id, args.user_id, not args.unban)
+            return {"ok": True}
+        if what == "list":
+            return {"agencies": await store.list_agencies(), "clients": await store.list_clients(),
+                    "webinars": [w.__dict__ if hasattr(w, "__dict__") else
+                                 {"id": w.id, "title": w.title} for w in await store.list_webinars()]}
+        raise SystemExit(f"unknown admin command {what}")
+
+    from .store.store import StoreError
+
+    try:
+        result = asyncio.run(_with_store(settings, run))
+    except (StoreError, ValueError) as exc:
+        print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), file=sys.stderr)
+        return 1
+    print(json.dumps(result, default=str))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="webinar-chat", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def db_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--database-url", help="default: $DATABASE_URL or sqlite:///./webinar-chat.db")
+
+    serve = sub.add_parser("serve", help="run the HTTP + WebSocket server")
+    db_arg(serve)
+    serve.add_argument("--host", help="default: $HOST or 127.0.0.1")
+    serve.add_argument("--port", type=int, help="default: $PORT or 8000")
+    serve.add_argument("--demo", action="store_true", help="create the demo data first")
+    serve.add_argument("--migrate", action="store_true",
+                       help="run migrations first (always done for SQLite)")
+    serve.set_defaults(fn=cmd_serve)
+
+    migrate = sub.add_parser("migrate", help="apply database migrations")
+    db_arg(migrate)
+    migrate.set_defaults(fn=cmd_migrate)
+
+    demo = sub.add_parser("demo", help="create a demo agency, webinar, host and two attendees")
+    db_arg(demo)
+    demo.add_argument("--host", help="host used in the printed URL")
+    demo.add_argument("--port", type=int, help="port used in the printed URL")
+    demo.add_argument("--json", action="store_true", help="print one JSON object")
+    demo.set_defaults(fn=cmd_demo)
+
+    admin = sub.add_parser("admin", help="manage agencies, clients, webinars, users")
+    admin_sub = admin.add_subparsers(dest="what", required=True)
+    p = admin_sub.add_parser("create-agency")
+    p.add_argument("name")
+    p = admin_sub.add_parser("create-client")
+    p.add_argument("agency_id", type=int)
+    p.add_argument("name")
+    p = admin_sub.add_parser("create-webinar")
+    p.add_argument("client_id", type=int)
+    p.add_argument("title")
+    p.add_argument("--closed", action="store_true")
+    p.add_argument("--slow-mode", type=int, default=0)
+    p = admin_sub.add_parser("update-webinar")
+    p.add_argument("webinar_id", type=int)
+    p.add_argument("--chat-open", type=lambda s: s.lower() in ("1", "true", "yes", "open"))
+    p.add_argument("--slow-mode", type=int)
+    p = admin_sub.add_parser("create-user")
+    p.add_argument("email")
+    p.add_argument("password")
+    p.add_argument("display_name")
+    p.add_argument("--admin", action="store_true")
+    p = admin_sub.add_parser("register")
+    p.add_argument("webinar_id", type=int)
+    p.add_argument("user_id", type=int)
+    p.add_argument("--role", default="attendee", choices=["attendee", "moderator", "host"])
+    p = admin_sub.add_parser("ban")
+    p.add_argument("webinar_id", type=int)
+    p.add_argument("user_id", type=int)
+    p.add_argument("--unban", action="store_true")
+    admin_sub.add_parser("list")
+    for p in admin_sub.choices.values():
+        db_arg(p)
+    admin.set_defaults(fn=cmd_admin)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.fn(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

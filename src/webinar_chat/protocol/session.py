@@ -1,0 +1,397 @@
+"""The per-connection realtime protocol as a state machine without I/O (docs/realtime.md).
+
+The adapter (server/realtime.py) feeds it client frames, the results of the I/O it asked for, and
+live batches from rooms; it answers with `Action`s for the adapter to perform, in order. Nothing
+here awaits, so every rule — replay-then-live without gap or duplicate, join replacement, token
+expiry suspending delivery — is unit-tested without sockets (tests/protocol/test_session.py).
+
+Subscription states (an illegal transition raises):
+
+    AUTHORIZING --access ok--> REPLAYING --replay done--> LIVE
+         ^  \\--denied--> (removed)            ^   |  gap in live batch
+         |                                     |   v
+         +--- token renewed --- SUSPENDED <----+ REPLAYING (refetch)
+                                   ^ token expired/invalid (from any state)
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from .events import Audience, Change, changes_frame, encode_event, parse_topic, topic_name
+
+MAX_TOPICS_PER_CONNECTION = 16
+# Live changes buffered per topic while its replay runs; beyond this the client is too far behind
+# to catch up through this socket and is better served reconnecting.
+MAX_REPLAY_BUFFER = 10_000
+# Events per replay frame: large enough to catch up quickly, small enough to keep frames < ~1 MB.
+REPLAY_FRAME_EVENTS = 200
+
+
+class SubState(enum.Enum):
+    AUTHORIZING = "authorizing"
+    REPLAYING = "replaying"
+    LIVE = "live"
+    SUSPENDED = "suspended"
+
+
+_ALLOWED: dict[SubState, frozenset[SubState]] = {
+    SubState.AUTHORIZING: frozenset({SubState.REPLAYING, SubState.SUSPENDED}),
+    SubState.REPLAYING: frozenset({SubState.LIVE, SubState.SUSPENDED, SubState.REPLAYING}),
+    SubState.LIVE: frozenset({SubState.REPLAYING, SubState.SUSPENDED}),
+    SubState.SUSPENDED: frozenset({SubState.AUTHORIZING}),
+}
+
+
+class IllegalTransition(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """One room tick's changes, contiguous in seq, with frames encoded once per audience."""
+
+    webinar_id: int
+    first_seq: int
+    last_seq: int
+    changes: list[Change]
+    frames: dict[Audience, bytes]
+
+
+class Subscription:
+    __slots__ = ("webinar_id", "topic", "generation", "state", "delivered_seq", "audience",
+                 "buffer", "ref", "requested_seq", "owner")
+
+    def __init__(self, webinar_id: int, generation: int, requested_seq: int | None, ref: Any,
+                 owner: Any) -> None:
+        self.webinar_id = webinar_id
+        self.topic = topic_name(webinar_id)
+        self.generation = generation
+        self.state = SubState.AUTHORIZING
+        # Highest seq this connection has been sent for the topic (None until known).
+        self.delivered_seq: int | None = None
+        self.requested_seq = requested_seq
+        self.audience = Audience.ATTENDEE
+        self.buffer: list[Change] = []
+        self.ref = ref
+        self.owner = owner  # the adapter's connection object; opaque here
+
+    def move(self, new: SubState) -> None:
+        if new not in _ALLOWED[self.state]:
+            raise IllegalTransition(f"{self.state.value} -> {new.value}")
+        self.state = new
+
+    def take_shared(self, first_seq: int, last_seq: int) -> bool:
+        """Fan-out fast path: True if the room's shared frame is exactly the next thing this
+        subscriber needs (then it counts as delivered); False → ask the session (`on_batch`)."""
+        if self.state is SubState.LIVE and self.delivered_seq == first_seq - 1:
+            self.delivered_seq = last_seq
+            return True
+        return False
+
+
+# --- actions -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CheckAccess:
+    """Look up the user's access to the webinar, then call `on_access` / `on_access_denied`."""
+
+    webinar_id: int
+    generation: int
+    user_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    """Attach to the room's live batches *now* (before the replay query): see delivery.md."""
+
+    subscription: Subscription
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    subscription: Subscription
+
+
+@dataclass(frozen=True, slots=True)
+class LoadChanges:
+    """Read the feed after `after_seq`, then call `on_changes`."""
+
+    webinar_id: int
+    generation: int
+    after_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class WatchTokenExpiry:
+    """Call `on_token_expiry_due` at `expires_at` (replaces any earlier watch)."""
+
+    expires_at: float
+
+
+Action = Send | Close | CheckAccess | Subscribe | Unsubscribe | LoadChanges | WatchTokenExpiry
+
+
+def _frame(**payload: Any) -> Send:
+    return Send(orjson.dumps(payload))
+
+
+def error_frame(code: str, message: str, **extra: Any) -> Send:
+    return _frame(type="error", code=code, message=message, **extra)
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    user_id: int
+    expires_at: float
+
+
+class TokenRejected(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# verify(token) -> Identity, raising TokenRejected(code, message).
+TokenVerifier = Callable[[str], Identity]
+
+
+@dataclass
+class Session:
+    verify_token: TokenVerifier
+    owner: Any = None
+    identity: Identity | None = None
+    subscriptions: dict[int, Subscription] = field(default_factory=dict)
+    _generation: int = 0
+    _bad_frames: int = 0
+
+    # --- client frames ---------------------------------------------------------------------------
+
+    def on_connect(self, token: str | None, now: float, heartbeat_interval: float) -> list[Action]:
+        actions: list[Action] = [
+            _frame(type="hello", heartbeat_interval=heartbeat_interval, server_time=now)
+        ]
+        if token:
+            actions += self._set_token(token, now, reply=True)
+        return actions
+
+    def on_text(self, text: str, now: float) -> list[Action]:
+        try:
+            frame = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return self._bad_frame("Frames must be JSON objects")
+        if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+            return self._bad_frame("Frames must be JSON objects with a string 'type'")
+        kind = frame["type"]
+        if kind == "heartbeat":
+            return []
+        if kind == "auth":
+            token = frame.get("token")
+            if token is not None and not isinstance(token, str):
+                return [error_frame("bad_request", "'token' must be a string or null")]
+            return self._set_token(token, now, reply=True)
+        if kind == "join":
+            return self._join(frame, now)
+        if kind == "leave":
+            webinar_id = parse_topic(frame.get("topic"))
+            sub = self.subscriptions.pop(webinar_id, None) if webinar_id is not None else None
+            actions: list[Action] = [Unsubscribe(sub)] if sub else []
+            return actions + [_frame(type="left", topic=frame.get("topic"), ref=frame.get("ref"))]
+        return [error_frame("bad_request", f"Unknown frame type {kind!r}")]
+
+    def _bad_frame(self, message: str) -> list[Action]:
+        self._bad_frames += 1
+        if self._bad_frames > 10:
+            return [Close(4400, "protocol error")]
+        return [error_frame("bad_request", message)]
+
+    def _join(self, frame: dict[str, Any], now: float) -> list[Action]:
+        ref = frame.get("ref")
+        topic = frame.get("topic")
+        webinar_id = parse_topic(topic)
+        if webinar_id is None:
+            return [error_frame("bad_request", "topic must be 'webinar:{id}:messages'", topic=topic,
+                                ref=ref)]
+        last_seq = frame.get("last_seq")
+        if last_seq is not None and (not isinstance(last_seq, int) or isinstance(last_seq, bool)
+                                     or last_seq < 0):
+            return [error_frame("bad_request", "last_seq must be a non-negative integer",
+                                topic=topic, ref=ref)]
+        actions: list[Action] = []
+        if isinstance(frame.get("token"), str):
+            actions += self._set_token(frame["token"], now, reply=False)
+            if self.identity is None:
+                return actions  # the error frame explains why
+        if self.identity is None:
+            return [error_frame("unauthorized", "Send an access token first", topic=topic, ref=ref)]
+        previous = self.subscriptions.get(webinar_id)
+        if previous is not None:
+            # Re-joining replaces the subscription: drop the old one before anything else.
+            actions.append(Unsubscribe(previous))
+            del self.subscriptions[webinar_id]
+        elif len(self.subscriptions) >= MAX_TOPICS_PER_CONNECTION:
+            return actions + [error_frame("bad_request", "Too many topics on one connection",
+                                          topic=topic, ref=ref)]
+        self._generation += 1
+        sub = Subscription(webinar_id, self._generation, last_seq, ref, self.owner)
+        self.subscriptions[webinar_id] = sub
+        actions.append(CheckAccess(webinar_id, sub.generation, self.identity.user_id))
+        return actions
+
+    # --- tokens ----------------------------------------------------------------------------------
+
+    def _set_token(self, token: str | None, now: float, *, reply: bool) -> list[Action]:
+        if token is None:
+            # Log-out: forget every subscription.
+            actions: list[Action] = [Unsubscribe(s) for s in self.subscriptions.values()]
+            self.subscriptions.clear()
+            self.identity = None
+            return actions + ([_frame(type="auth_ok", user_id=None)] if reply else [])
+        try:
+            identity = self.verify_token(token)
+        except TokenRejected as exc:
+            self.identity = None
+            return self._suspend_all() + [error_frame(exc.code, str(exc))]
+        if identity.expires_at <= now:
+            self.identity = None
+            return self._suspend_all() + [error_frame("token_expired", "Access token expired")]
+        actions = []
+        if self.identity is not None and self.identity.user_id != identity.user_id:
+            # Another user on this socket: nothing of the previous user's carries over.
+            actions += [Unsubscribe(s) for s in self.subscriptions.values()]
+            self.subscriptions.clear()
+        self.identity = identity
+        actions.append(WatchTokenExpiry(identity.expires_at))
+        if reply:
+            actions.append(_frame(type="auth_ok", user_id=identity.user_id,
+                                  expires_at=identity.expires_at))
+        for sub in self.subscriptions.values():
+            if sub.state is SubState.SUSPENDED:
+                sub.move(SubState.AUTHORIZING)
+                self._generation += 1
+                sub.generation = self._generation
+                actions.append(CheckAccess(sub.webinar_id, sub.generation, identity.user_id))
+        return actions
+
+    def on_token_expiry_due(self, now: float) -> list[Action]:
+        if self.identity is None or self.identity.expires_at > now:
+            return []  # a newer token arrived meanwhile
+        self.identity = None
+        return self._suspend_all() + [error_frame("token_expired", "Access token expired")]
+
+    def _suspend_all(self) -> list[Action]:
+        for sub in self.subscriptions.values():
+            if sub.state is not SubState.SUSPENDED:
+                sub.move(SubState.SUSPENDED)
+                sub.buffer.clear()
+        return []
+
+    # --- results of the adapter's I/O ------------------------------------------------------------
+
+    def _current(self, webinar_id: int, generation: int) -> Subscription | None:
+        sub = self.subscriptions.get(webinar_id)
+        if sub is None or sub.generation != generation:
+            return None  # replaced, left or logged out while the I/O ran: drop the result
+        return sub
+
+    def on_access(self, webinar_id: int, generation: int, audience: Audience, role: str,
+                  head_seq: int) -> list[Action]:
+        sub = self._current(webinar_id, generation)
+        if sub is None or sub.state is not SubState.AUTHORIZING:
+            return []
+        sub.audience = audience
+        resumed = sub.delivered_seq is not None  # coming back from SUSPENDED
+        if not resumed:
+            requested = sub.requested_seq
+            # A last_seq beyond the head (another database, a reset) cannot be resumed from: start
+            # at the head and say so in `joined`, so the client reloads.
+            sub.delivered_seq = head_seq if requested is None or requested > head_seq else requested
+        sub.move(SubState.REPLAYING)
+        actions: list[Action] = [Subscribe(sub)]
+        if not resumed:
+            actions.append(_frame(type="joined", topic=sub.topic, ref=sub.ref, head_seq=head_seq,
+                                  resume_from=sub.delivered_seq, role=role))
+        assert sub.delivered_seq is not None
+        actions.append(LoadChanges(webinar_id, generation, sub.delivered_seq))
+        return actions
+
+    def on_access_denied(self, webinar_id: int, generation: int, code: str,
+                         message: str) -> list[Action]:
+        sub = self._current(webinar_id, generation)
+        if sub is None:
+            return []
+        del self.subscriptions[webinar_id]
+        return [Unsubscribe(sub), error_frame(code, message, topic=sub.topic, ref=sub.ref)]
+
+    def on_changes(self, webinar_id: int, generation: int, changes: list[Change],
+                   has_more: bool) -> list[Action]:
+        """Replay/refetch result for `LoadChanges`."""
+        sub = self._current(webinar_id, generation)
+        if sub is None or sub.state is not SubState.REPLAYING:
+            return []
+        actions: list[Action] = self._send_after(sub, changes)
+        if has_more:
+            assert sub.delivered_seq is not None
+            return actions + [LoadChanges(webinar_id, generation, sub.delivered_seq)]
+        buffered = sorted(sub.buffer, key=lambda c: c.seq)
+        sub.buffer = []
+        assert sub.delivered_seq is not None
+        if buffered and buffered[0].seq > sub.delivered_seq + 1:
+            # The feed read ended before the first buffered change: read again, keep the buffer.
+            sub.buffer = buffered
+            return actions + [LoadChanges(webinar_id, generation, sub.delivered_seq)]
+        actions += self._send_after(sub, buffered)
+        sub.move(SubState.LIVE)
+        return actions
+
+    # --- live batches ----------------------------------------------------------------------------
+
+    def on_batch(self, sub: Subscription, batch: Batch) -> list[Action]:
+        """Slow path of fan-out, for a subscriber that did not `take_shared` the batch."""
+        if self.subscriptions.get(sub.webinar_id) is not sub:
+            return []
+        if sub.state is SubState.REPLAYING or sub.state is SubState.AUTHORIZING:
+            if sub.state is SubState.REPLAYING:
+                sub.buffer.extend(batch.changes)
+                if len(sub.buffer) > MAX_REPLAY_BUFFER:
+                    return [Close(4008, "slow consumer")]
+            return []
+        if sub.state is SubState.SUSPENDED:
+            return []
+        assert sub.delivered_seq is not None
+        if batch.last_seq <= sub.delivered_seq:
+            return []  # all already delivered (replay overlapped)
+        if batch.first_seq <= sub.delivered_seq + 1:
+            return self._send_after(sub, batch.changes)  # overlap: send only the new part
+        # Gap: something between what we delivered and this batch never reached this connection.
+        sub.move(SubState.REPLAYING)
+        sub.buffer = list(batch.changes)
+        return [LoadChanges(sub.webinar_id, sub.generation, sub.delivered_seq)]
+
+    def _send_after(self, sub: Subscription, changes: list[Change]) -> list[Action]:
+        assert sub.delivered_seq is not None
+        fresh = [c for c in changes if c.seq > sub.delivered_seq]
+        actions: list[Action] = []
+        for start in range(0, len(fresh), REPLAY_FRAME_EVENTS):
+            chunk = fresh[start:start + REPLAY_FRAME_EVENTS]
+            actions.append(Send(changes_frame(sub.topic, [encode_event(c, sub.audience)
+                                                          for c in chunk])))
+        if fresh:
+            sub.delivered_seq = fresh[-1].seq
+        return actions

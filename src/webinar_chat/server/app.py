@@ -1,0 +1,220 @@
+"""`create_app(settings)`: the Starlette application with its lifespan (store, bus, hub, timers).
+
+Nothing is created at import time; tests build one app per test on a fresh database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from pydantic import BaseModel
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+
+from ..auth.tokens import TokenService
+from ..bus import Bus, create_bus
+from ..settings import Settings, resolve_jwt_secret
+from ..store import Store, open_store
+from . import admin_api, http_api, schemas
+from .errors import ApiError, JSONResponse, api_error_handler, error_response
+from .hub import Hub
+from .realtime import RealtimeConnection, heartbeat_loop, realtime_endpoint
+from .ws_protocol import text_frame
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    store: Store
+    bus: Bus
+    hub: Hub
+    tokens: TokenService
+    connections: set[RealtimeConnection] = field(default_factory=set)
+    access_cache: dict[tuple[int, int], Any] = field(default_factory=dict)
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One HTTP route and what the OpenAPI document says about it."""
+
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    body: type[BaseModel] | None = None
+    auth: bool = True
+    statuses: tuple[int, ...] = ()
+    query: tuple[tuple[str, str, str], ...] = ()  # (name, type, description)
+
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint("POST", "/api/auth/signup", http_api.signup, "Create an account and log in",
+             schemas.Signup, auth=False, statuses=(400, 409)),
+    Endpoint("POST", "/api/auth/login", http_api.login, "Log in: access + refresh token",
+             schemas.Login, auth=False, statuses=(400, 401)),
+    Endpoint("POST", "/api/auth/refresh", http_api.refresh,
+             "Rotate a refresh token (re-use of an old one revokes the family)", schemas.Refresh,
+             auth=False, statuses=(400, 401)),
+    Endpoint("POST", "/api/auth/logout", http_api.logout, "Revoke the refresh token's family",
+             schemas.Logout, auth=False, statuses=(400,)),
+    Endpoint("GET", "/api/me", http_api.me, "The current user and their webinars", statuses=(401,)),
+    Endpoint("POST", "/api/messages/create", http_api.create_message,
+             "Send a message (idempotent by clientMsgId)", schemas.CreateMessage,
+             statuses=(400, 401, 403, 404, 409, 429)),
+    Endpoint("GET", "/api/webinars/{webinar_id}/messages", http_api.list_messages,
+             "Latest page, or incremental (`after`) / history (`before`) pages",
+             statuses=(400, 401, 403, 404),
+             query=(("after", "integer", "messages with id > after, ascending"),
+                    ("before", "integer", "messages with id < before"),
+                    ("limit", "integer", "1–500, default 100"))),
+    Endpoint("GET", "/api/webinars/{webinar_id}/changes", http_api.list_changes,
+             "Change feed after a seq; with `wait`, a long-poll", statuses=(400, 401, 403, 404),
+             query=(("after_seq", "integer", "return changes with seq > after_seq"),
+                    ("wait", "number", "seconds to wait for a change (≤ 25)"),
+                    ("limit", "integer", "1–1000, default 500"))),
+    Endpoint("GET", "/api/webinars/{webinar_id}", http_api.get_webinar,
+             "Webinar and the caller's role", statuses=(401, 403, 404)),
+    Endpoint("PATCH", "/api/webinars/{webinar_id}", http_api.update_webinar,
+             "Open/close the chat, set slow mode (host)", schemas.UpdateWebinar,
+             statuses=(400, 401, 403, 404)),
+    Endpoint("POST", "/api/messages/{message_id}/hide", http_api.hide_message,
+             "Hide or unhide a message (moderator/host)", schemas.HideMessage,
+             statuses=(400, 401, 403, 404)),
+    Endpoint("DELETE", "/api/messages/{message_id}", http_api.delete_message,
+             "Delete a message (moderator/host, or its author)", statuses=(401, 403, 404)),
+    Endpoint("GET", "/api/profiles/{user_id}", http_api.get_profile,
+             "Public profile (e-mail only for self or a moderator of a shared webinar)",
+             statuses=(401, 404)),
+    Endpoint("POST", "/api/admin/agencies", admin_api.create_agency, "Create an agency",
+             schemas.CreateAgency, statuses=(400, 401, 403)),
+    Endpoint("POST", "/api/admin/clients", admin_api.create_client, "Create a client",
+             schemas.CreateClient, statuses=(400, 401, 403, 404)),
+    Endpoint("POST", "/api/admin/webinars", admin_api.create_webinar, "Create a webinar",
+             schemas.CreateWebinar, statuses=(400, 401, 403, 404)),
+    Endpoint("PATCH", "/api/admin/webinars/{webinar_id}", admin_api.update_webinar,
+             "Change a webinar's chat settings", schemas.UpdateWebinar,
+             statuses=(400, 401, 403, 404)),
+    Endpoint("POST", "/api/admin/users", admin_api.create_user, "Create a user",
+             schemas.CreateUser, statuses=(400, 401, 403, 409)),
+    Endpoint("POST", "/api/admin/registrations", admin_api.create_registration,
+             "Register a user for a webinar with a role", schemas.CreateRegistration,
+             statuses=(400, 401, 403, 404)),
+    Endpoint("POST", "/api/admin/bans", admin_api.set_banned, "Ban or unban a registered user",
+             schemas.SetBanned, statuses=(400, 401, 403, 404)),
+    Endpoint("GET", "/healthz", http_api.healthz, "Liveness", auth=False),
+    Endpoint("GET", "/readyz", http_api.readyz, "Readiness: database and bus reachable",
+             auth=False, statuses=(503,)),
+)
+
+_STATUS_TEXT = {200: "OK", 400: "Invalid request", 401: "Missing, invalid or expired token",
+                403: "Not allowed", 404: "Not found", 409: "Conflict (duplicate)",
+                429: "Slow mode / rate limit (see Retry-After)", 503: "Not ready"}
+
+
+def openapi_document() -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    schemas_out: dict[str, Any] = {
+        "Error": {"type": "object", "required": ["success", "error"],
+                  "properties": {"success": {"type": "boolean", "const": False},
+                                 "error": {"type": "string"}, "code": {"type": "string"}}},
+    }
+    for ep in ENDPOINTS:
+        op: dict[str, Any] = {"summary": ep.summary, "responses": {
+            "200": {"description": "Success: `{success: true, …}`"}}}
+        for status in ep.statuses:
+            op["responses"][str(status)] = {
+                "description": _STATUS_TEXT.get(status, "Error"),
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+        params = [{"name": name.strip("{}"), "in": "path", "required": True,
+                   "schema": {"type": "integer"}}
+                  for name in ep.path.split("/") if name.startswith("{")]
+        params += [{"name": n, "in": "query", "required": False, "schema": {"type": t},
+                    "description": d} for n, t, d in ep.query]
+        if params:
+            op["parameters"] = params
+        if ep.body is not None:
+            schemas_out[ep.body.__name__] = ep.body.model_json_schema(
+                ref_template="#/components/schemas/{model}")
+            op["requestBody"] = {"required": True, "content": {"application/json": {
+                "schema": {"$ref": f"#/components/schemas/{ep.body.__name__}"}}}}
+        if ep.auth:
+            op["security"] = [{"bearer": []}]
+        paths.setdefault(ep.path, {})[ep.method.lower()] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "webinar-chat", "version": "0.1.0",
+                 "description": "Live chat for webinars. Realtime protocol: docs/realtime.md"},
+        "paths": paths,
+        "components": {"schemas": schemas_out,
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                                      "bearerFormat": "JWT"}}},
+    }
+
+
+async def _openapi(request: Request) -> Response:
+    return JSONResponse(request.app.state.openapi)
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    message = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, str(exc.detail))
+    return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), message,
+                          headers=exc.headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled_error", path=request.url.path, method=request.method,
+                  exc_info=exc)
+    return error_response(500, "internal", "Internal server error")
+
+
+def build_routes(extra: list[BaseRoute] | None = None) -> list[BaseRoute]:
+    routes: list[BaseRoute] = [Route(ep.path, ep.handler, methods=[ep.method]) for ep in ENDPOINTS]
+    routes += [Route("/api/openapi.json", _openapi, methods=["GET"]),
+               Route("/openapi.json", _openapi, methods=["GET"]),
+               WebSocketRoute("/realtime", realtime_endpoint)]
+    return routes + (extra or [])
+
+
+def create_app(settings: Settings, *, bus: Bus | None = None,
+               extra_routes: list[BaseRoute] | None = None) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        store = await open_store(settings.database_url)
+        chat_bus = bus if bus is not None else create_bus(settings.extra.get("bus_url"))
+        hub = Hub(store, chat_bus, tick_s=settings.realtime_tick_ms / 1000, wire=text_frame)
+        await hub.start()
+        tokens = TokenService(resolve_jwt_secret(settings), settings.access_token_ttl_s)
+        state = AppState(settings, store, chat_bus, hub, tokens)
+        app.state.chat = state
+        app.state.openapi = openapi_document()
+        heartbeat = asyncio.create_task(heartbeat_loop(state))
+        try:
+            yield
+        finally:
+            heartbeat.cancel()
+            for connection in list(state.connections):
+                connection.close(1001, "server shutting down")
+            await hub.close()
+            await store.close()
+
+    return Starlette(
+        routes=build_routes(extra_routes),
+        lifespan=lifespan,
+        exception_handlers={ApiError: api_error_handler, HTTPException: _http_exception,
+                            Exception: _unexpected},
+    )

@@ -1,0 +1,410 @@
+"""HTTP routes of SPEC §3. Each handler: authenticate → validate → permission check → store →
+publish → JSON. Every failure is an `ApiError` (errors.py) so every branch ends in the same shape."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+import uuid
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import orjson
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..auth import permissions as perm
+from ..auth.passwords import hash_password, verify_password
+from ..auth.tokens import TokenError, hash_refresh_token, new_refresh_token
+from ..protocol.events import Audience, encode_event, message_payload
+from ..store.store import DuplicateMessage, EmailTaken, NotFound, SlowMode, User, now_utc
+from . import schemas
+from .errors import ApiError, JSONResponse, validation_message
+
+if TYPE_CHECKING:
+    from .app import AppState
+
+B = TypeVar("B", bound=BaseModel)
+
+MAX_BODY = 64 * 1024
+# Read-path permission decisions are cached this long: a long-poll fallback with thousands of
+# attendees must not cost a database query per request. A ban reaches readers within this time;
+# writes (create, hide, delete) always check fresh.
+ACCESS_CACHE_TTL_S = 5.0
+
+
+def _state(request: Request) -> AppState:
+    return request.app.state.chat  # type: ignore[no-any-return]
+
+
+async def _body(request: Request, model: type[B]) -> B:
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise ApiError(413, "too_large", "Request body too large")
+    try:
+        return model.model_validate_json(raw or b"")
+    except ValidationError as exc:
+        raise ApiError(400, "invalid_request", validation_message(exc)) from None
+
+
+def _user_id(request: Request) -> int:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "unauthorized", "Missing bearer token",
+                       headers={"WWW-Authenticate": "Bearer"})
+    try:
+        return _state(request).tokens.verify_access(token.strip()).user_id
+    except TokenError as exc:
+        raise ApiError(401, exc.code, str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
+
+
+def _int_param(request: Request, name: str, *, default: int | None = None, low: int = 0,
+               high: int = 2**63 - 1) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, "invalid_request", f"{name}: must be an integer") from None
+    if not low <= value <= high:
+        raise ApiError(400, "invalid_request", f"{name}: must be between {low} and {high}")
+    return value
+
+
+def _path_id(request: Request, name: str) -> int:
+    raw = request.path_params[name]
+    if not raw.isdigit() or len(raw) > 18:
+        raise ApiError(400, "invalid_request", f"{name}: must be a positive integer")
+    return int(raw)
+
+
+async def _access(request: Request, webinar_id: int, user_id: int, *, cached: bool
+                  ) -> perm.WebinarAccess:
+    state = _state(request)
+    key = (webinar_id, user_id)
+    now = time.monotonic()
+    if cached:
+        hit = state.access_cache.get(key)
+        if hit is not None and hit[0] > now:
+            if isinstance(hit[1], perm.Denied):
+                raise ApiError(hit[1].status, hit[1].code, hit[1].message)
+            return hit[1]
+    try:
+        access = await perm.check_access(state.store, webinar_id, user_id)
+    except perm.Denied as exc:
+        state.access_cache[key] = (now + ACCESS_CACHE_TTL_S, exc)
+        raise ApiError(exc.status, exc.code, exc.message) from None
+    state.access_cache[key] = (now + ACCESS_CACHE_TTL_S, access)
+    return access
+
+
+def _denied(exc: perm.Denied) -> ApiError:
+    return ApiError(exc.status, exc.code, exc.message)
+
+
+def ok(**fields: Any) -> JSONResponse:
+    return JSONResponse({"success": True, **fields})
+
+
+# --- auth ----------------------------------------------------------------------------------------
+
+def _public_user(user: User) -> dict[str, Any]:
+    return {"id": user.id, "email": user.email, "display_name": user.display_name,
+            "is_admin": user.is_admin}
+
+
+async def _issue_session(state: AppState, user: User, family_id: str | None = None
+                         ) -> dict[str, Any]:
+    access, ttl = state.tokens.issue_access(user.id)
+    refresh, refresh_hash = new_refresh_token()
+    expires = now_utc() + timedelta(seconds=state.settings.refresh_token_ttl_s)
+    await state.store.add_refresh_token(refresh_hash, user.id, family_id or str(uuid.uuid4()),
+                                        expires)
+    return {"access_token": access, "refresh_token": refresh, "expires_in": ttl,
+            "token_type": "Bearer", "user": _public_user(user)}
+
+
+async def signup(request: Request) -> Response:
+    state = _state(request)
+    body = await _body(request, schemas.Signup)
+    password_hash = await asyncio.to_thread(hash_password, body.password)
+    try:
+        user = await state.store.create_user(body.email, password_hash, body.display_name.strip())
+    except EmailTaken:
+        raise ApiError(409, "email_taken", "An account with this e-mail already exists") from None
+    return ok(**await _issue_session(state, user))
+
+
+async def login(request: Request) -> Response:
+    state = _state(request)
+    body = await _body(request, schemas.Login)
+    user = await state.store.get_user_by_email(body.email)
+    valid = await asyncio.to_thread(verify_password, user.password_hash if user else None,
+                                    body.password)
+    if user is None or not valid:
+        raise ApiError(401, "invalid_credentials", "Wrong e-mail or password")
+    return ok(**await _issue_session(state, user))
+
+
+async def refresh(request: Request) -> Response:
+    state = _state(request)
+    body = await _body(request, schemas.Refresh)
+    old_hash = hash_refresh_token(body.refresh_token)
+    record = await state.store.get_refresh_token(old_hash)
+    if record is None or record.revoked_at is not None:
+        raise ApiError(401, "invalid_token", "Invalid refresh token")
+    if record.rotated_at is not None:
+        # A rotated token came back: it was copied. Revoke the whole family (both holders log in
+        # again) — OAuth 2.0 Security BCP, refresh token rotation.
+        await state.store.revoke_refresh_family(record.family_id)
+        raise ApiError(401, "token_reused", "Refresh token re-use detected; please log in again")
+    if record.expires_at <= now_utc():
+        raise ApiError(401, "token_expired", "Refresh token expired")
+    user = await state.store.get_user(record.user_id)
+    if user is None:
+        raise ApiError(401, "invalid_token", "Invalid refresh token")
+    access, ttl = state.tokens.issue_access(user.id)
+    new_token, new_hash = new_refresh_token()
+    expires = now_utc() + timedelta(seconds=state.settings.refresh_token_ttl_s)
+    if not await state.store.rotate_refresh_token(old_hash, new_hash, user.id, record.family_id,
+                                                  expires):
+        await state.store.revoke_refresh_family(record.family_id)
+        raise ApiError(401, "token_reused", "Refresh token re-use detected; please log in again")
+    return ok(access_token=access, refresh_token=new_token, expires_in=ttl, token_type="Bearer",
+              user=_public_user(user))
+
+
+async def logout(request: Request) -> Response:
+    state = _state(request)
+    body = await _body(request, schemas.Logout)
+    if body.refresh_token:
+        record = await state.store.get_refresh_token(hash_refresh_token(body.refresh_token))
+        if record is not None:
+            await state.store.revoke_refresh_family(record.family_id)
+    return ok()
+
+
+async def me(request: Request) -> Response:
+    state = _state(request)
+    user = await state.store.get_user(_user_id(request))
+    if user is None:
+        raise ApiError(401, "invalid_token", "Unknown user")
+    webinars = await state.store.list_webinars(user.id)
+    return ok(user=_public_user(user),
+              webinars=[{"id": w.id, "title": w.title, "chat_open": w.chat_open} for w in webinars])
+
+
+# --- messages ------------------------------------------------------------------------------------
+
+async def create_message(request: Request) -> Response:
+    state = _state(request)
+    user_id = _user_id(request)
+    body = await _body(request, schemas.CreateMessage)
+    content = body.content.strip()
+    if not content:
+        raise ApiError(400, "invalid_request", "content: must not be empty")
+    if len(content) > state.settings.max_message_length:
+        raise ApiError(400, "invalid_request",
+                       f"content: at most {state.settings.max_message_length} characters")
+    access = await _access(request, body.webinarId, user_id, cached=False)
+    try:
+        perm.require_post(access)
+    except perm.Denied as exc:
+        # A retry of a message stored before the chat closed still gets its 409.
+        if body.clientMsgId is not None:
+            existing = await state.store.get_message_by_client_id(body.webinarId, user_id,
+                                                                  body.clientMsgId)
+            if existing is not None:
+                raise _duplicate(existing, access.audience) from None
+        raise _denied(exc) from None
+    try:
+        message, change = await state.store.create_message(
+            access.webinar, user_id, access.display_name, content, body.clientMsgId,
+            slow_mode_applies=perm.slow_mode_applies(access),
+        )
+    except DuplicateMessage as dup:
+        raise _duplicate(dup.message, access.audience) from None
+    except SlowMode as slow:
+        raise ApiError(429, "slow_mode", str(slow),
+                       headers={"Retry-After": str(max(1, math.ceil(slow.retry_after_s)))},
+                       extra={"retry_after": round(slow.retry_after_s, 3)}) from None
+    except NotFound:
+        raise ApiError(404, "not_found", "Webinar not found") from None
+    await state.hub.publish(change)
+    return ok(message=message_payload(message, access.audience))
+
+
+def _duplicate(message: Any, audience: Audience) -> ApiError:
+    return ApiError(409, "duplicate", "Duplicate message detected",
+                    extra={"message": message_payload(message, audience)})
+
+
+async def list_messages(request: Request) -> Response:
+    state = _state(request)
+    user_id = _user_id(request)
+    webinar_id = _path_id(request, "webinar_id")
+    after = _int_param(request, "after")
+    before = _int_param(request, "before")
+    limit = _int_param(request, "limit", default=100, low=1, high=500)
+    assert limit is not None
+    if after is not None and before is not None:
+        raise ApiError(400, "invalid_request", "Use either 'after' or 'before', not both")
+    access = await _access(request, webinar_id, user_id, cached=True)
+    page = await state.store.list_messages(webinar_id, after=after, before=before, limit=limit,
+                                           include_hidden=access.is_staff)
+    messages = [message_payload(m, access.audience) for m in page.messages]
+    cursor = messages[-1]["id"] if after is not None and messages else None
+    return ok(messages=messages, has_more=page.has_more, last_seq=page.last_seq,
+              next_after=cursor if page.has_more else None,
+              next_before=messages[0]["id"] if after is None and page.has_more and messages
+              else None)
+
+
+async def list_changes(request: Request) -> Response:
+    state = _state(request)
+    user_id = _user_id(request)
+    webinar_id = _path_id(request, "webinar_id")
+    after_seq = _int_param(request, "after_seq", default=0)
+    limit = _int_param(request, "limit", default=500, low=1, high=1000)
+    assert after_seq is not None and limit is not None
+    raw_wait = request.query_params.get("wait")
+    try:
+        wait = float(raw_wait) if raw_wait not in (None, "") else 0.0
+    except ValueError:
+        raise ApiError(400, "invalid_request", "wait: must be a number of seconds") from None
+    if not 0 <= wait <= state.settings.long_poll_max_wait_s or math.isnan(wait):
+        raise ApiError(400, "invalid_request",
+                       f"wait: must be between 0 and {state.settings.long_poll_max_wait_s:g}")
+    access = await _access(request, webinar_id, user_id, cached=True)
+    room = await state.hub.room(webinar_id)
+    if wait > 0:
+        await state.hub.wait_for_change(room, after_seq, wait)
+    encoded = room.ring_after(after_seq, access.audience, limit)
+    if encoded is not None:
+        last_seq = after_seq + len(encoded)
+        has_more = last_seq < room.released_seq
+    else:
+        page = await state.store.changes_after(webinar_id, after_seq, limit)
+        encoded = [encode_event(c, access.audience) for c in page.changes]
+        last_seq, has_more = page.last_seq, page.has_more
+    body = b"".join((b'{"success":true,"changes":[', b",".join(encoded), b'],"last_seq":',
+                     str(last_seq).encode(), b',"has_more":', b"true" if has_more else b"false",
+                     b"}"))
+    return JSONResponse(body)
+
+
+async def _message_for_moderation(request: Request, user_id: int) -> tuple[Any, perm.WebinarAccess]:
+    state = _state(request)
+    message_id = _path_id(request, "message_id")
+    message = await state.store.get_message(message_id)
+    if message is None:
+        raise ApiError(404, "not_found", "Message not found")
+    access = await _access(request, message.webinar_id, user_id, cached=False)
+    try:
+        perm.require_visible(access, message)
+    except perm.Denied as exc:
+        raise _denied(exc) from None
+    return message, access
+
+
+async def hide_message(request: Request) -> Response:
+    state = _state(request)
+    user_id = _user_id(request)
+    body = await _body(request, schemas.HideMessage)
+    message, access = await _message_for_moderation(request, user_id)
+    try:
+        perm.require_moderate(access)
+    except perm.Denied as exc:
+        raise _denied(exc) from None
+    try:
+        change = await state.store.set_hidden(message, body.hidden)
+    except NotFound:
+        raise ApiError(404, "not_found", "Message not found") from None
+    await state.hub.publish(change)
+    assert change.message is not None
+    return ok(message=message_payload(change.message, access.audience))
+
+
+async def delete_message(request: Request) -> Response:
+    state = _state(request)
+    user_id = _user_id(request)
+    message, access = await _message_for_moderation(request, user_id)
+    try:
+        perm.require_delete(access, message)
+    except perm.Denied as exc:
+        raise _denied(exc) from None
+    try:
+        change = await state.store.delete_message(message)
+    except NotFound:
+        raise ApiError(404, "not_found", "Message not found") from None
+    await state.hub.publish(change)
+    return ok(message={"id": message.id, "seq": change.seq})
+
+
+# --- webinars and profiles -----------------------------------------------------------------------
+
+def _webinar_json(access: perm.WebinarAccess) -> dict[str, Any]:
+    w = access.webinar
+    return {"id": w.id, "title": w.title, "agency_id": w.agency_id, "client_id": w.client_id,
+            "chat_open": w.chat_open, "slow_mode_seconds": w.slow_mode_seconds,
+            "last_seq": w.last_seq, "role": access.role}
+
+
+async def get_webinar(request: Request) -> Response:
+    user_id = _user_id(request)
+    access = await _access(request, _path_id(request, "webinar_id"), user_id, cached=False)
+    return ok(webinar=_webinar_json(access))
+
+
+async def update_webinar(request: Request) -> Response:
+    state = _state(request)
+    user_id = _user_id(request)
+    webinar_id = _path_id(request, "webinar_id")
+    body = await _body(request, schemas.UpdateWebinar)
+    access = await _access(request, webinar_id, user_id, cached=False)
+    if access.role != "host":
+        raise ApiError(403, "forbidden", "Only hosts can change chat settings")
+    webinar = await state.store.update_webinar(webinar_id, chat_open=body.chat_open,
+                                               slow_mode_seconds=body.slow_mode_seconds)
+    state.access_cache.clear()
+    return ok(webinar=_webinar_json(perm.WebinarAccess(webinar, user_id, access.role,
+                                                       access.display_name)))
+
+
+async def get_profile(request: Request) -> Response:
+    state = _state(request)
+    viewer_id = _user_id(request)
+    subject_id = _path_id(request, "user_id")
+    user = await state.store.get_user(subject_id)
+    if user is None:
+        raise ApiError(404, "not_found", "User not found")
+    profile: dict[str, Any] = {"user_id": user.id, "display_name": user.display_name}
+    if await perm.may_see_email(state.store, viewer_id, subject_id):
+        profile["email"] = user.email
+    return ok(profile=profile)
+
+
+# --- health --------------------------------------------------------------------------------------
+
+async def healthz(request: Request) -> Response:
+    return ok(status="ok")
+
+
+async def readyz(request: Request) -> Response:
+    state = _state(request)
+    checks: dict[str, str] = {}
+    for name, probe in (("database", state.store.ping), ("bus", state.bus.ping)):
+        try:
+            await asyncio.wait_for(probe(), 2.0)
+            checks[name] = "ok"
+        except Exception as exc:  # any failure means "not ready"; say which
+            checks[name] = f"error: {type(exc).__name__}"
+    ready = all(v == "ok" for v in checks.values())
+    body = {"success": ready, "checks": checks}
+    if not ready:
+        body["error"] = "Not ready"
+    return JSONResponse(orjson.dumps(body), status_code=200 if ready else 503)

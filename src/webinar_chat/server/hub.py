@@ -1,0 +1,297 @@
+"""Rooms and fan-out: one room per webinar with live listeners on this process.
+
+A committed change reaches a room through the bus, passes the room's sequencer (strict seq order,
+no duplicates, gaps fetched from the feed), and waits at most one room tick (`realtime_tick_ms`)
+so that a busy room sends several changes per frame. A flush encodes each change once per audience
+and each frame once per audience, then writes the same bytes to every subscriber without awaiting
+any of them (a subscriber that cannot keep up is closed by its own connection: see realtime.py).
+Long-poll requests wait on the room too and are answered from its ring of recent changes.
+Design: docs/realtime.md, docs/delivery.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import structlog
+
+from ..bus import Bus
+from ..protocol.events import Audience, Change, ChangeOp, changes_frame, encode_event, topic_name
+from ..protocol.sequencer import GAP_TIMEOUT_S, RoomSequencer
+from ..protocol.session import Batch, Subscription
+from ..store import Store
+
+log = structlog.get_logger(__name__)
+
+AUDIENCES = (Audience.ATTENDEE, Audience.STAFF)
+# Changes kept per room for long-poll and short reconnects without a database read. 2,000 covers
+# ~20 s of a very busy room (100 msgs/s); older positions fall back to the feed in the database.
+RING_SIZE = 2000
+# A room nobody listens to is dropped after this idle time (keeps memory bounded; long-pollers
+# re-request within the 3 s fallback interval, so they keep their room alive).
+ROOM_IDLE_S = 60.0
+
+
+class Listener(Protocol):
+    """What a room needs from a realtime connection (server/realtime.py)."""
+
+    def write(self, payload: bytes, wire: bytes | None = None) -> None: ...
+    def on_batch(self, sub: Subscription, batch: Batch) -> None: ...
+
+
+class RingEntry:
+    __slots__ = ("change", "encoded")
+
+    def __init__(self, change: Change, encoded: dict[Audience, bytes]) -> None:
+        self.change = change
+        self.encoded = encoded
+
+
+class Room:
+    def __init__(self, webinar_id: int) -> None:
+        self.webinar_id = webinar_id
+        self.topic = topic_name(webinar_id)
+        self.sequencer: RoomSequencer | None = None  # None until the head seq is read
+        self.early: list[Change] = []  # offered before the sequencer existed
+        self.subscribers: dict[Subscription, None] = {}  # insertion-ordered set
+        self.pending: list[Change] = []
+        self.flush_handle: asyncio.Handle | None = None
+        self.gap_handle: asyncio.TimerHandle | None = None
+        self.last_flush = 0.0
+        self.ring: collections.deque[RingEntry] = collections.deque(maxlen=RING_SIZE)
+        self.changed: asyncio.Future[None] | None = None  # long-poll waiters
+        self.waiters = 0
+        self.last_used = time.monotonic()
+        self.ready = asyncio.Event()
+
+    @property
+    def released_seq(self) -> int:
+        return self.sequencer.released_seq if self.sequencer else -1
+
+    def ring_after(self, after_seq: int, audience: Audience, limit: int) -> list[bytes] | None:
+        """Encoded events with seq > after_seq from memory, or None if the ring does not reach
+        back that far (then read the database)."""
+        if self.sequencer is None or after_seq > self.sequencer.released_seq:
+            return None
+        if after_seq == self.sequencer.released_seq:
+            return []
+        if not self.ring or self.ring[0].change.seq > after_seq + 1:
+            return None
+        start = after_seq + 1 - self.ring[0].change.seq
+        out: list[bytes] = []
+        for i in range(start, min(start + limit, len(self.ring))):
+            out.append(self.ring[i].encoded[audience])
+        return out
+
+
+class Hub:
+    def __init__(self, store: Store, bus: Bus, *, tick_s: float, wire: Callable[[bytes], bytes]):
+        self.store = store
+        self.bus = bus
+        self.tick_s = tick_s
+        self._wire = wire  # payload → the WebSocket frame bytes written to raw transports
+        self.rooms: dict[int, Room] = {}
+        self._loop = asyncio.get_running_loop()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.deliveries = 0  # frames written to subscribers (a metrics seam)
+
+    async def start(self) -> None:
+        await self.bus.start(self.on_change)
+
+    async def close(self) -> None:
+        for room in self.rooms.values():
+            for handle in (room.flush_handle, room.gap_handle):
+                if handle:
+                    handle.cancel()
+            if room.changed and not room.changed.done():
+                room.changed.set_result(None)
+        for task in list(self._tasks):
+            task.cancel()
+        await self.bus.close()
+
+    async def publish(self, change: Change) -> None:
+        """Call after the change's transaction committed."""
+        await self.bus.publish(change)
+
+    # --- rooms -----------------------------------------------------------------------------------
+
+    async def room(self, webinar_id: int) -> Room:
+        room = self.rooms.get(webinar_id)
+        if room is None:
+            room = self.rooms[webinar_id] = Room(webinar_id)
+            try:
+                head = await self.store.head_seq(webinar_id)
+            except BaseException:
+                del self.rooms[webinar_id]
+                room.ready.set()
+                raise
+            room.sequencer = RoomSequencer(head if head is not None else 0)
+            early, room.early = room.early, []
+            for change in sorted(early, key=lambda c: c.seq):
+                self._offer(room, change)
+            room.ready.set()
+        elif not room.ready.is_set():
+            await room.ready.wait()
+        room.last_used = time.monotonic()
+        return room
+
+    def subscribe(self, sub: Subscription) -> Room | None:
+        room = self.rooms.get(sub.webinar_id)
+        if room is not None:
+            room.subscribers[sub] = None
+        return room
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        room = self.rooms.get(sub.webinar_id)
+        if room is not None:
+            room.subscribers.pop(sub, None)
+            room.last_used = time.monotonic()
+
+    def sweep(self) -> None:
+        """Drop rooms that nobody used for ROOM_IDLE_S (called from the heartbeat timer)."""
+        cutoff = time.monotonic() - ROOM_IDLE_S
+        for webinar_id, room in list(self.rooms.items()):
+            if (not room.subscribers and room.waiters == 0 and room.last_used < cutoff
+                    and not room.pending and room.ready.is_set()):
+                if room.gap_handle:
+                    room.gap_handle.cancel()
+                del self.rooms[webinar_id]
+
+    # --- changes in ------------------------------------------------------------------------------
+
+    def on_change(self, change: Change) -> None:
+        room = self.rooms.get(change.webinar_id)
+        if room is None:
+            return  # nobody here listens to this webinar
+        if room.sequencer is None:
+            room.early.append(change)
+            return
+        self._offer(room, change)
+
+    def _offer(self, room: Room, change: Change) -> None:
+        assert room.sequencer is not None
+        released = room.sequencer.offer(change, self._loop.time())
+        if released:
+            self._queue(room, released)
+        if room.sequencer.gap is not None and room.gap_handle is None:
+            room.gap_handle = self._loop.call_later(GAP_TIMEOUT_S, self._fill_gap, room)
+
+    def _fill_gap(self, room: Room) -> None:
+        room.gap_handle = None
+        if room.sequencer is None or room.sequencer.gap is None:
+            return
+        task = self._loop.create_task(self._fetch_gap(room))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _fetch_gap(self, room: Room) -> None:
+        assert room.sequencer is not None
+        gap = room.sequencer.gap
+        if gap is None:
+            return
+        after, upto = gap
+        try:
+            page = await self.store.changes_after(room.webinar_id, after, limit=upto - after)
+        except Exception:
+            log.exception("gap_fetch_failed", webinar_id=room.webinar_id, after_seq=after)
+            page = None
+        if page is not None:
+            log.info("gap_filled", webinar_id=room.webinar_id, after_seq=after, up_to_seq=upto,
+                     fetched=len(page.changes))
+            released = room.sequencer.fill(page.changes)
+            if released:
+                self._queue(room, released)
+        if room.sequencer.gap is not None and room.gap_handle is None:
+            room.gap_handle = self._loop.call_later(GAP_TIMEOUT_S, self._fill_gap, room)
+
+    def _queue(self, room: Room, released: list[Change]) -> None:
+        room.pending.extend(released)
+        if room.flush_handle is None:
+            # An idle room flushes at once; a busy one at most once per tick (coalescing).
+            delay = room.last_flush + self.tick_s - self._loop.time()
+            if delay <= 0:
+                room.flush_handle = self._loop.call_soon(self._flush, room)
+            else:
+                room.flush_handle = self._loop.call_later(delay, self._flush, room)
+
+    # --- fan-out ---------------------------------------------------------------------------------
+
+    def _flush(self, room: Room) -> None:
+        room.flush_handle = None
+        room.last_flush = self._loop.time()
+        changes, room.pending = room.pending, []
+        if not changes:
+            return
+        encoded: dict[Audience, list[bytes]] = {a: [] for a in AUDIENCES}
+        for change in changes:
+            per_audience = self._encode(change)
+            for audience in AUDIENCES:
+                encoded[audience].append(per_audience[audience])
+            room.ring.append(RingEntry(change, per_audience))
+            if change.op is not ChangeOp.INSERT:
+                self._redact_ring(room, change)
+        frames = {a: changes_frame(room.topic, encoded[a]) for a in AUDIENCES}
+        batch = Batch(room.webinar_id, changes[0].seq, changes[-1].seq, changes, frames)
+        wires: dict[Audience, bytes] = {}
+        first, last = batch.first_seq, batch.last_seq
+        delivered = 0
+        for sub in list(room.subscribers):
+            listener: Listener = sub.owner
+            if sub.take_shared(first, last):
+                audience = sub.audience
+                wire = wires.get(audience)
+                if wire is None:
+                    wire = wires[audience] = self._wire(frames[audience])
+                listener.write(frames[audience], wire)
+                delivered += 1
+            else:
+                listener.on_batch(sub, batch)
+        self.deliveries += delivered
+        if room.changed is not None and not room.changed.done():
+            room.changed.set_result(None)
+        room.changed = None
+
+    @staticmethod
+    def _encode(change: Change) -> dict[Audience, bytes]:
+        staff = encode_event(change, Audience.STAFF)
+        message = change.message
+        attendee = staff if message is None or not message.hidden else encode_event(
+            change, Audience.ATTENDEE)
+        return {Audience.ATTENDEE: attendee, Audience.STAFF: staff}
+
+    @staticmethod
+    def _redact_ring(room: Room, change: Change) -> None:
+        """Keep the ring equal to the feed's "current state" view: once a message is hidden or
+        deleted, earlier ring entries must not hand its old content to a late poller."""
+        for entry in room.ring:
+            old = entry.change
+            if old.message_id == change.message_id and old.seq < change.seq:
+                updated = Change(old.webinar_id, old.seq, old.op, old.message_id, change.message)
+                entry.change = updated
+                entry.encoded = Hub._encode(updated)
+
+    # --- long-poll -------------------------------------------------------------------------------
+
+    async def wait_for_change(self, room: Room, after_seq: int, timeout: float) -> None:
+        """Return when the room released a change beyond `after_seq`, or after `timeout`."""
+        if room.released_seq > after_seq:
+            return
+        if room.changed is None:
+            room.changed = self._loop.create_future()
+        room.waiters += 1
+        try:
+            await asyncio.wait_for(asyncio.shield(room.changed), timeout)
+        except TimeoutError:
+            pass
+        finally:
+            room.waiters -= 1
+            room.last_used = time.monotonic()
+
+    def perform_later(self, coro: Any) -> None:
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

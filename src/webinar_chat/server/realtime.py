@@ -1,0 +1,245 @@
+"""The `/realtime` WebSocket endpoint: a thin adapter around `protocol.session.Session`.
+
+It reads frames, feeds the session, and performs the actions the session returns: writes (never
+awaited), room (un)subscription, access checks and feed reads (as tasks), and the token-expiry
+timer. Protocol: docs/realtime.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import structlog
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from ..auth.permissions import Denied, check_access
+from ..auth.tokens import TokenError, TokenService
+from ..protocol.session import (
+    Action,
+    Batch,
+    CheckAccess,
+    Close,
+    Identity,
+    LoadChanges,
+    Send,
+    Session,
+    Subscribe,
+    Subscription,
+    TokenRejected,
+    Unsubscribe,
+    WatchTokenExpiry,
+)
+from .ws_protocol import RAW_FRAMES_EXTENSION, RawFrameWriter, text_frame
+
+if TYPE_CHECKING:
+    from .app import AppState
+
+log = structlog.get_logger(__name__)
+
+# Feed page size for replays: big enough that a typical reconnect is one read.
+REPLAY_PAGE = 500
+# Without the raw fast path, frames wait in a bounded per-connection queue drained by a writer task.
+MAX_QUEUED_FRAMES = 1000
+
+HEARTBEAT_PAYLOAD = b'{"type":"heartbeat"}'
+HEARTBEAT_WIRE = text_frame(HEARTBEAT_PAYLOAD)
+
+
+def token_verifier(tokens: TokenService) -> Any:
+    def verify(token: str) -> Identity:
+        try:
+            claims = tokens.verify_access(token)
+        except TokenError as exc:
+            raise TokenRejected(exc.code, str(exc)) from exc
+        return Identity(claims.user_id, claims.expires_at)
+
+    return verify
+
+
+class RealtimeConnection:
+    def __init__(self, state: AppState, websocket: WebSocket) -> None:
+        self.state = state
+        self.websocket = websocket
+        self.session = Session(verify_token=token_verifier(state.tokens), owner=self)
+        raw = websocket.scope.get("extensions", {}).get(RAW_FRAMES_EXTENSION)
+        self.raw: RawFrameWriter | None = raw
+        self.queue: collections.deque[bytes] = collections.deque()
+        self.queue_ready = asyncio.Event()
+        self.closed = False
+        self.last_received = time.monotonic()
+        self.expiry_timer: asyncio.TimerHandle | None = None
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.max_buffer = state.settings.realtime_max_buffer
+
+    # --- the read loop ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        await self.websocket.accept()
+        self.state.connections.add(self)
+        writer = None if self.raw else asyncio.create_task(self._writer())
+        try:
+            token = self.websocket.query_params.get("token")
+            self.perform(self.session.on_connect(token, time.time(),
+                                                 self.state.settings.heartbeat_interval_s))
+            while not self.closed:
+                message = await self.websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                text = message.get("text")
+                if text is None and message.get("bytes") is not None:
+                    text = message["bytes"].decode("utf-8", "replace")
+                self.last_received = time.monotonic()
+                self.perform(self.session.on_text(text or "", time.time()))
+        except WebSocketDisconnect:
+            pass
+        finally:
+            self.closed = True
+            self.state.connections.discard(self)
+            for sub in list(self.session.subscriptions.values()):
+                self.state.hub.unsubscribe(sub)
+            if self.expiry_timer:
+                self.expiry_timer.cancel()
+            for task in list(self.tasks):
+                task.cancel()
+            if writer:
+                writer.cancel()
+
+    async def _writer(self) -> None:
+        """Generic ASGI path (no raw writer): drain the bounded queue in order."""
+        while True:
+            await self.queue_ready.wait()
+            self.queue_ready.clear()
+            while self.queue:
+                await self.websocket.send_text(self.queue.popleft().decode())
+
+    # --- writing (never awaits) ------------------------------------------------------------------
+
+    def write(self, payload: bytes, wire: bytes | None = None) -> None:
+        if self.closed:
+            return
+        if self.raw is not None:
+            if not self.raw.write(wire if wire is not None else text_frame(payload)):
+                self.closed = True
+                return
+            if self.raw.buffered() > self.max_buffer:
+                self.close(4008, "slow consumer")
+        else:
+            if len(self.queue) >= MAX_QUEUED_FRAMES:
+                self.close(4008, "slow consumer")
+                return
+            self.queue.append(payload)
+            self.queue_ready.set()
+
+    def close(self, code: int, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        log.info("realtime_close", code=code, reason=reason,
+                 user_id=self.session.identity.user_id if self.session.identity else None)
+        for sub in list(self.session.subscriptions.values()):
+            self.state.hub.unsubscribe(sub)
+        if self.raw is not None:
+            self.raw.close(code, reason)
+        else:
+            self._spawn(self.websocket.close(code, reason))
+
+    def on_batch(self, sub: Subscription, batch: Batch) -> None:
+        self.perform(self.session.on_batch(sub, batch))
+
+    # --- performing the session's actions --------------------------------------------------------
+
+    def perform(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Send):
+                self.write(action.data)
+            elif isinstance(action, Subscribe):
+                self.state.hub.subscribe(action.subscription)
+            elif isinstance(action, Unsubscribe):
+                self.state.hub.unsubscribe(action.subscription)
+            elif isinstance(action, CheckAccess):
+                self._spawn(self._check_access(action))
+            elif isinstance(action, LoadChanges):
+                self._spawn(self._load_changes(action))
+            elif isinstance(action, WatchTokenExpiry):
+                self._watch_expiry(action.expires_at)
+            elif isinstance(action, Close):
+                self.close(action.code, action.reason)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("realtime_task_failed", exc_info=task.exception())
+            self.write(orjson.dumps({"type": "error", "code": "internal",
+                                     "message": "Internal error; reconnect"}))
+            self.close(1011, "internal error")
+
+    async def _check_access(self, action: CheckAccess) -> None:
+        try:
+            access = await check_access(self.state.store, action.webinar_id, action.user_id)
+        except Denied as exc:
+            self.perform(self.session.on_access_denied(action.webinar_id, action.generation,
+                                                       exc.code, exc.message))
+            return
+        # The room must exist before the session subscribes to it (synchronously, below).
+        await self.state.hub.room(action.webinar_id)
+        if self.closed:
+            return
+        self.perform(self.session.on_access(action.webinar_id, action.generation, access.audience,
+                                            access.role, access.webinar.last_seq))
+
+    async def _load_changes(self, action: LoadChanges) -> None:
+        room = self.state.hub.rooms.get(action.webinar_id)
+        changes = None
+        if room is not None and room.ring and room.ring[0].change.seq <= action.after_seq + 1:
+            # Short reconnects and reconnect storms are served from memory.
+            changes = [e.change for e in room.ring if e.change.seq > action.after_seq][:REPLAY_PAGE]
+            has_more = bool(changes) and changes[-1].seq < room.released_seq
+        if changes is None:
+            page = await self.state.store.changes_after(action.webinar_id, action.after_seq,
+                                                        REPLAY_PAGE)
+            changes, has_more = page.changes, page.has_more
+        if not self.closed:
+            self.perform(self.session.on_changes(action.webinar_id, action.generation, changes,
+                                                 has_more))
+
+    def _watch_expiry(self, expires_at: float) -> None:
+        if self.expiry_timer:
+            self.expiry_timer.cancel()
+        delay = max(0.0, expires_at - time.time())
+        self.expiry_timer = asyncio.get_running_loop().call_later(delay, self._expiry_due)
+
+    def _expiry_due(self) -> None:
+        self.expiry_timer = None
+        self.perform(self.session.on_token_expiry_due(time.time()))
+
+    # --- heartbeats (called by the app's heartbeat task) -----------------------------------------
+
+    def heartbeat(self, now: float, idle_timeout: float) -> None:
+        if now - self.last_received > idle_timeout:
+            self.close(4000, "heartbeat timeout")
+        else:
+            self.write(HEARTBEAT_PAYLOAD, HEARTBEAT_WIRE)
+
+
+async def realtime_endpoint(websocket: WebSocket) -> None:
+    state: AppState = websocket.app.state.chat
+    await RealtimeConnection(state, websocket).run()
+
+
+async def heartbeat_loop(state: AppState) -> None:
+    interval = state.settings.heartbeat_interval_s
+    while True:
+        await asyncio.sleep(interval)
+        now = time.monotonic()
+        for connection in list(state.connections):
+            connection.heartbeat(now, state.settings.client_idle_timeout_s)
+        state.hub.sweep()

@@ -1,0 +1,92 @@
+"""Request bodies (validated by pydantic; the OpenAPI document is generated from them)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+
+class CreateMessage(Body):
+    webinarId: Annotated[StrictInt, Field(ge=1)]
+    content: StrictStr
+    clientMsgId: StrictStr | None = Field(default=None, description="UUID chosen by the client once "
+                                          "per message; re-sends reuse it (idempotency key)")
+
+    @field_validator("clientMsgId")
+    @classmethod
+    def _uuid(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return str(uuid.UUID(value))
+        except ValueError:
+            raise ValueError("must be a UUID") from None
+
+
+class HideMessage(Body):
+    hidden: StrictBool
+
+
+class Signup(Body):
+    email: Annotated[StrictStr, Field(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")]
+    password: Annotated[StrictStr, Field(min_length=8, max_length=256)]
+    display_name: Annotated[StrictStr, Field(min_length=1, max_length=80)]
+
+
+class Login(Body):
+    email: Annotated[StrictStr, Field(max_length=254)]
+    password: Annotated[StrictStr, Field(max_length=256)]
+
+
+class Refresh(Body):
+    refresh_token: Annotated[StrictStr, Field(max_length=200)]
+
+
+class Logout(Body):
+    refresh_token: Annotated[StrictStr, Field(max_length=200)] | None = None
+
+
+class CreateAgency(Body):
+    name: Annotated[StrictStr, Field(min_length=1, max_length=200)]
+
+
+class CreateClient(Body):
+    agency_id: Annotated[StrictInt, Field(ge=1)]
+    name: Annotated[StrictStr, Field(min_length=1, max_length=200)]
+
+
+class CreateWebinar(Body):
+    client_id: Annotated[StrictInt, Field(ge=1)]
+    title: Annotated[StrictStr, Field(min_length=1, max_length=200)]
+    chat_open: StrictBool = True
+    slow_mode_seconds: Annotated[StrictInt, Field(ge=0, le=3600)] = 0
+
+
+class UpdateWebinar(Body):
+    chat_open: StrictBool | None = None
+    slow_mode_seconds: Annotated[StrictInt, Field(ge=0, le=3600)] | None = None
+
+
+class CreateUser(Body):
+    email: Annotated[StrictStr, Field(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")]
+    password: Annotated[StrictStr, Field(min_length=8, max_length=256)]
+    display_name: Annotated[StrictStr, Field(min_length=1, max_length=80)]
+    is_admin: StrictBool = False
+
+
+class CreateRegistration(Body):
+    webinar_id: Annotated[StrictInt, Field(ge=1)]
+    user_id: Annotated[StrictInt, Field(ge=1)]
+    role: Literal["attendee", "moderator", "host"] = "attendee"
+
+
+class SetBanned(Body):
+    webinar_id: Annotated[StrictInt, Field(ge=1)]
+    user_id: Annotated[StrictInt, Field(ge=1)]
+    banned: StrictBool

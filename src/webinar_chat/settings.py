@@ -1,0 +1,101 @@
+"""One Settings object, read from the environment once and passed explicitly (no import-time state)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DATABASE_URL = "sqlite:///./webinar-chat.db"
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return int(raw) if raw not in (None, "") else default
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    return float(raw) if raw not in (None, "") else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # HS256 signing key for access tokens. Empty ⇒ resolved by `resolve_jwt_secret` (a per-database
+    # secret file for SQLite; PostgreSQL deployments with several processes must share one).
+    jwt_secret: str = ""
+    # Access tokens are short-lived so that a ban or a log-out takes effect within minutes even on
+    # servers that cache nothing; refresh tokens rotate and are revocable.
+    access_token_ttl_s: int = 900
+    refresh_token_ttl_s: int = 30 * 24 * 3600
+    max_message_length: int = 2000
+    # Coalescing window for one room's changes: long enough to batch a busy room into few frames,
+    # short enough to stay far below the 250 ms p99 delivery target. An idle room flushes at once.
+    realtime_tick_ms: int = 25
+    # Unsent bytes allowed on one socket before it counts as a slow consumer (≈ thousands of frames).
+    realtime_max_buffer: int = 1 << 20
+    # Server heartbeat period; the client declares a socket dead after 10 s of silence (2 periods).
+    heartbeat_interval_s: float = 5.0
+    # Close a socket that sent nothing (not even a heartbeat) for this long.
+    client_idle_timeout_s: float = 30.0
+    # Upper bound for `/changes?wait=`: below common proxy idle timeouts (30–60 s).
+    long_poll_max_wait_s: float = 25.0
+    log_level: str = "INFO"
+    log_json: bool = False
+    development: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "database_url": os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+            "host": os.environ.get("HOST", "127.0.0.1"),
+            "port": _env_int("PORT", 8000),
+            "jwt_secret": os.environ.get("JWT_SECRET", ""),
+            "access_token_ttl_s": _env_int("ACCESS_TOKEN_TTL", 900),
+            "refresh_token_ttl_s": _env_int("REFRESH_TOKEN_TTL", 30 * 24 * 3600),
+            "max_message_length": _env_int("MAX_MESSAGE_LENGTH", 2000),
+            "realtime_tick_ms": _env_int("REALTIME_TICK_MS", 25),
+            "realtime_max_buffer": _env_int("REALTIME_MAX_BUFFER", 1 << 20),
+            "heartbeat_interval_s": _env_float("HEARTBEAT_INTERVAL", 5.0),
+            "client_idle_timeout_s": _env_float("CLIENT_IDLE_TIMEOUT", 30.0),
+            "long_poll_max_wait_s": _env_float("LONG_POLL_MAX_WAIT", 25.0),
+            "log_level": os.environ.get("LOG_LEVEL", "INFO").upper(),
+            "log_json": os.environ.get("LOG_FORMAT", "").lower() == "json",
+            "development": os.environ.get("WEBINAR_CHAT_ENV", "").lower() == "development",
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def resolve_jwt_secret(settings: Settings) -> str:
+    """The configured secret, or for SQLite a random one kept in a file beside the database so
+    that tokens survive restarts of the embedded default."""
+    if settings.jwt_secret:
+        return settings.jwt_secret
+    if not settings.is_sqlite:
+        raise RuntimeError("JWT_SECRET must be set when DATABASE_URL is not SQLite")
+    from .store.db import sqlite_path
+
+    path = sqlite_path(settings.database_url)
+    secret_file = Path(str(path) + ".secret") if path != ":memory:" else None
+    if secret_file is None:
+        return secrets.token_urlsafe(48)
+    if secret_file.exists():
+        return secret_file.read_text().strip()
+    secret = secrets.token_urlsafe(48)
+    secret_file.write_text(secret)
+    secret_file.chmod(0o600)
+    return secret

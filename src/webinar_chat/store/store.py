@@ -1,0 +1,590 @@
+"""All persistence of webinar-chat, written once for SQLite and PostgreSQL.
+
+The change feed is built here: every write to `messages` takes the next per-webinar `seq` from
+`webinars.last_seq` inside its transaction (docs/delivery.md, guarantee 3). Callers get back the
+`Change` to publish; publishing is the caller's job (server/hub.py), after commit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ..protocol.events import Change, ChangeOp, Message
+from .db import Database, Executor, Row, UniqueViolation
+
+ROLES = ("attendee", "moderator", "host")
+
+
+class StoreError(Exception):
+    pass
+
+
+class NotFound(StoreError):
+    pass
+
+
+class EmailTaken(StoreError):
+    pass
+
+
+class DuplicateMessage(StoreError):
+    """The same user already stored this `client_msg_id` in this webinar; `message` is that row."""
+
+    def __init__(self, message: Message) -> None:
+        super().__init__("Duplicate message detected")
+        self.message = message
+
+
+class SlowMode(StoreError):
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__("Slow mode: wait before sending again")
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True, slots=True)
+class Webinar:
+    id: int
+    agency_id: int
+    client_id: int
+    title: str
+    chat_open: bool
+    slow_mode_seconds: int
+    last_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: int
+    email: str
+    display_name: str
+    is_admin: bool
+    password_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    webinar_id: int
+    user_id: int
+    role: str
+    banned: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshToken:
+    token_hash: str
+    user_id: int
+    family_id: str
+    expires_at: datetime
+    rotated_at: datetime | None
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class MessagePage:
+    messages: list[Message]
+    has_more: bool
+    # Head of the change feed read *before* the page: join realtime with it and nothing is missed.
+    last_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChangePage:
+    changes: list[Change]
+    has_more: bool
+    last_seq: int  # highest seq in `changes`, or the requested `after_seq` when empty
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def to_datetime(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    parsed = datetime.fromisoformat(str(value))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _opt_datetime(value: Any) -> datetime | None:
+    return None if value is None else to_datetime(value)
+
+
+_MESSAGE_COLUMNS = """m.id, m.agency_id, m.client_id, m.webinar_id, m.user_id, m.content, m.created_at,
+    m.hidden, m.client_msg_id, m.seq, COALESCE(p.display_name, '') AS display_name"""
+
+_MESSAGE_SELECT = f"""SELECT {_MESSAGE_COLUMNS}
+    FROM messages m LEFT JOIN profiles p ON p.user_id = m.user_id"""
+
+
+def _message(row: Row) -> Message:
+    cmid = row["client_msg_id"]
+    return Message(
+        id=row["id"],
+        agency_id=row["agency_id"],
+        client_id=row["client_id"],
+        webinar_id=row["webinar_id"],
+        user_id=row["user_id"],
+        content=row["content"],
+        created_at=to_datetime(row["created_at"]),
+        hidden=bool(row["hidden"]),
+        client_msg_id=None if cmid is None else str(cmid),
+        seq=row["seq"],
+        display_name=row["display_name"],
+    )
+
+
+def _webinar(row: Row) -> Webinar:
+    return Webinar(
+        id=row["id"],
+        agency_id=row["agency_id"],
+        client_id=row["client_id"],
+        title=row["title"],
+        chat_open=bool(row["chat_open"]),
+        slow_mode_seconds=row["slow_mode_seconds"],
+        last_seq=row["last_seq"],
+    )
+
+
+class _Conflict(Exception):
+    """Internal: abort the transaction because the idempotency key already exists."""
+
+
+class Store:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @property
+    def dialect(self) -> str:
+        return self.db.dialect
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    async def ping(self) -> None:
+        await self.db.fetchrow("SELECT 1 AS ok")
+
+    # --- tenants -------------------------------------------------------------------------------
+
+    async def create_agency(self, name: str) -> int:
+        row = await self._insert("INSERT INTO agencies (name, created_at) VALUES ($1, $2) RETURNING id",
+                                 name, now_utc())
+        return int(row["id"])
+
+    async def create_client(self, agency_id: int, name: str) -> int:
+        if await self.db.fetchrow("SELECT id FROM agencies WHERE id = $1", agency_id) is None:
+            raise NotFound("agency")
+        row = await self._insert(
+            "INSERT INTO clients (agency_id, name, created_at) VALUES ($1, $2, $3) RETURNING id",
+            agency_id, name, now_utc(),
+        )
+        return int(row["id"])
+
+    async def create_webinar(
+        self, client_id: int, title: str, *, chat_open: bool = True, slow_mode_seconds: int = 0
+    ) -> Webinar:
+        client = await self.db.fetchrow("SELECT agency_id FROM clients WHERE id = $1", client_id)
+        if client is None:
+            raise NotFound("client")
+        row = await self._insert(
+            """INSERT INTO webinars (agency_id, client_id, title, chat_open, slow_mode_seconds,
+                   last_seq, created_at)
+               VALUES ($1, $2, $3, $4, $5, 0, $6)
+               RETURNING id, agency_id, client_id, title, chat_open, slow_mode_seconds, last_seq""",
+            client["agency_id"], client_id, title, chat_open, slow_mode_seconds, now_utc(),
+        )
+        return _webinar(row)
+
+    async def update_webinar(
+        self, webinar_id: int, *, chat_open: bool | None = None, slow_mode_seconds: int | None = None
+    ) -> Webinar:
+        async with self.db.transaction() as tx:
+            row = await tx.fetchrow(
+                """UPDATE webinars SET chat_open = COALESCE($2, chat_open),
+                       slow_mode_seconds = COALESCE($3, slow_mode_seconds)
+                   WHERE id = $1
+                   RETURNING id, agency_id, client_id, title, chat_open, slow_mode_seconds, last_seq""",
+                webinar_id, chat_open, slow_mode_seconds,
+            )
+        if row is None:
+            raise NotFound("webinar")
+        return _webinar(row)
+
+    async def get_webinar(self, webinar_id: int) -> Webinar | None:
+        row = await self.db.fetchrow(
+            """SELECT id, agency_id, client_id, title, chat_open, slow_mode_seconds, last_seq
+               FROM webinars WHERE id = $1""",
+            webinar_id,
+        )
+        return None if row is None else _webinar(row)
+
+    async def list_agencies(self) -> list[Row]:
+        return await self.db.fetch("SELECT id, name FROM agencies ORDER BY id")
+
+    async def list_clients(self) -> list[Row]:
+        return await self.db.fetch("SELECT id, agency_id, name FROM clients ORDER BY id")
+
+    async def list_webinars(self, user_id: int | None = None) -> list[Webinar]:
+        if user_id is None:
+            rows = await self.db.fetch(
+                """SELECT id, agency_id, client_id, title, chat_open, slow_mode_seconds, last_seq
+                   FROM webinars ORDER BY id"""
+            )
+        else:
+            rows = await self.db.fetch(
+                """SELECT w.id, w.agency_id, w.client_id, w.title, w.chat_open,
+                          w.slow_mode_seconds, w.last_seq
+                   FROM webinars w JOIN registrations r ON r.webinar_id = w.id
+                   WHERE r.user_id = $1 AND NOT r.banned ORDER BY w.id""",
+                user_id,
+            )
+        return [_webinar(r) for r in rows]
+
+    # --- users and registrations ---------------------------------------------------------------
+
+    async def create_user(
+        self, email: str, password_hash: str, display_name: str, *, is_admin: bool = False
+    ) -> User:
+        email = email.strip().lower()
+        now = now_utc()
+        try:
+            async with self.db.transaction() as tx:
+                row = await tx.fetchrow(
+                    """INSERT INTO users (email, password_hash, is_admin, created_at)
+                       VALUES ($1, $2, $3, $4) RETURNING id""",
+                    email, password_hash, is_admin, now,
+                )
+                assert row is not None
+                await tx.execute(
+                    "INSERT INTO profiles (user_id, display_name, updated_at) VALUES ($1, $2, $3)",
+                    row["id"], display_name, now,
+                )
+        except UniqueViolation as exc:
+            raise EmailTaken(email) from exc
+        return User(row["id"], email, display_name, is_admin, password_hash)
+
+    _USER_SELECT = """SELECT u.id, u.email, u.password_hash, u.is_admin,
+                             COALESCE(p.display_name, '') AS display_name
+                      FROM users u LEFT JOIN profiles p ON p.user_id = u.id"""
+
+    @staticmethod
+    def _user(row: Row) -> User:
+        return User(row["id"], row["email"], row["display_name"], bool(row["is_admin"]),
+                    row["password_hash"])
+
+    async def get_user_by_email(self, email: str) -> User | None:
+        row = await self.db.fetchrow(self._USER_SELECT + " WHERE u.email = $1", email.strip().lower())
+        return None if row is None else self._user(row)
+
+    async def get_user(self, user_id: int) -> User | None:
+        row = await self.db.fetchrow(self._USER_SELECT + " WHERE u.id = $1", user_id)
+        return None if row is None else self._user(row)
+
+    async def register(self, webinar_id: int, user_id: int, role: str) -> Registration:
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}")
+        if await self.get_webinar(webinar_id) is None:
+            raise NotFound("webinar")
+        if await self.get_user(user_id) is None:
+            raise NotFound("user")
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                """INSERT INTO registrations (webinar_id, user_id, role, banned, created_at)
+                   VALUES ($1, $2, $3, FALSE, $4)
+                   ON CONFLICT (webinar_id, user_id) DO UPDATE SET role = excluded.role""",
+                webinar_id, user_id, role, now_utc(),
+            )
+        return Registration(webinar_id, user_id, role, False)
+
+    async def set_banned(self, webinar_id: int, user_id: int, banned: bool) -> None:
+        async with self.db.transaction() as tx:
+            row = await tx.fetchrow(
+                """UPDATE registrations SET banned = $3 WHERE webinar_id = $1 AND user_id = $2
+                   RETURNING user_id""",
+                webinar_id, user_id, banned,
+            )
+        if row is None:
+            raise NotFound("registration")
+
+    async def get_registration(self, webinar_id: int, user_id: int) -> Registration | None:
+        row = await self.db.fetchrow(
+            """SELECT webinar_id, user_id, role, banned FROM registrations
+               WHERE webinar_id = $1 AND user_id = $2""",
+            webinar_id, user_id,
+        )
+        if row is None:
+            return None
+        return Registration(row["webinar_id"], row["user_id"], row["role"], bool(row["banned"]))
+
+    async def webinar_access(
+        self, webinar_id: int, user_id: int
+    ) -> tuple[Webinar, Registration | None, str] | None:
+        """The webinar, the user's registration for it and their display name, in one query: the
+        input of every permission decision (auth/permissions.py). None for an unknown webinar."""
+        row = await self.db.fetchrow(
+            """SELECT w.id, w.agency_id, w.client_id, w.title, w.chat_open, w.slow_mode_seconds,
+                      w.last_seq, r.role, r.banned, COALESCE(p.display_name, '') AS display_name
+               FROM webinars w
+               LEFT JOIN registrations r ON r.webinar_id = w.id AND r.user_id = $2
+               LEFT JOIN profiles p ON p.user_id = $2
+               WHERE w.id = $1""",
+            webinar_id, user_id,
+        )
+        if row is None:
+            return None
+        registration = (
+            None if row["role"] is None
+            else Registration(webinar_id, user_id, row["role"], bool(row["banned"]))
+        )
+        return _webinar(row), registration, row["display_name"]
+
+    async def shares_staffed_webinar(self, staff_user_id: int, other_user_id: int) -> bool:
+        """True when `staff_user_id` moderates/hosts a webinar `other_user_id` is registered for."""
+        row = await self.db.fetchrow(
+            """SELECT 1 AS ok FROM registrations s JOIN registrations o ON o.webinar_id = s.webinar_id
+               WHERE s.user_id = $1 AND s.role IN ('moderator', 'host') AND NOT s.banned
+                 AND o.user_id = $2 LIMIT 1""",
+            staff_user_id, other_user_id,
+        )
+        return row is not None
+
+    # --- refresh tokens ------------------------------------------------------------------------
+
+    async def add_refresh_token(
+        self, token_hash: str, user_id: int, family_id: str, expires_at: datetime
+    ) -> None:
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                """INSERT INTO refresh_tokens (token_hash, user_id, family_id, expires_at, created_at)
+                   VALUES ($1, $2, $3, $4, $5)""",
+                token_hash, user_id, family_id, expires_at, now_utc(),
+            )
+
+    async def get_refresh_token(self, token_hash: str) -> RefreshToken | None:
+        row = await self.db.fetchrow(
+            """SELECT token_hash, user_id, family_id, expires_at, rotated_at, revoked_at
+               FROM refresh_tokens WHERE token_hash = $1""",
+            token_hash,
+        )
+        if row is None:
+            return None
+        return RefreshToken(row["token_hash"], row["user_id"], row["family_id"],
+                            to_datetime(row["expires_at"]), _opt_datetime(row["rotated_at"]),
+                            _opt_datetime(row["revoked_at"]))
+
+    async def rotate_refresh_token(
+        self, old_hash: str, new_hash: str, user_id: int, family_id: str, expires_at: datetime
+    ) -> bool:
+        """Atomically retire `old_hash` and issue `new_hash` in the same family. False when the
+        old token was already rotated or revoked (a concurrent or replayed use)."""
+        now = now_utc()
+        async with self.db.transaction() as tx:
+            row = await tx.fetchrow(
+                """UPDATE refresh_tokens SET rotated_at = $2
+                   WHERE token_hash = $1 AND rotated_at IS NULL AND revoked_at IS NULL
+                   RETURNING token_hash""",
+                old_hash, now,
+            )
+            if row is None:
+                return False
+            await tx.execute(
+                """INSERT INTO refresh_tokens (token_hash, user_id, family_id, expires_at, created_at)
+                   VALUES ($1, $2, $3, $4, $5)""",
+                new_hash, user_id, family_id, expires_at, now,
+            )
+        return True
+
+    async def revoke_refresh_family(self, family_id: str) -> None:
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                """UPDATE refresh_tokens SET revoked_at = $2
+                   WHERE family_id = $1 AND revoked_at IS NULL""",
+                family_id, now_utc(),
+            )
+
+    # --- messages and the change feed ----------------------------------------------------------
+
+    async def get_message(self, message_id: int) -> Message | None:
+        row = await self.db.fetchrow(_MESSAGE_SELECT + " WHERE m.id = $1", message_id)
+        return None if row is None else _message(row)
+
+    async def get_message_by_client_id(
+        self, webinar_id: int, user_id: int, client_msg_id: str
+    ) -> Message | None:
+        row = await self.db.fetchrow(
+            _MESSAGE_SELECT
+            + " WHERE m.webinar_id = $1 AND m.user_id = $2 AND m.client_msg_id = $3",
+            webinar_id, user_id, client_msg_id,
+        )
+        return None if row is None else _message(row)
+
+    async def create_message(
+        self,
+        webinar: Webinar,
+        user_id: int,
+        display_name: str,
+        content: str,
+        client_msg_id: str | None,
+        *,
+        slow_mode_applies: bool,
+    ) -> tuple[Message, Change]:
+        """Store a message and its INSERT change in one transaction.
+
+        Raises DuplicateMessage (carrying the stored row) when this user already stored
+        `client_msg_id` here — checked before slow mode, so a retry is never told to wait — and
+        SlowMode when the user posted less than `slow_mode_seconds` ago."""
+        now = now_utc()
+        try:
+            async with self.db.transaction() as tx:
+                seq = await self._next_seq(tx, webinar.id)
+                row = await tx.fetchrow(
+                    """INSERT INTO messages (agency_id, client_id, webinar_id, user_id, content,
+                           created_at, hidden, client_msg_id, seq)
+                       VALUES ($1, $2, $3, $4, $5, $6, FALSE, $7, $8)
+                       ON CONFLICT (webinar_id, user_id, client_msg_id) DO NOTHING
+                       RETURNING id""",
+                    webinar.agency_id, webinar.client_id, webinar.id, user_id, content, now,
+                    client_msg_id, seq,
+                )
+                if row is None:
+                    raise _Conflict
+                if slow_mode_applies and webinar.slow_mode_seconds > 0:
+                    await self._check_slow_mode(tx, webinar, user_id, now)
+                await self._record_change(tx, webinar.id, seq, row["id"], ChangeOp.INSERT, now)
+        except _Conflict:
+            assert client_msg_id is not None
+            existing = await self.get_message_by_client_id(webinar.id, user_id, client_msg_id)
+            assert existing is not None  # the row that conflicted is committed and never rolled back
+            raise DuplicateMessage(existing) from None
+        message = Message(row["id"], webinar.agency_id, webinar.client_id, webinar.id, user_id,
+                          content, now, False, client_msg_id, seq, display_name)
+        return message, Change(webinar.id, seq, ChangeOp.INSERT, message.id, message)
+
+    async def _check_slow_mode(self, tx: Executor, webinar: Webinar, user_id: int, now: datetime) -> None:
+        window = timedelta(seconds=webinar.slow_mode_seconds)
+        claimed = await tx.fetchrow(
+            """UPDATE registrations SET last_posted_at = $3
+               WHERE webinar_id = $1 AND user_id = $2
+                 AND (last_posted_at IS NULL OR last_posted_at <= $4)
+               RETURNING user_id""",
+            webinar.id, user_id, now, now - window,
+        )
+        if claimed is None:
+            row = await tx.fetchrow(
+                "SELECT last_posted_at FROM registrations WHERE webinar_id = $1 AND user_id = $2",
+                webinar.id, user_id,
+            )
+            last = _opt_datetime(row["last_posted_at"]) if row else None
+            wait = (last + window - now).total_seconds() if last else float(webinar.slow_mode_seconds)
+            raise SlowMode(max(wait, 0.001))
+
+    async def set_hidden(self, message: Message, hidden: bool) -> Change:
+        now = now_utc()
+        async with self.db.transaction() as tx:
+            seq = await self._next_seq(tx, message.webinar_id)
+            row = await tx.fetchrow(
+                "UPDATE messages SET hidden = $2, seq = $3 WHERE id = $1 RETURNING id",
+                message.id, hidden, seq,
+            )
+            if row is None:
+                raise NotFound("message")
+            await self._record_change(tx, message.webinar_id, seq, message.id, ChangeOp.UPDATE, now)
+        updated = replace(message, hidden=hidden, seq=seq)
+        return Change(message.webinar_id, seq, ChangeOp.UPDATE, message.id, updated)
+
+    async def delete_message(self, message: Message) -> Change:
+        now = now_utc()
+        async with self.db.transaction() as tx:
+            seq = await self._next_seq(tx, message.webinar_id)
+            row = await tx.fetchrow("DELETE FROM messages WHERE id = $1 RETURNING id", message.id)
+            if row is None:
+                raise NotFound("message")
+            await self._record_change(tx, message.webinar_id, seq, message.id, ChangeOp.DELETE, now)
+        return Change(message.webinar_id, seq, ChangeOp.DELETE, message.id, None)
+
+    async def _next_seq(self, tx: Executor, webinar_id: int) -> int:
+        # Takes the webinar's row lock (PostgreSQL) until commit: the feed's commit-order guarantee.
+        row = await tx.fetchrow(
+            "UPDATE webinars SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq", webinar_id
+        )
+        if row is None:
+            raise NotFound("webinar")
+        return int(row["last_seq"])
+
+    @staticmethod
+    async def _record_change(
+        tx: Executor, webinar_id: int, seq: int, message_id: int, op: ChangeOp, now: datetime
+    ) -> None:
+        await tx.execute(
+            """INSERT INTO message_changes (webinar_id, seq, message_id, op, changed_at)
+               VALUES ($1, $2, $3, $4, $5)""",
+            webinar_id, seq, message_id, op.value, now,
+        )
+
+    async def list_messages(
+        self,
+        webinar_id: int,
+        *,
+        after: int | None = None,
+        before: int | None = None,
+        limit: int = 100,
+        include_hidden: bool,
+    ) -> MessagePage:
+        """Ascending by id. `after`: the next `limit` messages; `before`: the `limit` messages just
+        before it; neither: the latest `limit`. `has_more` says whether the page was cut."""
+        head = await self.db.fetchrow("SELECT last_seq FROM webinars WHERE id = $1", webinar_id)
+        if head is None:
+            raise NotFound("webinar")
+        hidden_clause = "" if include_hidden else " AND NOT m.hidden"
+        if after is not None:
+            rows = await self.db.fetch(
+                _MESSAGE_SELECT + " WHERE m.webinar_id = $1 AND m.id > $2" + hidden_clause
+                + " ORDER BY m.id ASC LIMIT $3",
+                webinar_id, after, limit + 1,
+            )
+            has_more = len(rows) > limit
+            rows = rows[:limit]
+        else:
+            rows = await self.db.fetch(
+                _MESSAGE_SELECT + " WHERE m.webinar_id = $1 AND m.id < $2" + hidden_clause
+                + " ORDER BY m.id DESC LIMIT $3",
+                webinar_id, before if before is not None else 2**63 - 1, limit + 1,
+            )
+            has_more = len(rows) > limit
+            rows = rows[:limit][::-1]
+        return MessagePage([_message(r) for r in rows], has_more, int(head["last_seq"]))
+
+    async def changes_after(self, webinar_id: int, after_seq: int, limit: int = 500) -> ChangePage:
+        """Changes with `seq > after_seq` in order, each with its message's current state."""
+        rows = await self.db.fetch(
+            f"""SELECT c.seq AS change_seq, c.op, c.message_id AS change_message_id, {_MESSAGE_COLUMNS}
+                FROM message_changes c
+                LEFT JOIN messages m ON m.id = c.message_id
+                LEFT JOIN profiles p ON p.user_id = m.user_id
+                WHERE c.webinar_id = $1 AND c.seq > $2
+                ORDER BY c.seq ASC LIMIT $3""",
+            webinar_id, after_seq, limit + 1,
+        )
+        has_more = len(rows) > limit
+        changes = [
+            Change(
+                webinar_id,
+                r["change_seq"],
+                ChangeOp(r["op"]),
+                r["change_message_id"],
+                _message(r) if r["id"] is not None else None,
+            )
+            for r in rows[:limit]
+        ]
+        return ChangePage(changes, has_more, changes[-1].seq if changes else after_seq)
+
+    async def head_seq(self, webinar_id: int) -> int | None:
+        row = await self.db.fetchrow("SELECT last_seq FROM webinars WHERE id = $1", webinar_id)
+        return None if row is None else int(row["last_seq"])
+
+    async def _insert(self, sql: str, *args: Any) -> Row:
+        async with self.db.transaction() as tx:
+            row = await tx.fetchrow(sql, *args)
+        assert row is not None
+        return row
