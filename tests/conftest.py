@@ -1,0 +1,70 @@
+"""Fixtures: `backend` (sqlite, postgres), a fresh migrated database per test, a store, a real
+server on a free port, an HTTP client, and a `world` of tenants and users."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from webinar_chat.auth.tokens import TokenService
+from webinar_chat.store import Store, open_store
+
+from .helpers import JWT_SECRET, RunningServer, World, fresh_database, make_world, test_settings
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Store and contract tests run on both databases."""
+    return str(request.param)
+
+
+@pytest.fixture
+def sqlite_only() -> str:
+    return "sqlite"
+
+
+@pytest.fixture
+async def database_url(backend: str, tmp_path: Any) -> AsyncIterator[str]:
+    async with fresh_database(backend, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    s = await open_store(database_url)
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+def tokens() -> TokenService:
+    return TokenService(JWT_SECRET, 900)
+
+
+@pytest.fixture
+async def world(store: Store, tokens: TokenService) -> World:
+    return await make_world(store, tokens)
+
+
+@pytest.fixture
+def server_overrides() -> dict[str, Any]:
+    """Override in a test module to change server settings."""
+    return {}
+
+
+@pytest.fixture
+async def server(database_url: str, world: World, server_overrides: dict[str, Any]
+                 ) -> AsyncIterator[RunningServer]:
+    running = RunningServer(test_settings(database_url, **server_overrides))
+    await running.start()
+    yield running
+    await running.stop()
+
+
+@pytest.fixture
+async def http(server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
+        yield client

@@ -1,0 +1,201 @@
+"""Test helpers: a real server on a free port, fresh databases, a small world of tenants/users."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import httpx
+import uvicorn
+
+from webinar_chat.auth.passwords import hash_password
+from webinar_chat.auth.tokens import TokenService
+from webinar_chat.settings import Settings
+from webinar_chat.store import Store, open_store
+from webinar_chat.store.migrate import migrate
+from webinar_chat.store.store import Webinar
+
+PG_ADMIN_URL = os.environ.get("DATABASE_TEST_URL", "postgresql://postgres@127.0.0.1:5432/test")
+JWT_SECRET = "test-secret-" + "x" * 40
+PASSWORD = "correct horse battery"
+_PASSWORD_HASH: list[str] = []
+
+
+def password_hash() -> str:
+    # argon2 is slow by design: hash the shared test password once per session.
+    if not _PASSWORD_HASH:
+        _PASSWORD_HASH.append(hash_password(PASSWORD))
+    return _PASSWORD_HASH[0]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def fresh_database(backend: str, tmp_path: Any) -> AsyncIterator[str]:
+    """A new, migrated database: a file for SQLite, a new database for PostgreSQL."""
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path}/chat-{uuid.uuid4().hex[:8]}.db"
+        await asyncio.to_thread(migrate, url)
+        yield url
+        return
+    name = f"wc_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(PG_ADMIN_URL)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    url = f"{base}/{name}"
+    try:
+        await asyncio.to_thread(migrate, url)
+        yield url
+    finally:
+        admin = await asyncpg.connect(PG_ADMIN_URL)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+def test_settings(database_url: str, **overrides: Any) -> Settings:
+    return Settings(database_url=database_url, jwt_secret=JWT_SECRET, **overrides)
+
+
+@dataclass
+class Person:
+    user_id: int
+    email: str
+    display_name: str
+    token: str = ""
+
+
+@dataclass
+class World:
+    """One agency/client/webinar with a host, a moderator and two attendees, plus an outsider
+    registered only for another agency's webinar."""
+
+    webinar: Webinar
+    other_webinar: Webinar
+    host: Person
+    moderator: Person
+    alice: Person
+    bob: Person
+    outsider: Person
+    admin: Person
+    people: dict[str, Person] = field(default_factory=dict)
+
+
+async def make_world(store: Store, tokens: TokenService, **webinar_kwargs: Any) -> World:
+    agency = await store.create_agency("Acme Events")
+    client = await store.create_client(agency, "Acme Corp")
+    webinar = await store.create_webinar(client, "Quarterly update", **webinar_kwargs)
+    other_agency = await store.create_agency("Other Agency")
+    other_client = await store.create_client(other_agency, "Other Corp")
+    other = await store.create_webinar(other_client, "Someone else's webinar")
+    people: dict[str, Person] = {}
+    for key, role, target in (("host", "host", webinar), ("moderator", "moderator", webinar),
+                              ("alice", "attendee", webinar), ("bob", "attendee", webinar),
+                              ("outsider", "attendee", other), ("admin", None, None)):
+        user = await store.create_user(f"{key}-{uuid.uuid4().hex[:6]}@example.test",
+                                       password_hash(), key.capitalize(), is_admin=key == "admin")
+        if role is not None and target is not None:
+            await store.register(target.id, user.id, role)
+        token, _ = tokens.issue_access(user.id)
+        people[key] = Person(user.id, user.email, user.display_name, token)
+    return World(webinar, other, people["host"], people["moderator"], people["alice"],
+                 people["bob"], people["outsider"], people["admin"], people)
+
+
+class RunningServer:
+    """uvicorn + create_app in this event loop, on a free port, with the raw-frame WS protocol."""
+
+    def __init__(self, settings: Settings, port: int | None = None) -> None:
+        self.settings = settings
+        self.port = port or free_port()
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/realtime"
+
+    @property
+    def app_state(self) -> Any:
+        assert self._server is not None
+        return self._server.config.loaded_app.app.state.chat  # type: ignore[union-attr]
+
+    async def start(self) -> None:
+        from webinar_chat.server.app import create_app
+        from webinar_chat.server.ws_protocol import WebinarChatWebSocketProtocol
+
+        config = uvicorn.Config(
+            create_app(self.settings), host="127.0.0.1", port=self.port,
+            ws=WebinarChatWebSocketProtocol, ws_per_message_deflate=False, ws_ping_interval=None,
+            lifespan="on", log_level="warning", timeout_graceful_shutdown=1,
+        )
+        self._server = uvicorn.Server(config)
+        self._task = asyncio.create_task(self._server.serve())
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()
+            if time.monotonic() > deadline:
+                raise TimeoutError("server did not start")
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        if self._server is not None and self._task is not None:
+            self._server.should_exit = True
+            await self._task
+            self._server = None
+
+    async def restart(self) -> None:
+        await self.stop()
+        await self.start()
+
+
+async def eventually(predicate: Callable[[], Awaitable[bool] | bool], timeout: float = 5.0,
+                     interval: float = 0.02, message: str = "condition not met") -> None:
+    """Poll until `predicate()` is true (no fixed sleeps in tests)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result) or isinstance(result, Awaitable):
+            result = await result  # type: ignore[misc]
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(message)
+        await asyncio.sleep(interval)
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+async def send(http: httpx.AsyncClient, person: Person, webinar_id: int, content: str,
+               client_msg_id: str | None = None) -> httpx.Response:
+    body: dict[str, Any] = {"webinarId": webinar_id, "content": content}
+    if client_msg_id is not None:
+        body["clientMsgId"] = client_msg_id
+    return await http.post("/api/messages/create", json=body, headers=auth(person.token))
