@@ -26,6 +26,7 @@ from ..store import Store, open_store
 from . import admin_api, http_api, schemas
 from .errors import ApiError, JSONResponse, api_error_handler, error_response
 from .hub import Hub
+from .pages import page_routes
 from .realtime import RealtimeConnection, heartbeat_loop, realtime_endpoint
 from .ws_protocol import text_frame
 
@@ -187,7 +188,7 @@ def build_routes(extra: list[BaseRoute] | None = None) -> list[BaseRoute]:
     routes += [Route("/api/openapi.json", _openapi, methods=["GET"]),
                Route("/openapi.json", _openapi, methods=["GET"]),
                WebSocketRoute("/realtime", realtime_endpoint)]
-    return routes + (extra or [])
+    return routes + page_routes() + (extra or [])
 
 
 def create_app(settings: Settings, *, bus: Bus | None = None,

@@ -1,0 +1,425 @@
+// Pure logic of the browser chat client: no DOM, no network, no timers, no storage.
+//
+// Everything here takes plain values and returns plain values, so node's test runner covers it
+// (tests/js/) and chat-client.js stays a thin adapter that does the waiting. Design note:
+// docs/client.md; the wire protocol it speaks: docs/realtime.md.
+
+/** Every timing constant of the client. Each can be overridden from the page URL (readConfig). */
+export const DEFAULTS = Object.freeze({
+  // SPEC §5: a create call is aborted after 10 s and the message is kept as pending.
+  sendTimeoutMs: 10000,
+  // Re-sends of a pending message: 1 s, 2 s, 4 s … 30 s; after this many attempts it is marked
+  // failed and waits for the user's Retry (about two and a half minutes of trying in total).
+  retryBaseMs: 1000,
+  retryCapMs: 30000,
+  maxSendAttempts: 8,
+  // SPEC §5: 500 ms × 2^(n−1), capped at 15 s — fast first retries for a blip, slow enough not to
+  // stampede a restarted server.
+  reconnectBaseMs: 500,
+  reconnectCapMs: 15000,
+  // Long-poll the change feed after this many consecutive socket failures …
+  fallbackAfterFailures: 3,
+  // … or this long without any frame (two server heartbeat periods: docs/realtime.md).
+  silenceMs: 10000,
+  // Client heartbeat: the server closes a socket that sent nothing for 30 s.
+  heartbeatMs: 5000,
+  // Between failed long-poll requests: 3 s ± 400 ms, so that a restarted server is not hit by
+  // every fallback client in the same millisecond.
+  pollRetryMs: 3000,
+  pollJitterMs: 400,
+  // Long-poll wait handed to the server (it allows ≤ 25 s; proxies often cut idle requests at 30 s).
+  pollWaitS: 20,
+  // The send button stays disabled this long after a send: a double click or an Enter bounce is
+  // one message.
+  sendCooldownMs: 1000,
+  // Monitoring events are sent in batches at most this often.
+  metricsFlushMs: 5000,
+  logLevel: 'info',
+});
+
+// [min, max] accepted from the URL: small enough for tests, never zero or absurd.
+const LIMITS = {
+  sendTimeoutMs: [200, 120000],
+  retryBaseMs: [50, 600000],
+  retryCapMs: [50, 600000],
+  maxSendAttempts: [1, 100],
+  reconnectBaseMs: [50, 60000],
+  reconnectCapMs: [50, 300000],
+  fallbackAfterFailures: [1, 100],
+  silenceMs: [500, 300000],
+  heartbeatMs: [200, 60000],
+  pollRetryMs: [50, 600000],
+  pollJitterMs: [0, 60000],
+  pollWaitS: [0, 25],
+  sendCooldownMs: [0, 10000],
+  metricsFlushMs: [100, 600000],
+};
+const LOG_LEVELS = ['debug', 'info', 'warn', 'error', 'silent'];
+
+/**
+ * The client's configuration: DEFAULTS overridden by numeric query parameters of the same name
+ * (e.g. `?sendTimeoutMs=1500&silenceMs=2000`) and `log=debug`. Anything out of range or not a
+ * number is ignored — a hand-edited URL must never break the chat.
+ * @param {URLSearchParams|Record<string,string>|null} params
+ */
+export function readConfig(params, defaults = DEFAULTS) {
+  const config = { ...defaults };
+  const get = (name) => {
+    if (!params) return null;
+    if (typeof params.get === 'function') return params.get(name);
+    return Object.prototype.hasOwnProperty.call(params, name) ? String(params[name]) : null;
+  };
+  for (const [name, [min, max]] of Object.entries(LIMITS)) {
+    const raw = get(name);
+    if (raw === null || raw === '') continue;
+    const value = Number(raw);
+    if (Number.isFinite(value) && value >= min && value <= max) config[name] = value;
+  }
+  const level = get('log');
+  if (level && LOG_LEVELS.includes(level)) config.logLevel = level;
+  return Object.freeze(config);
+}
+
+// --- timing ---------------------------------------------------------------------------------
+
+/**
+ * Delay before attempt `n` (1-based) of an exponential backoff: base × 2^(n−1), capped, with
+ * ±20 % jitter (and still never above the cap). `random` is Math.random or a test's fake.
+ */
+export function backoffDelay(attempt, baseMs, capMs, random = Math.random) {
+  const n = Math.max(1, Math.floor(attempt));
+  const raw = Math.min(capMs, baseMs * 2 ** Math.min(n - 1, 30));
+  const jittered = raw * (0.8 + 0.4 * random());
+  return Math.round(Math.min(capMs, jittered));
+}
+
+/** Reconnect delay for attempt `n` (SPEC §5: 500 ms × 2^(n−1), ≤ 15 s, jitter). */
+export function reconnectDelay(attempt, config = DEFAULTS, random = Math.random) {
+  return backoffDelay(attempt, config.reconnectBaseMs, config.reconnectCapMs, random);
+}
+
+/** Re-send delay after `attempts` failed attempts of one message. */
+export function retryDelay(attempts, config = DEFAULTS, random = Math.random) {
+  return backoffDelay(attempts, config.retryBaseMs, config.retryCapMs, random);
+}
+
+/** Wait between failed long-poll requests: 3 s ± 400 ms. */
+export function pollRetryDelay(config = DEFAULTS, random = Math.random) {
+  return Math.max(0, Math.round(config.pollRetryMs + (random() * 2 - 1) * config.pollJitterMs));
+}
+
+// --- connection decisions -------------------------------------------------------------------
+
+/**
+ * Whether the client should (still) read the change feed over HTTP.
+ * `failures`: consecutive socket attempts that never reached `joined`; `silentMs`: time since the
+ * socket last proved alive (a frame, or the start of the current outage).
+ */
+export function shouldUseFallback({ socketLive, failures, silentMs }, config = DEFAULTS) {
+  if (socketLive) return false;
+  return failures >= config.fallbackAfterFailures || silentMs >= config.silenceMs;
+}
+
+/** Whether the long-poll loop may run now: only in fallback, with the tab visible and online. */
+export function pollAllowed({ fallback, visible, online }) {
+  return Boolean(fallback && visible && online);
+}
+
+/** The status shown to the user: one of live / reconnecting / fallback / offline. */
+export function connectionStatus({ online, socketLive, fallback }) {
+  if (!online) return 'offline';
+  if (socketLive) return 'live';
+  if (fallback) return 'fallback';
+  return 'reconnecting';
+}
+
+// --- send results ---------------------------------------------------------------------------
+
+/**
+ * What to do with the answer to `POST /api/messages/create`.
+ * status 0 means the request never got an answer (network error, abort, timeout).
+ * → {kind: 'stored', message, duplicate} | {kind: 'retry', error}
+ *   | {kind: 'rejected', error, code, retryAfterS} | {kind: 'auth', error}
+ */
+export function classifySendResult(status, body) {
+  const error = (body && typeof body.error === 'string' && body.error) || '';
+  if (status === 200 && body && body.success && isMessage(body.message)) {
+    return { kind: 'stored', message: body.message, duplicate: false };
+  }
+  if (status === 409 && body && isMessage(body.message)) {
+    // The same client_msg_id was stored by an earlier attempt: the body is that row.
+    return { kind: 'stored', message: body.message, duplicate: true };
+  }
+  if (status === 401) return { kind: 'auth', error: error || 'Your session has expired' };
+  if (status === 0 || status === 408 || status >= 500 || status === 409 || status === 200) {
+    // No answer, a server fault, or an answer we cannot use: the same id is safe to re-send.
+    return { kind: 'retry', error: error || (status === 0 ? 'No connection' : `HTTP ${status}`) };
+  }
+  const retryAfterS = status === 429 && body && Number.isFinite(body.retry_after)
+    ? Math.ceil(body.retry_after) : null;
+  return {
+    kind: 'rejected',
+    error: error || `The message was not accepted (HTTP ${status})`,
+    code: (body && body.code) || String(status),
+    retryAfterS,
+  };
+}
+
+function isMessage(value) {
+  return Boolean(value && typeof value === 'object' && value.id !== undefined && value.id !== null);
+}
+
+// --- change sequencing ----------------------------------------------------------------------
+
+/**
+ * Order incoming change events against the last applied seq.
+ * → {ready: events to apply now (contiguous from lastSeq+1), held: events after a gap,
+ *    gap: true if something between lastSeq and `held` is missing, stale: events dropped}
+ * Events with seq ≤ lastSeq or a repeated seq are dropped (never applied twice).
+ */
+export function sequenceEvents(lastSeq, events) {
+  const bySeq = new Map();
+  let stale = 0;
+  for (const event of events) {
+    if (!event || !Number.isInteger(event.seq)) { stale += 1; continue; }
+    if (event.seq <= lastSeq || bySeq.has(event.seq)) { stale += 1; continue; }
+    bySeq.set(event.seq, event);
+  }
+  const sorted = [...bySeq.values()].sort((a, b) => a.seq - b.seq);
+  const ready = [];
+  let next = lastSeq + 1;
+  let i = 0;
+  while (i < sorted.length && sorted[i].seq === next) {
+    ready.push(sorted[i]);
+    next += 1;
+    i += 1;
+  }
+  const held = sorted.slice(i);
+  return { ready, held, gap: held.length > 0, stale };
+}
+
+// --- the timeline ---------------------------------------------------------------------------
+
+/** Key of an optimistic (not yet stored) message. */
+export function tempId(clientMsgId) {
+  return `temp-${clientMsgId}`;
+}
+
+/**
+ * The messages one viewer sees: server messages ordered by id, then this tab's unsent messages
+ * in the order they were written. Server messages and optimistic ones are matched by
+ * `client_msg_id` only (legacy rows without one: same author and content).
+ */
+export class Timeline {
+  constructor({ staff = false, userId = null } = {}) {
+    this.staff = staff;
+    this.userId = userId;
+    this.server = new Map(); // id → message
+    this.optimistic = new Map(); // client_msg_id → {client_msg_id, content, state, error, order}
+    this.order = 0;
+    this.version = 0;
+    this._sorted = null;
+  }
+
+  _changed() {
+    this._sorted = null;
+    this.version += 1;
+  }
+
+  /** Add or update a message from the server (list API, change event, send answer). */
+  upsert(message) {
+    if (!isMessage(message)) return { changed: false, resolved: null };
+    const resolved = this.matchOptimistic(message);
+    if (resolved) this.optimistic.delete(resolved);
+    if (message.hidden && !this.staff) {
+      // Attendees never keep a hidden message (it arrives redacted anyway).
+      const had = this.server.delete(message.id);
+      if (had || resolved) this._changed();
+      return { changed: had || Boolean(resolved), resolved };
+    }
+    const previous = this.server.get(message.id);
+    if (previous && sameMessage(previous, message) && !resolved) {
+      return { changed: false, resolved };
+    }
+    this.server.set(message.id, previous ? { ...previous, ...message } : message);
+    this._changed();
+    return { changed: true, resolved };
+  }
+
+  /** The client_msg_id of the optimistic message `message` stands for, or null. */
+  matchOptimistic(message) {
+    const id = message.client_msg_id;
+    if (id) return this.optimistic.has(id) ? id : null;
+    // A legacy row (no client_msg_id) can only stand for an optimistic message without one.
+    for (const [key, entry] of this.optimistic) {
+      if (entry.legacy && message.user_id === this.userId && message.content === entry.content) {
+        return key;
+      }
+    }
+    return null;
+  }
+
+  remove(id) {
+    if (this.server.delete(id)) {
+      this._changed();
+      return true;
+    }
+    return false;
+  }
+
+  has(id) {
+    return this.server.has(id);
+  }
+
+  get(id) {
+    return this.server.get(id);
+  }
+
+  /** Show a message of this tab that is not stored yet. */
+  addOptimistic({ client_msg_id, content, state = 'sending', error = null, created_at = null }) {
+    if (this.optimistic.has(client_msg_id)) return false;
+    this.optimistic.set(client_msg_id, {
+      client_msg_id, content, state, error, created_at, order: this.order++, legacy: !client_msg_id,
+    });
+    this._changed();
+    return true;
+  }
+
+  /** Change the local state of an optimistic message (sending / pending / failed). */
+  setLocalState(clientMsgId, state, error = null) {
+    const entry = this.optimistic.get(clientMsgId);
+    if (!entry || (entry.state === state && entry.error === error)) return false;
+    entry.state = state;
+    entry.error = error;
+    this._changed();
+    return true;
+  }
+
+  removeOptimistic(clientMsgId) {
+    if (this.optimistic.delete(clientMsgId)) {
+      this._changed();
+      return true;
+    }
+    return false;
+  }
+
+  /** Oldest server message id (for history paging), or null. */
+  oldestId() {
+    let min = null;
+    for (const id of this.server.keys()) if (min === null || id < min) min = id;
+    return min;
+  }
+
+  /**
+   * Everything to render, in order. Server entries: {key: id, kind: 'server', message};
+   * optimistic: {key: 'temp-<id>', kind: 'local', entry}.
+   */
+  items() {
+    if (this._sorted) return this._sorted;
+    const server = [...this.server.values()].sort((a, b) => a.id - b.id)
+      .map((message) => ({ key: String(message.id), kind: 'server', message }));
+    const local = [...this.optimistic.values()].sort((a, b) => a.order - b.order)
+      .map((entry) => ({ key: tempId(entry.client_msg_id), kind: 'local', entry }));
+    this._sorted = server.concat(local);
+    return this._sorted;
+  }
+}
+
+function sameMessage(a, b) {
+  return a.content === b.content && a.hidden === b.hidden && a.seq === b.seq;
+}
+
+/**
+ * Apply one change event (docs/realtime.md, "Apply rules for clients") to the timeline.
+ * → {applied: bool, warning: string|null, resolved: client_msg_id|null}
+ */
+export function applyChange(timeline, event) {
+  const type = event && event.type;
+  const neu = event && event.new;
+  const old = event && event.old;
+  const id = (neu && neu.id !== undefined && neu.id !== null) ? neu.id
+    : (old && old.id !== undefined && old.id !== null) ? old.id : null;
+  if (type !== 'INSERT' && type !== 'UPDATE' && type !== 'DELETE') {
+    return { applied: false, warning: `unknown change type ${JSON.stringify(type)}`, resolved: null };
+  }
+  if (id === null) {
+    return { applied: false, warning: `${type} without a message id ignored`, resolved: null };
+  }
+  if (type === 'DELETE' || !neu) {
+    // DELETE, or an INSERT/UPDATE replayed for a message deleted since.
+    return { applied: timeline.remove(id), warning: null, resolved: null };
+  }
+  const { changed, resolved } = timeline.upsert(neu);
+  return { applied: changed, warning: null, resolved };
+}
+
+// --- outbox ---------------------------------------------------------------------------------
+
+/** Serialise the unsent messages for browser storage. */
+export function serializeOutbox(entries) {
+  return JSON.stringify({
+    v: 1,
+    entries: entries.map((e) => ({
+      client_msg_id: e.client_msg_id,
+      content: e.content,
+      created_at: e.created_at,
+      attempts: e.attempts || 0,
+      state: e.state === 'failed' ? 'failed' : 'pending',
+      error: e.error || null,
+    })),
+  });
+}
+
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** Read an outbox written by serializeOutbox; anything malformed is dropped, never thrown. */
+export function parseOutbox(text) {
+  if (!text) return [];
+  let data;
+  try {
+    data = JSON.parse(text);
+  } catch {
+    return [];
+  }
+  if (!data || data.v !== 1 || !Array.isArray(data.entries)) return [];
+  const seen = new Set();
+  const out = [];
+  for (const e of data.entries) {
+    if (!e || typeof e.content !== 'string' || !e.content.trim()) continue;
+    if (typeof e.client_msg_id !== 'string' || !UUID_RE.test(e.client_msg_id)) continue;
+    if (seen.has(e.client_msg_id)) continue;
+    seen.add(e.client_msg_id);
+    out.push({
+      client_msg_id: e.client_msg_id,
+      content: e.content,
+      created_at: typeof e.created_at === 'string' ? e.created_at : null,
+      attempts: Number.isInteger(e.attempts) && e.attempts >= 0 ? e.attempts : 0,
+      state: e.state === 'failed' ? 'failed' : 'pending',
+      error: typeof e.error === 'string' ? e.error : null,
+    });
+  }
+  return out;
+}
+
+// --- small helpers --------------------------------------------------------------------------
+
+/** A v4 UUID; `crypto` is globalThis.crypto (browsers and node ≥ 19). */
+export function newClientMsgId(cryptoImpl = globalThis.crypto) {
+  if (cryptoImpl && typeof cryptoImpl.randomUUID === 'function') return cryptoImpl.randomUUID();
+  const b = cryptoImpl.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const h = [...b].map((x) => x.toString(16).padStart(2, '0')).join('');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+/** The deterministic realtime topic of a webinar's chat. */
+export function topicFor(webinarId) {
+  return `webinar:${webinarId}:messages`;
+}
+
+/** Only same-site chat paths may be used as a post-login redirect. */
+export function safeNextPath(next) {
+  if (typeof next !== 'string') return null;
+  return /^\/webinars\/\d{1,18}(\?[A-Za-z0-9_=&.%-]*)?$/.test(next) ? next : null;
+}
