@@ -180,6 +180,9 @@ class Session:
     subscriptions: dict[int, Subscription] = field(default_factory=dict)
     _generation: int = 0
     _bad_frames: int = 0
+    # Whose subscriptions these are; survives a lapsed/invalid token so that a token for another
+    # user never resumes them.
+    _subscriber_id: int | None = None
 
     # --- client frames ---------------------------------------------------------------------------
 
@@ -262,6 +265,7 @@ class Session:
             actions: list[Action] = [Unsubscribe(s) for s in self.subscriptions.values()]
             self.subscriptions.clear()
             self.identity = None
+            self._subscriber_id = None
             return actions + ([_frame(type="auth_ok", user_id=None)] if reply else [])
         try:
             identity = self.verify_token(token)
@@ -272,11 +276,12 @@ class Session:
             self.identity = None
             return self._suspend_all() + [error_frame("token_expired", "Access token expired")]
         actions = []
-        if self.identity is not None and self.identity.user_id != identity.user_id:
+        if self._subscriber_id is not None and self._subscriber_id != identity.user_id:
             # Another user on this socket: nothing of the previous user's carries over.
             actions += [Unsubscribe(s) for s in self.subscriptions.values()]
             self.subscriptions.clear()
         self.identity = identity
+        self._subscriber_id = identity.user_id
         actions.append(WatchTokenExpiry(identity.expires_at))
         if reply:
             actions.append(_frame(type="auth_ok", user_id=identity.user_id,
