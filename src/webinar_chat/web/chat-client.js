@@ -361,6 +361,7 @@ export class ChatClient {
     this.catchUpTimer = null;
     this.outbox = new Map();
     this.cooldownUntil = 0;
+    this.lastSentText = null;
     this.fallback = false;
     this.polling = false;
     this.pollAbort = null;
@@ -688,8 +689,13 @@ export class ChatClient {
     }
     if (!this.user || this.fatal) return { ok: false, reason: 'unavailable' };
     const now = this.env.now();
-    if (now < this.cooldownUntil) return { ok: false, reason: 'cooldown' };
+    // The same text again within the cooldown is a bounce (double click, key chatter, a script
+    // calling twice), not a second message.
+    if (now < this.cooldownUntil && text === this.lastSentText) {
+      return { ok: false, reason: 'cooldown' };
+    }
     this.cooldownUntil = now + this.config.sendCooldownMs;
+    this.lastSentText = text;
     const entry = {
       client_msg_id: newClientMsgId(), content: text, created_at: new Date(now).toISOString(),
       attempts: 0, state: 'sending', error: null, fresh: true, inFlight: false, done: false,

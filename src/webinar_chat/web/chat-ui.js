@@ -296,7 +296,7 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
 
   // --- sending -----------------------------------------------------------------------------------
   function submit() {
-    if (sendButton.disabled && cooldownTimer !== null) return;
+    if (input.disabled) return;
     const result = client.send(input.value);
     if (!result.ok) {
       if (result.error) showError(result.error);
@@ -308,6 +308,7 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
     autosize();
     // One click is one message: the button rests for a moment after every send.
     sendButton.disabled = true;
+    if (cooldownTimer !== null) clearTimeout(cooldownTimer);
     cooldownTimer = setTimeout(() => {
       cooldownTimer = null;
       sendButton.disabled = input.disabled;
