@@ -327,8 +327,6 @@ class ChatClient:
                 else:
                     self.stats.sends_ok += 1
                     self.stats.send_duplicates += int(outcome.duplicate)
-                    log.debug("sdk_send_success", webinar_id=webinar_id, client_msg_id=cmid,
-                              duplicate=outcome.duplicate)
                     return message
             if isinstance(outcome, RenewToken):
                 renewals += 1
