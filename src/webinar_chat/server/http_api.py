@@ -283,6 +283,7 @@ async def list_changes(request: Request) -> Response:
     room = await state.hub.room(webinar_id)
     if wait > 0:
         await state.hub.wait_for_change(room, after_seq, wait)
+    state.hub.settle(room)
     encoded = room.ring_after(after_seq, access.audience, limit)
     if encoded is not None:
         last_seq = after_seq + len(encoded)

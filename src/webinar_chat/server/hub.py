@@ -218,6 +218,14 @@ class Hub:
             else:
                 room.flush_handle = self._loop.call_later(delay, self._flush, room)
 
+    def settle(self, room: Room) -> None:
+        """Flush a pending tick now. Call before reading the ring: a hide or delete still waiting
+        for its tick has not yet redacted the earlier ring entries of its message."""
+        if room.pending:
+            if room.flush_handle is not None:
+                room.flush_handle.cancel()
+            self._flush(room)
+
     # --- fan-out ---------------------------------------------------------------------------------
 
     def _flush(self, room: Room) -> None:

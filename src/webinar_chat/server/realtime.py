@@ -199,6 +199,8 @@ class RealtimeConnection:
     async def _load_changes(self, action: LoadChanges) -> None:
         room = self.state.hub.rooms.get(action.webinar_id)
         changes = None
+        if room is not None:
+            self.state.hub.settle(room)
         if room is not None and room.ring and room.ring[0].change.seq <= action.after_seq + 1:
             # Short reconnects and reconnect storms are served from memory.
             changes = [e.change for e in room.ring if e.change.seq > action.after_seq][:REPLAY_PAGE]
