@@ -28,6 +28,22 @@ FAST: dict[str, int] = {
     "sendTimeoutMs": 4000,
 }
 REALTIME = re.compile(r"/realtime(\?.*)?$")
+# Records every state a message element goes through, with the page's clock: transitions too
+# short for polling assertions (a pending that lasts 200 ms) are still seen.
+STATE_RECORDER = """
+window.__states = [];
+new MutationObserver((mutations) => {
+  const record = (li) => window.__states.push(
+    {cmid: li.dataset.clientMsgId, state: li.dataset.state, t: performance.now()});
+  for (const m of mutations) {
+    if (m.type === 'attributes' && m.target.matches && m.target.matches('li.msg')) record(m.target);
+    if (m.type === 'childList') {
+      for (const n of m.addedNodes) if (n.matches && n.matches('li.msg')) record(n);
+    }
+  }
+}).observe(document, {subtree: true, childList: true, attributes: true,
+                      attributeFilter: ['data-state']});
+"""
 CREATE = "**/api/messages/create"
 
 
@@ -63,6 +79,17 @@ class ChatPage:
                 state: li.dataset.state, text: li.querySelector('.content').textContent,
                 cmid: li.dataset.clientMsgId || null}))""")
 
+    async def states(self, client_msg_id: str | None = None) -> list[tuple[str, float]]:
+        """[(state, page time in ms)] of one message (or all), consecutive repeats merged."""
+        log = await self.page.evaluate("window.__states || []")
+        out: list[tuple[str, float]] = []
+        for entry in log:
+            if client_msg_id is not None and entry["cmid"] != client_msg_id:
+                continue
+            if not out or out[-1][0] != entry["state"]:
+                out.append((entry["state"], entry["t"]))
+        return out
+
     async def wait_live(self) -> None:
         await expect(self.status).to_have_attribute("data-status", "live")
 
@@ -79,6 +106,7 @@ async def open_chat(browser: Browser, server: RunningServer, person: Person, web
     `context` is given)."""
     context = context or await browser.new_context(viewport={"width": 1000, "height": 720})
     page = await context.new_page()
+    await page.add_init_script(STATE_RECORDER)
     chat = ChatPage(context, page, person)
     page.on("pageerror", lambda exc: chat.errors.append(str(exc)))
 
