@@ -174,7 +174,7 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     codes = {404: "not_found", 405: "method_not_allowed"}
     message = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, str(exc.detail))
     return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), message,
-                          headers=exc.headers)
+                          headers=dict(exc.headers) if exc.headers else None)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:

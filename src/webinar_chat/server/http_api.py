@@ -92,7 +92,8 @@ async def _access(request: Request, webinar_id: int, user_id: int, *, cached: bo
         if hit is not None and hit[0] > now:
             if isinstance(hit[1], perm.Denied):
                 raise ApiError(hit[1].status, hit[1].code, hit[1].message)
-            return hit[1]
+            cached_access: perm.WebinarAccess = hit[1]
+            return cached_access
     try:
         access = await perm.check_access(state.store, webinar_id, user_id)
     except perm.Denied as exc:

@@ -284,15 +284,15 @@ class Hub:
 
     # --- long-poll -------------------------------------------------------------------------------
 
-    async def wait_for_change(self, room: Room, after_seq: int, timeout: float) -> None:
-        """Return when the room released a change beyond `after_seq`, or after `timeout`."""
+    async def wait_for_change(self, room: Room, after_seq: int, max_wait: float) -> None:
+        """Return when the room released a change beyond `after_seq`, or after `max_wait` s."""
         if room.released_seq > after_seq:
             return
         if room.changed is None:
             room.changed = self._loop.create_future()
         room.waiters += 1
         try:
-            await asyncio.wait_for(asyncio.shield(room.changed), timeout)
+            await asyncio.wait_for(asyncio.shield(room.changed), max_wait)
         except TimeoutError:
             pass
         finally:

@@ -63,4 +63,4 @@ class WebinarChatWebSocketProtocol(WebSocketsSansIOProtocol):
         super().handle_connect(event)
         scope = getattr(self, "scope", None)
         if scope is not None:
-            scope["extensions"][RAW_FRAMES_EXTENSION] = RawFrameWriter(self)  # type: ignore[index]
+            scope["extensions"][RAW_FRAMES_EXTENSION] = RawFrameWriter(self)

@@ -16,7 +16,7 @@ import asyncio
 import functools
 import re
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
 from typing import Any, Protocol
 from urllib.parse import urlparse
@@ -38,8 +38,7 @@ class Executor(Protocol):
 class Database(Executor, Protocol):
     dialect: str
 
-    def transaction(self) -> Any:  # async context manager yielding an Executor
-        ...
+    def transaction(self) -> AbstractAsyncContextManager[Executor]: ...
 
     async def close(self) -> None: ...
 
