@@ -19,7 +19,7 @@ import uvicorn
 from webinar_chat.auth.passwords import hash_password
 from webinar_chat.auth.tokens import TokenService
 from webinar_chat.settings import Settings
-from webinar_chat.store import Store, open_store
+from webinar_chat.store import Store
 from webinar_chat.store.migrate import migrate
 from webinar_chat.store.store import Webinar
 
