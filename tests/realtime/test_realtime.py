@@ -324,3 +324,15 @@ class TestLongRoomTick:
             await bob.wait_for(lambda c: len(c.events()) == 4, timeout=6)
             frames = [f for f in bob.frames if f["type"] == "changes"]
             assert [len(f["events"]) for f in frames] == [1, 3]
+
+
+async def test_token_in_the_url_is_not_logged(server: RunningServer, world: World,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO, logger="uvicorn.error")
+    async with realtime(server, world.bob.token) as c:
+        await c.wait_for(lambda c: bool(c.of_type("auth_ok")))
+        assert c.of_type("auth_ok")[0]["user_id"] == world.bob.user_id
+    assert "/realtime" in caplog.text  # the accept line was logged…
+    assert world.bob.token not in caplog.text  # …without the token

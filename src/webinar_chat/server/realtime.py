@@ -33,7 +33,7 @@ from ..protocol.session import (
     Unsubscribe,
     WatchTokenExpiry,
 )
-from .ws_protocol import RAW_FRAMES_EXTENSION, RawFrameWriter, text_frame
+from .ws_protocol import RAW_FRAMES_EXTENSION, TOKEN_EXTENSION, RawFrameWriter, text_frame
 
 if TYPE_CHECKING:
     from .app import AppState
@@ -82,7 +82,8 @@ class RealtimeConnection:
         self.state.connections.add(self)
         writer = None if self.raw else asyncio.create_task(self._writer())
         try:
-            token = self.websocket.query_params.get("token")
+            token = (self.websocket.scope.get("extensions", {}).get(TOKEN_EXTENSION)
+                     or self.websocket.query_params.get("token"))
             self.perform(self.session.on_connect(token, time.time(),
                                                  self.state.settings.heartbeat_interval_s))
             while not self.closed:
@@ -245,3 +246,6 @@ async def heartbeat_loop(state: AppState) -> None:
         for connection in list(state.connections):
             connection.heartbeat(now, state.settings.client_idle_timeout_s)
         state.hub.sweep()
+        expired = [key for key, (until, _) in state.access_cache.items() if until <= now]
+        for key in expired:
+            del state.access_cache[key]

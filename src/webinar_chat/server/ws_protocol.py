@@ -11,11 +11,14 @@ Select it with `uvicorn.Config(ws=WebinarChatWebSocketProtocol)` (the CLI does).
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.frames import Frame, Opcode
 
 RAW_FRAMES_EXTENSION = "webinar_chat.raw_frames"
+# `?token=` moved out of the query string (which uvicorn logs) into this scope extension.
+TOKEN_EXTENSION = "webinar_chat.token"
 
 # How long a closing slow consumer may take to drain before the connection is cut.
 SLOW_CLOSE_GRACE_S = 5.0
@@ -62,5 +65,14 @@ class WebinarChatWebSocketProtocol(WebSocketsSansIOProtocol):
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
         scope = getattr(self, "scope", None)
-        if scope is not None:
-            scope["extensions"][RAW_FRAMES_EXTENSION] = RawFrameWriter(self)
+        if scope is None:
+            return  # the handshake was rejected
+        extensions = scope["extensions"]
+        assert extensions is not None
+        extensions[RAW_FRAMES_EXTENSION] = RawFrameWriter(self)
+        query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+        token = next((value for key, value in query if key == "token"), None)
+        if token is not None:
+            # Access tokens must not end up in logs: the accept log line prints the query string.
+            extensions[TOKEN_EXTENSION] = token
+            scope["query_string"] = urlencode([(k, v) for k, v in query if k != "token"]).encode()
