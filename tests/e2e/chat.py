@@ -54,6 +54,7 @@ class ChatPage:
     person: Person
     errors: list[str] = field(default_factory=list)
     joins: list[dict[str, Any]] = field(default_factory=list)
+    frames_sent: list[str] = field(default_factory=list)
 
     @property
     def status(self) -> Any:
@@ -112,8 +113,10 @@ async def open_chat(browser: Browser, server: RunningServer, person: Person, web
 
     def on_socket(ws: Any) -> None:
         def sent(payload: str | bytes) -> None:
-            if isinstance(payload, str) and '"join"' in payload:
-                chat.joins.append({"url": ws.url, "frame": payload})
+            if isinstance(payload, str):
+                chat.frames_sent.append(payload)
+                if '"join"' in payload:
+                    chat.joins.append({"url": ws.url, "frame": payload})
         ws.on("framesent", sent)
 
     page.on("websocket", on_socket)

@@ -89,8 +89,10 @@ export class AuthSession {
     if (this.timer !== null) clearTimeout(this.timer);
     this.timer = null;
     if (!this.data || !this.data.expires_at) return;
-    const lifetime = Math.max(0, this.data.expires_at - this.now());
-    const delay = Math.max(1000, lifetime * REFRESH_AT);
+    // The server's `exp` is in whole seconds, so a token may end up to 1 s before expires_in
+    // says; count from that earliest moment.
+    const lifetime = Math.max(0, this.data.expires_at - this.now() - 1000);
+    const delay = Math.max(500, lifetime * REFRESH_AT);
     this.timer = setTimeout(() => {
       this.timer = null;
       this.refresh(this.accessToken);

@@ -1,0 +1,65 @@
+"""The pages and their files: served with a strict Content-Security-Policy (no inline script,
+connections only to this origin and its own socket) and the other security headers."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from playwright.async_api import Browser
+
+from ..helpers import RunningServer, World
+from .chat import open_chat
+
+
+@pytest.mark.parametrize("path", ["/", "/webinars/1", "/static/chat-client.js",
+                                  "/static/style.css"])
+async def test_security_headers(http: httpx.AsyncClient, server: RunningServer,
+                                path: str) -> None:
+    r = await http.get(path)
+    assert r.status_code == 200
+    csp = dict(part.strip().split(" ", 1) for part in r.headers["content-security-policy"].split(";"))
+    assert csp["default-src"] == "'self'"
+    assert csp["script-src"] == "'self'"  # no 'unsafe-inline', no 'unsafe-eval'
+    assert csp["connect-src"].split() == ["'self'", f"ws://127.0.0.1:{server.port}",
+                                          f"wss://127.0.0.1:{server.port}"]
+    assert csp["object-src"] == "'none'" and csp["frame-ancestors"] == "'none'"
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert r.headers["referrer-policy"] == "no-referrer"
+
+
+async def test_pages_have_no_inline_script(http: httpx.AsyncClient) -> None:
+    for path in ("/", "/webinars/7"):
+        html = (await http.get(path)).text
+        assert html.count("<script") == html.count('<script type="module" src="/static/')
+        assert " on" not in html.replace("<noscript>", "").split("<body", 1)[1].split("=")[0]
+    js = await http.get("/static/chat-core.js")
+    assert js.headers["content-type"].startswith("text/javascript")
+
+
+@pytest.mark.parametrize("path", ["/static/../server/pages.py", "/static/%2e%2e/cli.py",
+                                  "/static/nope.js", "/static/", "/webinars/abc"])
+async def test_nothing_else_is_served(http: httpx.AsyncClient, path: str) -> None:
+    r = await http.get(path)
+    assert r.status_code == 404
+    assert r.json()["success"] is False
+
+
+async def test_a_forged_host_header_is_kept_out_of_the_policy(http: httpx.AsyncClient) -> None:
+    r = await http.get("/", headers={"host": "evil.example; script-src *"})
+    assert "evil" not in r.headers["content-security-policy"]
+
+
+async def test_the_policy_holds_in_the_browser(browser: Browser, server: RunningServer,
+                                              world: World) -> None:
+    """The running page breaks no rule of its own policy (no inline script or style)."""
+    context = await browser.new_context()
+    page = await context.new_page()
+    violations: list[str] = []
+    page.on("console", lambda m: violations.append(m.text)
+            if "Content Security Policy" in m.text else None)
+    await page.goto(server.base_url + "/")
+    chat = await open_chat(browser, server, world.alice, world.webinar.id, context=context)
+    await chat.send("checking the policy")
+    await chat.page.reload()
+    await chat.wait_live()
+    assert violations == []
