@@ -5,8 +5,9 @@ never a stand-in for it.
   it leaves, lose the response after the server handled it, hold a response past the client's
   timeout, or answer like a failing proxy (502) instead of forwarding.
 - `SocketGate`: a `connect` function that can refuse (it dials a closed port: a real
-  ECONNREFUSED), or black-hole a connection (frames stop arriving, like a silently dead socket
-  or a proxy that swallows them).
+  ECONNREFUSED), black-hole a connection (frames stop arriving, like a silently dead socket or a
+  proxy that swallows them), or drop single `changes` frames (what a faulty server path would
+  look like to the client: a seq gap).
 """
 
 from __future__ import annotations
@@ -70,8 +71,9 @@ class FaultyTransport(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
 
-class BlackHoleSocket:
-    """A real connection whose incoming frames are never handed over while `gate.black_hole`."""
+class GatedSocket:
+    """A real connection whose incoming frames are held back while `gate.black_hole`, and whose
+    next `gate.drop_changes` frames of type `changes` are thrown away."""
 
     def __init__(self, ws: ClientConnection, gate: SocketGate) -> None:
         self.ws = ws
@@ -81,9 +83,15 @@ class BlackHoleSocket:
         await self.ws.send(message)
 
     async def recv(self) -> str | bytes:
-        while self.gate.black_hole:
-            await self.gate.changed.wait()
-        return await self.ws.recv()
+        while True:
+            while self.gate.black_hole:
+                await self.gate.changed.wait()
+            frame = await self.ws.recv()
+            if self.gate.drop_changes and '"type":"changes"' in str(frame):
+                self.gate.drop_changes -= 1
+                self.gate.dropped += 1
+                continue
+            return frame
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         await self.ws.close(code, reason)
@@ -93,6 +101,8 @@ class SocketGate:
     def __init__(self) -> None:
         self.refuse = False
         self.black_hole = False
+        self.drop_changes = 0
+        self.dropped = 0
         self.changed = asyncio.Event()
         self.attempts = 0
         self.opened = 0
@@ -112,4 +122,4 @@ class SocketGate:
             url = f"ws://127.0.0.1:{self._closed_port}/realtime"
         ws = await ws_connect(url, ping_interval=None, compression=None, open_timeout=2)
         self.opened += 1
-        return BlackHoleSocket(ws, self)
+        return GatedSocket(ws, self)

@@ -17,6 +17,7 @@ from webinar_chat.client import (
     JoinError,
     SendRejected,
 )
+from webinar_chat.store import Store
 
 from ..helpers import PASSWORD, RunningServer, World, auth, eventually, send
 from .conftest import FAST, ClientFactory
@@ -239,3 +240,25 @@ async def test_on_change_callback_without_iterating(make_client: ClientFactory, 
     assert [m.content for m in room.messages] == ["m0", "m1", "m2"]
     with pytest.raises(RuntimeError):
         await room.next_event()
+
+
+async def test_two_webinars_share_one_socket(make_client: ClientFactory, world: World,
+                                             store: Store, http: httpx.AsyncClient) -> None:
+    second = await store.create_webinar(world.webinar.client_id, "Second session")
+    for person in (world.alice, world.bob):
+        await store.register(second.id, person.user_id, "attendee")
+    alice: ChatClient = await make_client(world.alice)
+    first_room = await alice.join(world.webinar.id)
+    first = Collector(first_room)
+    await eventually(lambda: alice.status is ConnectionStatus.LIVE)
+    second_room = await alice.join(second.id)  # joined on the open socket
+    other = Collector(second_room)
+    await send(http, world.bob, second.id, "in the second webinar")
+    await send(http, world.bob, world.webinar.id, "in the first webinar")
+    await eventually(lambda: first.inserted == ["in the first webinar"]
+                     and other.inserted == ["in the second webinar"])
+    assert alice.stats.socket_connects == 1
+    await alice.leave(second.id)
+    await send(http, world.bob, world.webinar.id, "still delivered")
+    await eventually(lambda: first.inserted[-1:] == ["still delivered"])
+    assert other.inserted == ["in the second webinar"] and other.task.done()

@@ -136,6 +136,25 @@ async def test_silent_socket_falls_back_then_recovers(make_client: ClientFactory
     assert collector.inserted == ["live", "through the fallback", "live again"]
 
 
+async def test_a_seq_gap_on_the_socket_is_fetched_from_the_feed(
+        make_client: ClientFactory, world: World, http: httpx.AsyncClient) -> None:
+    gate = SocketGate()
+    alice: ChatClient = await make_client(world.alice, connect=gate, config=SOCKET_ONLY)
+    room = await alice.join(world.webinar.id)
+    collector = Collector(room)
+    await eventually(lambda: alice.status is ConnectionStatus.LIVE)
+    gate.drop_changes = 2
+    for n, text in enumerate(("lost 1", "lost 2"), start=1):
+        await send(http, world.bob, world.webinar.id, text)
+        await eventually(lambda n=n: gate.dropped == n)  # one frame each: nothing coalesced
+    assert collector.events == []
+    await send(http, world.bob, world.webinar.id, "arrives")  # seq 3 after 0: a gap
+    await eventually(lambda: len(collector.events) == 3)
+    collector.assert_exactly_once_in_order()
+    assert collector.inserted == ["lost 1", "lost 2", "arrives"]
+    assert alice.stats.gap_fetches >= 1 and alice.stats.socket_connects == 1
+
+
 async def test_fallback_shows_offline_while_the_server_is_down(
         make_client: ClientFactory, world: World, server: RunningServer) -> None:
     alice: ChatClient = await make_client(world.alice)

@@ -48,7 +48,8 @@ log = structlog.get_logger("webinar_chat.client")
 USER_AGENT = "webinar-chat-python-sdk/0.1"
 # A log-out on close must not hold up the exit when the server is gone.
 LOGOUT_TIMEOUT_S = 2.0
-# 401s in a row on one send (each followed by a token renewal) before giving up.
+# Token renewals for one send before giving up: one can race with an expiry, but a 401 right
+# after a second fresh token means the server rejects our tokens and retrying cannot help.
 MAX_SEND_RENEWALS = 2
 
 
