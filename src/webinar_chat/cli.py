@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sys
 from typing import Any
@@ -134,8 +135,7 @@ def cmd_admin(args: argparse.Namespace) -> int:
             return {"ok": True}
         if what == "list":
             return {"agencies": await store.list_agencies(), "clients": await store.list_clients(),
-                    "webinars": [w.__dict__ if hasattr(w, "__dict__") else
-                                 {"id": w.id, "title": w.title} for w in await store.list_webinars()]}
+                    "webinars": [dataclasses.asdict(w) for w in await store.list_webinars()]}
         raise SystemExit(f"unknown admin command {what}")
 
     from .store.store import StoreError
