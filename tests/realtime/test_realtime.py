@@ -336,3 +336,36 @@ async def test_token_in_the_url_is_not_logged(server: RunningServer, world: Worl
         assert c.of_type("auth_ok")[0]["user_id"] == world.bob.user_id
     assert "/realtime" in caplog.text  # the accept line was logged…
     assert world.bob.token not in caplog.text  # …without the token
+
+
+async def test_per_message_deflate_is_never_negotiated(server: RunningServer, world: World) -> None:
+    async with connect(server.ws_url, compression="deflate") as ws:
+        assert ws.response is not None
+        assert "Sec-WebSocket-Extensions" not in ws.response.headers
+
+
+class TestIdleClient:
+    @pytest.fixture
+    def server_overrides(self) -> dict[str, Any]:
+        return {"heartbeat_interval_s": 0.2, "client_idle_timeout_s": 1.0}
+
+    async def test_a_silent_client_is_closed_and_a_talking_one_is_not(
+            self, server: RunningServer, world: World) -> None:
+        async with realtime(server, world.bob.token) as silent, \
+                realtime(server, world.alice.token) as talking:
+            async def keep_talking() -> None:
+                while True:
+                    await talking.send(type="heartbeat")
+                    await asyncio.sleep(0.2)
+
+            chatter = asyncio.create_task(keep_talking())
+            try:
+                await silent.wait_for(lambda c: c.closed is not None, timeout=5)
+            except AssertionError:
+                pass  # wait_for raises once the connection is closed; checked below
+            finally:
+                chatter.cancel()
+            assert silent.closed is not None and silent.closed.rcvd is not None
+            assert (silent.closed.rcvd.code, silent.closed.rcvd.reason) == (4000, "heartbeat timeout")
+            assert talking.closed is None
+            assert len(talking.of_type("heartbeat")) >= 3
