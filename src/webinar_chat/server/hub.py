@@ -114,8 +114,13 @@ class Hub:
         await self.bus.close()
 
     async def publish(self, change: Change) -> None:
-        """Call after the change's transaction committed."""
-        await self.bus.publish(change)
+        """Call after the change's transaction committed. Never raises: the change is durable in
+        the feed, and a room that misses it sees a seq gap and reads it from there, so a bus
+        failure must not turn a stored message into an error the client would retry."""
+        try:
+            await self.bus.publish(change)
+        except Exception:
+            log.exception("publish_failed", webinar_id=change.webinar_id, seq=change.seq)
 
     # --- rooms -----------------------------------------------------------------------------------
 
