@@ -11,8 +11,11 @@ const API_TIMEOUT_MS = 15000;
 
 export class AuthSession {
   constructor({ storage = globalThis.localStorage, fetchImpl = globalThis.fetch?.bind(globalThis),
-    locks = globalThis.navigator?.locks, now = () => Date.now(), logger = null } = {}) {
+    locks = globalThis.navigator?.locks, now = () => Date.now(), logger = null,
+    timers = { setTimeout: globalThis.setTimeout?.bind(globalThis),
+      clearTimeout: globalThis.clearTimeout?.bind(globalThis) } } = {}) {
     this.storage = storage;
+    this.timers = timers;
     this.fetch = fetchImpl;
     this.locks = locks;
     this.now = now;
@@ -86,21 +89,21 @@ export class AuthSession {
   }
 
   scheduleRefresh() {
-    if (this.timer !== null) clearTimeout(this.timer);
+    if (this.timer !== null) this.timers.clearTimeout(this.timer);
     this.timer = null;
     if (!this.data || !this.data.expires_at) return;
     // The server's `exp` is in whole seconds, so a token may end up to 1 s before expires_in
     // says; count from that earliest moment.
     const lifetime = Math.max(0, this.data.expires_at - this.now() - 1000);
     const delay = Math.max(500, lifetime * REFRESH_AT);
-    this.timer = setTimeout(() => {
+    this.timer = this.timers.setTimeout(() => {
       this.timer = null;
       this.refresh(this.accessToken);
     }, delay);
   }
 
   stop() {
-    if (this.timer !== null) clearTimeout(this.timer);
+    if (this.timer !== null) this.timers.clearTimeout(this.timer);
     this.timer = null;
     this.listeners.clear();
   }
@@ -161,7 +164,7 @@ export class AuthSession {
     for (let attempt = 0; attempt < 2; attempt += 1) {
       const token = this.accessToken;
       const result = await fetchJson(this.fetch, method, path, {
-        body, signal, timeoutMs, keepalive, token: auth ? token : null,
+        body, signal, timeoutMs, keepalive, token: auth ? token : null, timers: this.timers,
       });
       if (result.status === 401 && auth && attempt === 0 && this.data) {
         if (await this.refresh(token)) continue;
@@ -174,14 +177,15 @@ export class AuthSession {
 }
 
 /** fetch + JSON with a timeout; never throws. */
-export async function fetchJson(fetchImpl, method, path, { body, signal, timeoutMs, token, keepalive } = {}) {
+export async function fetchJson(fetchImpl, method, path,
+  { body, signal, timeoutMs, token, keepalive, timers = globalThis } = {}) {
   const controller = new AbortController();
   const onAbort = () => controller.abort();
   if (signal) {
     if (signal.aborted) controller.abort();
     else signal.addEventListener('abort', onAbort, { once: true });
   }
-  const timer = timeoutMs ? setTimeout(() => controller.abort(), timeoutMs) : null;
+  const timer = timeoutMs ? timers.setTimeout(() => controller.abort(), timeoutMs) : null;
   try {
     const headers = { Accept: 'application/json' };
     if (body !== undefined) headers['Content-Type'] = 'application/json';
@@ -204,7 +208,7 @@ export async function fetchJson(fetchImpl, method, path, { body, signal, timeout
   } catch (err) {
     return { status: 0, body: null, headers: null, error: err };
   } finally {
-    if (timer !== null) clearTimeout(timer);
+    if (timer !== null) timers.clearTimeout(timer);
     if (signal) signal.removeEventListener('abort', onAbort);
   }
 }

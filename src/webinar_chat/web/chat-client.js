@@ -588,6 +588,7 @@ export class ChatClient {
         }
         const controller = new AbortController();
         this.pollAbort = controller;
+        const startedAt = this.env.now();
         const r = await this.auth.api('GET', `/api/webinars/${this.webinarId}/changes`
           + `?after_seq=${this.lastSeq}&wait=${this.config.pollWaitS}`,
         { signal: controller.signal, timeoutMs: (this.config.pollWaitS + 10) * 1000 });
@@ -595,6 +596,12 @@ export class ChatClient {
         if (!this.fallback || this.stopped) return;
         if (r.status === 200 && r.body?.success) {
           this._ingest(r.body.changes, 'poll');
+          const early = this.env.now() - startedAt < Math.min(1000, this.config.pollWaitS * 500);
+          if (r.body.changes.length === 0 && early) {
+            // An empty answer that did not wait (a proxy cutting long requests, a server without
+            // long-poll): treat it as a failed poll rather than spin.
+            await this._sleep(pollRetryDelay(this.config, this.env.random));
+          }
           continue; // a long-poll answered: ask again at once
         }
         if (r.status === 401) return void this._authLost();

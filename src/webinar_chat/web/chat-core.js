@@ -216,6 +216,7 @@ export class Timeline {
     this.userId = userId;
     this.server = new Map(); // id → message
     this.optimistic = new Map(); // client_msg_id → {client_msg_id, content, state, error, order}
+    this.deleted = new Set(); // ids seen deleted: a late answer must not bring one back
     this.order = 0;
     this.version = 0;
     this._sorted = null;
@@ -231,13 +232,21 @@ export class Timeline {
     if (!isMessage(message)) return { changed: false, resolved: null };
     const resolved = this.matchOptimistic(message);
     if (resolved) this.optimistic.delete(resolved);
+    const previous = this.server.get(message.id);
+    if (this.deleted.has(message.id)
+        || (previous && Number.isInteger(previous.seq) && Number.isInteger(message.seq)
+          && message.seq < previous.seq)) {
+      // Deleted already, or an older state than the one shown (a slow HTTP answer that arrives
+      // after the change feed moved on).
+      if (resolved) this._changed();
+      return { changed: Boolean(resolved), resolved };
+    }
     if (message.hidden && !this.staff) {
       // Attendees never keep a hidden message (it arrives redacted anyway).
       const had = this.server.delete(message.id);
       if (had || resolved) this._changed();
       return { changed: had || Boolean(resolved), resolved };
     }
-    const previous = this.server.get(message.id);
     if (previous && sameMessage(previous, message) && !resolved) {
       return { changed: false, resolved };
     }
@@ -248,18 +257,18 @@ export class Timeline {
 
   /** The client_msg_id of the optimistic message `message` stands for, or null. */
   matchOptimistic(message) {
+    if (this.userId !== null && message.user_id !== this.userId) return null;
     const id = message.client_msg_id;
     if (id) return this.optimistic.has(id) ? id : null;
     // A legacy row (no client_msg_id) can only stand for an optimistic message without one.
     for (const [key, entry] of this.optimistic) {
-      if (entry.legacy && message.user_id === this.userId && message.content === entry.content) {
-        return key;
-      }
+      if (entry.legacy && message.content === entry.content) return key;
     }
     return null;
   }
 
   remove(id) {
+    this.deleted.add(id);
     if (this.server.delete(id)) {
       this._changed();
       return true;
@@ -277,9 +286,12 @@ export class Timeline {
 
   /** Show a message of this tab that is not stored yet. */
   addOptimistic({ client_msg_id, content, state = 'sending', error = null, created_at = null }) {
-    if (this.optimistic.has(client_msg_id)) return false;
-    this.optimistic.set(client_msg_id, {
-      client_msg_id, content, state, error, created_at, order: this.order++, legacy: !client_msg_id,
+    // An entry without a client_msg_id (written by an old client) gets a local key of its own.
+    const key = client_msg_id || `legacy-${this.order}`;
+    if (this.optimistic.has(key)) return false;
+    this.optimistic.set(key, {
+      client_msg_id: key, content, state, error, created_at, order: this.order++,
+      legacy: !client_msg_id,
     });
     this._changed();
     return true;

@@ -1,0 +1,305 @@
+// Pure logic of the browser client (src/webinar_chat/web/chat-core.js): node --test tests/js/
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+
+import {
+  DEFAULTS, Timeline, applyChange, backoffDelay, classifySendResult, connectionStatus,
+  newClientMsgId, parseOutbox, pollAllowed, pollRetryDelay, readConfig, reconnectDelay,
+  retryDelay, safeNextPath, sequenceEvents, serializeOutbox, shouldUseFallback, tempId, topicFor,
+} from '../../src/webinar_chat/web/chat-core.js';
+
+const msg = (id, extra = {}) => ({
+  id, webinar_id: 1, user_id: 7, content: `m${id}`, created_at: '2026-01-01T00:00:00.000Z',
+  hidden: false, client_msg_id: null, seq: id, user: { display_name: 'Ann' }, ...extra,
+});
+const ids = (timeline) => timeline.items().map((i) => i.key);
+
+describe('backoff', () => {
+  it('reconnects after 500 ms × 2^(n−1), capped at 15 s', () => {
+    const mid = () => 0.5; // jitter factor exactly 1
+    assert.deepEqual([1, 2, 3, 4, 5, 6, 7, 10].map((n) => reconnectDelay(n, DEFAULTS, mid)),
+      [500, 1000, 2000, 4000, 8000, 15000, 15000, 15000]);
+  });
+
+  it('jitters by ±20 % and never exceeds the cap', () => {
+    assert.equal(reconnectDelay(1, DEFAULTS, () => 0), 400);
+    assert.equal(reconnectDelay(1, DEFAULTS, () => 0.999999), 600);
+    for (let n = 1; n < 40; n += 1) {
+      for (const r of [0, 0.3, 0.999]) {
+        const d = reconnectDelay(n, DEFAULTS, () => r);
+        assert.ok(d <= 15000 && d >= 400, `${n}: ${d}`);
+      }
+    }
+  });
+
+  it('re-sends back off from the retry base and survive huge attempt counts', () => {
+    assert.equal(retryDelay(1, DEFAULTS, () => 0.5), 1000);
+    assert.equal(retryDelay(3, DEFAULTS, () => 0.5), 4000);
+    assert.equal(backoffDelay(5000, 100, 800, () => 0.5), 800);
+    assert.equal(backoffDelay(0, 100, 800, () => 0.5), 100);
+  });
+
+  it('waits 3 s ± 400 ms between failed polls', () => {
+    assert.equal(pollRetryDelay(DEFAULTS, () => 0), 2600);
+    assert.equal(pollRetryDelay(DEFAULTS, () => 0.5), 3000);
+    assert.equal(pollRetryDelay(DEFAULTS, () => 1), 3400);
+  });
+});
+
+describe('fallback decisions and status', () => {
+  it('switches to HTTP after 3 consecutive failures or 10 s of silence', () => {
+    assert.equal(shouldUseFallback({ socketLive: false, failures: 2, silentMs: 9999 }), false);
+    assert.equal(shouldUseFallback({ socketLive: false, failures: 3, silentMs: 0 }), true);
+    assert.equal(shouldUseFallback({ socketLive: false, failures: 0, silentMs: 10000 }), true);
+  });
+
+  it('never while the socket is live', () => {
+    assert.equal(shouldUseFallback({ socketLive: true, failures: 9, silentMs: 1e9 }), false);
+  });
+
+  it('polls only in fallback, visible and online', () => {
+    assert.equal(pollAllowed({ fallback: true, visible: true, online: true }), true);
+    assert.equal(pollAllowed({ fallback: true, visible: false, online: true }), false);
+    assert.equal(pollAllowed({ fallback: true, visible: true, online: false }), false);
+    assert.equal(pollAllowed({ fallback: false, visible: true, online: true }), false);
+  });
+
+  it('shows live / reconnecting / fallback / offline', () => {
+    assert.equal(connectionStatus({ online: true, socketLive: true, fallback: false }), 'live');
+    assert.equal(connectionStatus({ online: true, socketLive: false, fallback: false }),
+      'reconnecting');
+    assert.equal(connectionStatus({ online: true, socketLive: false, fallback: true }), 'fallback');
+    assert.equal(connectionStatus({ online: false, socketLive: true, fallback: true }), 'offline');
+  });
+});
+
+describe('send results', () => {
+  it('200 and 409 both carry the stored row', () => {
+    assert.deepEqual(classifySendResult(200, { success: true, message: msg(1) }),
+      { kind: 'stored', message: msg(1), duplicate: false });
+    assert.deepEqual(classifySendResult(409, { success: false, error: 'Duplicate message detected',
+      message: msg(1) }), { kind: 'stored', message: msg(1), duplicate: true });
+  });
+
+  it('no answer, 5xx, 408 and unusable answers are retried', () => {
+    for (const [status, body] of [[0, null], [500, null], [502, { error: 'x' }], [408, null],
+      [409, { success: false }], [200, { success: true }]]) {
+      assert.equal(classifySendResult(status, body).kind, 'retry', String(status));
+    }
+  });
+
+  it('401 asks for a new token; other 4xx are rejections with the server’s words', () => {
+    assert.equal(classifySendResult(401, { error: 'expired' }).kind, 'auth');
+    const r = classifySendResult(403, { success: false, error: 'The chat is closed', code: 'closed' });
+    assert.deepEqual(r, { kind: 'rejected', error: 'The chat is closed', code: 'closed',
+      retryAfterS: null });
+    assert.equal(classifySendResult(429, { error: 'Slow', retry_after: 4.2 }).retryAfterS, 5);
+    assert.match(classifySendResult(400, null).error, /HTTP 400/);
+  });
+});
+
+describe('sequencing change events', () => {
+  it('applies contiguous events in seq order and drops repeats', () => {
+    const r = sequenceEvents(3, [{ seq: 5 }, { seq: 4 }, { seq: 3 }, { seq: 4 }, { seq: 2 }]);
+    assert.deepEqual(r.ready.map((e) => e.seq), [4, 5]);
+    assert.equal(r.gap, false);
+    assert.equal(r.stale, 3);
+  });
+
+  it('reports a gap and holds what comes after it', () => {
+    const r = sequenceEvents(3, [{ seq: 4 }, { seq: 6 }, { seq: 7 }]);
+    assert.deepEqual(r.ready.map((e) => e.seq), [4]);
+    assert.deepEqual(r.held.map((e) => e.seq), [6, 7]);
+    assert.equal(r.gap, true);
+  });
+
+  it('ignores events without a numeric seq', () => {
+    const r = sequenceEvents(0, [{ seq: '1' }, null, { seq: 1 }]);
+    assert.deepEqual(r.ready.map((e) => e.seq), [1]);
+  });
+});
+
+describe('timeline', () => {
+  it('dedupes by id and keeps id order whatever the arrival order', () => {
+    const t = new Timeline();
+    for (const id of [3, 1, 2, 3, 1]) t.upsert(msg(id));
+    assert.deepEqual(ids(t), ['1', '2', '3']);
+  });
+
+  it('keeps unsent messages after the stored ones, in writing order', () => {
+    const t = new Timeline({ userId: 7 });
+    t.addOptimistic({ client_msg_id: 'b', content: 'second' });
+    t.addOptimistic({ client_msg_id: 'a', content: 'first?' });
+    t.upsert(msg(10));
+    assert.deepEqual(ids(t), ['10', tempId('b'), tempId('a')]);
+    assert.equal(tempId('b'), 'temp-b');
+  });
+
+  it('replaces an optimistic message by client_msg_id only', () => {
+    const t = new Timeline({ userId: 7 });
+    t.addOptimistic({ client_msg_id: 'c1', content: 'hello' });
+    // Same author and content but another id: a different message, not a match.
+    const other = t.upsert(msg(1, { content: 'hello', client_msg_id: 'c2' }));
+    assert.equal(other.resolved, null);
+    const mine = t.upsert(msg(2, { content: 'hello', client_msg_id: 'c1' }));
+    assert.equal(mine.resolved, 'c1');
+    assert.deepEqual(ids(t), ['1', '2']);
+  });
+
+  it('does not let another user resolve my optimistic message', () => {
+    const t = new Timeline({ userId: 7 });
+    t.addOptimistic({ client_msg_id: 'c1', content: 'x' });
+    assert.equal(t.upsert(msg(1, { user_id: 8, client_msg_id: 'c1' })).resolved, null);
+    assert.equal(t.optimistic.size, 1);
+  });
+
+  it('matches legacy rows (no client_msg_id) by author and content', () => {
+    const t = new Timeline({ userId: 7 });
+    t.addOptimistic({ client_msg_id: null, content: 'old client' });
+    assert.equal(t.upsert(msg(1, { content: 'something else' })).resolved, null);
+    assert.match(t.upsert(msg(2, { content: 'old client' })).resolved, /^legacy-/);
+    assert.deepEqual(ids(t), ['1', '2']);
+  });
+
+  it('never lets an older state overwrite a newer one', () => {
+    const t = new Timeline({ staff: true });
+    t.upsert(msg(1, { seq: 5, hidden: true }));
+    t.upsert(msg(1, { seq: 1, hidden: false }));
+    assert.equal(t.get(1).hidden, true);
+  });
+
+  it('a message seen deleted stays deleted (a late answer cannot revive it)', () => {
+    const t = new Timeline();
+    t.upsert(msg(1));
+    applyChange(t, { seq: 2, type: 'DELETE', new: null, old: { id: 1 } });
+    assert.equal(t.upsert(msg(1)).changed, false);
+    assert.deepEqual(ids(t), []);
+  });
+
+  it('hides hidden messages from attendees and keeps them for staff', () => {
+    const attendee = new Timeline();
+    const staff = new Timeline({ staff: true });
+    for (const t of [attendee, staff]) {
+      t.upsert(msg(1));
+      t.upsert({ id: 1, webinar_id: 1, hidden: true, seq: 9 });
+    }
+    assert.deepEqual(ids(attendee), []);
+    assert.deepEqual(ids(staff), ['1']);
+    assert.equal(staff.get(1).hidden, true);
+    assert.equal(staff.get(1).content, 'm1');
+  });
+});
+
+describe('applying change events', () => {
+  it('INSERT, UPDATE and DELETE by id', () => {
+    const t = new Timeline();
+    applyChange(t, { seq: 1, type: 'INSERT', new: msg(1), old: null });
+    applyChange(t, { seq: 2, type: 'INSERT', new: msg(2), old: null });
+    applyChange(t, { seq: 3, type: 'UPDATE', new: msg(1, { content: 'edited', seq: 3 }),
+      old: { id: 1 } });
+    assert.equal(t.get(1).content, 'edited');
+    applyChange(t, { seq: 4, type: 'DELETE', new: null, old: { id: 2 } });
+    assert.deepEqual(ids(t), ['1']);
+  });
+
+  it('warns about and ignores UPDATE/DELETE without an id', () => {
+    const t = new Timeline();
+    t.upsert(msg(1));
+    const upd = applyChange(t, { seq: 2, type: 'UPDATE', new: { content: 'x' }, old: null });
+    const del = applyChange(t, { seq: 3, type: 'DELETE', new: null, old: {} });
+    assert.equal(upd.applied, false);
+    assert.match(upd.warning, /without a message id/);
+    assert.match(del.warning, /without a message id/);
+    assert.deepEqual(ids(t), ['1']);
+    assert.match(applyChange(t, { seq: 4, type: 'TRUNCATE' }).warning, /unknown change type/);
+  });
+
+  it('an UPDATE that hides removes the message for attendees; unhide brings it back', () => {
+    const t = new Timeline();
+    t.upsert(msg(1));
+    applyChange(t, { seq: 2, type: 'UPDATE', new: { id: 1, webinar_id: 1, hidden: true, seq: 2 },
+      old: { id: 1 } });
+    assert.deepEqual(ids(t), []);
+    applyChange(t, { seq: 3, type: 'UPDATE', new: msg(1, { seq: 3 }), old: { id: 1 } });
+    assert.deepEqual(ids(t), ['1']);
+  });
+
+  it('a replayed INSERT of a message deleted since removes it', () => {
+    const t = new Timeline();
+    t.upsert(msg(1));
+    applyChange(t, { seq: 1, type: 'INSERT', new: null, old: { id: 1 } });
+    assert.deepEqual(ids(t), []);
+  });
+
+  it('reports which optimistic message an INSERT resolves', () => {
+    const t = new Timeline({ userId: 7 });
+    t.addOptimistic({ client_msg_id: 'c9', content: 'hi' });
+    const r = applyChange(t, { seq: 1, type: 'INSERT', new: msg(4, { client_msg_id: 'c9' }),
+      old: null });
+    assert.equal(r.resolved, 'c9');
+    assert.deepEqual(ids(t), ['4']);
+  });
+});
+
+describe('outbox storage', () => {
+  const id = '3f2b8c1e-0c1a-4d2e-9f6a-1b2c3d4e5f60';
+  it('round-trips pending and failed messages', () => {
+    const text = serializeOutbox([
+      { client_msg_id: id, content: 'hi', created_at: 'x', attempts: 2, state: 'sending' },
+    ]);
+    assert.deepEqual(parseOutbox(text), [
+      { client_msg_id: id, content: 'hi', created_at: 'x', attempts: 2, state: 'pending',
+        error: null },
+    ]);
+  });
+
+  it('drops garbage instead of throwing', () => {
+    assert.deepEqual(parseOutbox('{not json'), []);
+    assert.deepEqual(parseOutbox(null), []);
+    assert.deepEqual(parseOutbox(JSON.stringify({ v: 2, entries: [] })), []);
+    const mixed = JSON.stringify({ v: 1, entries: [
+      { client_msg_id: 'not-a-uuid', content: 'x' },
+      { client_msg_id: id, content: '   ' },
+      { client_msg_id: id, content: 'ok', attempts: -1 },
+      { client_msg_id: id, content: 'duplicate id' },
+      null,
+    ] });
+    const parsed = parseOutbox(mixed);
+    assert.equal(parsed.length, 1);
+    assert.equal(parsed[0].content, 'ok');
+    assert.equal(parsed[0].attempts, 0);
+  });
+});
+
+describe('configuration and small helpers', () => {
+  it('reads numeric overrides from the URL and ignores nonsense', () => {
+    const c = readConfig(new URLSearchParams('sendTimeoutMs=1500&silenceMs=abc&reconnectBaseMs=1'
+      + '&pollWaitS=0&log=debug&evil=1'));
+    assert.equal(c.sendTimeoutMs, 1500);
+    assert.equal(c.silenceMs, DEFAULTS.silenceMs);
+    assert.equal(c.reconnectBaseMs, DEFAULTS.reconnectBaseMs);
+    assert.equal(c.pollWaitS, 0);
+    assert.equal(c.logLevel, 'debug');
+    assert.equal(c.evil, undefined);
+    assert.ok(Object.isFrozen(c));
+    assert.equal(readConfig({ heartbeatMs: '700' }).heartbeatMs, 700);
+    assert.equal(readConfig(null).sendTimeoutMs, 10000);
+  });
+
+  it('makes v4 UUIDs and deterministic topics', () => {
+    const a = newClientMsgId();
+    assert.match(a, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    assert.notEqual(a, newClientMsgId());
+    const fallback = newClientMsgId({ getRandomValues: (b) => b.fill(255) });
+    assert.match(fallback, /^ffffffff-ffff-4fff-bfff-ffffffffffff$/);
+    assert.equal(topicFor(42), 'webinar:42:messages');
+  });
+
+  it('redirects after log-in only to chat paths of this site', () => {
+    assert.equal(safeNextPath('/webinars/3?sendTimeoutMs=10'), '/webinars/3?sendTimeoutMs=10');
+    for (const bad of ['//evil.example/webinars/1', 'https://evil.example', '/webinars/1/../x',
+      '/admin', null, '/webinars/1?x=<script>']) {
+      assert.equal(safeNextPath(bad), null, String(bad));
+    }
+  });
+});
