@@ -66,10 +66,37 @@ def sqlalchemy_url(url: str) -> str:
 _PLACEHOLDER = re.compile(r"\$(\d+)")
 
 
-class PostgresDatabase:
+class _PgExecutor:
+    """Queries on an asyncpg pool or connection (both offer fetch/fetchrow/execute)."""
+
+    def __init__(self, target: asyncpg.Pool | asyncpg.Connection) -> None:
+        self._target = target
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        try:
+            return [dict(r) for r in await self._target.fetch(sql, *args)]
+        except asyncpg.UniqueViolationError as exc:
+            raise UniqueViolation(str(exc)) from exc
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        try:
+            row = await self._target.fetchrow(sql, *args)
+        except asyncpg.UniqueViolationError as exc:
+            raise UniqueViolation(str(exc)) from exc
+        return dict(row) if row is not None else None
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        try:
+            await self._target.execute(sql, *args)
+        except asyncpg.UniqueViolationError as exc:
+            raise UniqueViolation(str(exc)) from exc
+
+
+class PostgresDatabase(_PgExecutor):
     dialect = "postgresql"
 
     def __init__(self, pool: asyncpg.Pool) -> None:
+        super().__init__(pool)
         self._pool = pool
 
     @classmethod
@@ -77,56 +104,13 @@ class PostgresDatabase:
         pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size)
         return cls(pool)
 
-    async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        try:
-            return [dict(r) for r in await self._pool.fetch(sql, *args)]
-        except asyncpg.UniqueViolationError as exc:
-            raise UniqueViolation(str(exc)) from exc
-
-    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
-        try:
-            row = await self._pool.fetchrow(sql, *args)
-        except asyncpg.UniqueViolationError as exc:
-            raise UniqueViolation(str(exc)) from exc
-        return dict(row) if row is not None else None
-
-    async def execute(self, sql: str, *args: Any) -> None:
-        try:
-            await self._pool.execute(sql, *args)
-        except asyncpg.UniqueViolationError as exc:
-            raise UniqueViolation(str(exc)) from exc
-
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Executor]:
         async with self._pool.acquire() as conn, conn.transaction():
-            yield _PgConnection(conn)
+            yield _PgExecutor(conn)
 
     async def close(self) -> None:
         await self._pool.close()
-
-
-class _PgConnection:
-    def __init__(self, conn: asyncpg.Connection) -> None:
-        self._conn = conn
-
-    async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        try:
-            return [dict(r) for r in await self._conn.fetch(sql, *args)]
-        except asyncpg.UniqueViolationError as exc:
-            raise UniqueViolation(str(exc)) from exc
-
-    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
-        try:
-            row = await self._conn.fetchrow(sql, *args)
-        except asyncpg.UniqueViolationError as exc:
-            raise UniqueViolation(str(exc)) from exc
-        return dict(row) if row is not None else None
-
-    async def execute(self, sql: str, *args: Any) -> None:
-        try:
-            await self._conn.execute(sql, *args)
-        except asyncpg.UniqueViolationError as exc:
-            raise UniqueViolation(str(exc)) from exc
 
 
 @functools.lru_cache(maxsize=1024)
