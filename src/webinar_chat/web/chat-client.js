@@ -823,7 +823,7 @@ export class ChatClient {
 
   _scheduleRetry(entry) {
     if (entry.attempts >= this.config.maxSendAttempts) {
-      this._setEntryState(entry, 'failed', 'Not sent. Check your connection and try again.');
+      this._setEntryState(entry, 'failed', 'The server could not be reached. Try again.');
       this._persistOutbox();
       return;
     }
