@@ -43,3 +43,10 @@ async def browser(server: RunningServer) -> AsyncIterator[Browser]:
             yield chromium
         finally:
             await chromium.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything here drives Chromium: `-m e2e` / `-m "not e2e"` select it."""
+    for item in items:
+        if "tests/e2e/" in item.nodeid.replace("\\", "/"):
+            item.add_marker(pytest.mark.e2e)

@@ -5,7 +5,9 @@ import assert from 'node:assert/strict';
 import { beforeEach, describe, it } from 'node:test';
 
 import { AuthSession } from '../../src/webinar_chat/web/auth.js';
-import { ChatClient, RealtimeConnection, readConfig } from '../../src/webinar_chat/web/chat-client.js';
+import {
+  ChatClient, ChatRuntime, RealtimeConnection, readConfig,
+} from '../../src/webinar_chat/web/chat-client.js';
 import { Monitor } from '../../src/webinar_chat/web/monitor.js';
 import {
   FakeClock, fakeFetch, fakeSocketClass, memoryStorage, recordingLogger, settle, silentLogger,
@@ -471,4 +473,31 @@ describe('monitor', () => {
     assert.equal(batches.length, 1);
     assert.equal(m.counts.send_error, 1);
   });
+});
+
+describe('runtime', () => {
+  it('a chat mounted twice is one client and one subscription; teardown leaves and closes',
+    async () => {
+      const ctx = setup();
+      const runtime = new ChatRuntime({ auth: ctx.auth, monitor: null, logger: silentLogger,
+        config, env: ctx.clock.env({ WebSocket: ctx.Socket }), storage: ctx.storage,
+        realtimeUrl: 'ws://x/realtime' });
+      const a = runtime.acquire(WEBINAR);
+      const b = runtime.acquire(WEBINAR);
+      assert.equal(a, b);
+      await settle();
+      assert.equal(ctx.Socket.instances.length, 1);
+      const ws = ctx.Socket.instances[0];
+      ws.open();
+      assert.equal(ws.frames('join').length, 1);
+      assert.equal(ctx.calls.filter((c) => c.path === `/api/webinars/${WEBINAR}`).length, 1);
+      runtime.release(WEBINAR);
+      assert.equal(ws.frames('leave').length, 0);
+      runtime.release(WEBINAR);
+      assert.deepEqual(ws.frames('leave'), [{ type: 'leave', topic: TOPIC }]);
+      assert.equal(ws.closedWith.code, 1000);
+      runtime.close();
+      ctx.auth.stop();
+      assert.equal(ctx.clock.pending(), 0);
+    });
 });
