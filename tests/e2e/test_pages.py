@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from playwright.async_api import Browser
+from playwright.async_api import Browser, expect
 
-from ..helpers import RunningServer, World
+from ..helpers import PASSWORD, RunningServer, World
 from .chat import open_chat
 
 
@@ -63,3 +63,23 @@ async def test_the_policy_holds_in_the_browser(browser: Browser, server: Running
     await chat.page.reload()
     await chat.wait_live()
     assert violations == []
+
+
+async def test_log_in_flow(browser: Browser, server: RunningServer, world: World) -> None:
+    """A visitor without a session is sent to log in and comes back to the chat afterwards; a
+    wrong password is said inline."""
+    page = await (await browser.new_context()).new_page()
+    await page.goto(f"{server.base_url}/webinars/{world.webinar.id}")
+    await expect(page).to_have_url(f"{server.base_url}/?next=%2Fwebinars%2F{world.webinar.id}")
+    await page.fill("#email", world.bob.email)
+    await page.fill("#password", "not the password")
+    await page.click("#login-button")
+    await expect(page.locator("#login-error")).to_have_text("Wrong e-mail or password.")
+    await page.fill("#password", PASSWORD)
+    await page.press("#password", "Enter")
+    await expect(page).to_have_url(f"{server.base_url}/webinars/{world.webinar.id}")
+    await expect(page.locator("#status")).to_have_attribute("data-status", "live")
+    await expect(page.locator(".chat-title")).to_have_text(world.webinar.title)
+    await page.get_by_role("button", name="Log out").click()
+    await expect(page.locator("#email")).to_be_visible()
+    assert await page.evaluate("localStorage.getItem('webinar-chat:session')") is None
