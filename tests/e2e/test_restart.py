@@ -54,6 +54,7 @@ async def test_server_restart_reconnects_and_catches_up(
         if path == "any":
             await expect(chat.message(typed)).to_have_attribute("data-state", "sent")
     await bob.send("After the restart")
+    await expect(bob.message("After the restart")).to_have_attribute("data-state", "sent")
     rows = await stored(http, world.moderator, wid)
     visible = [r for r in rows if not r["hidden"]]
     expected = ["Before the restart", "Written while down 2",
