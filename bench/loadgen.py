@@ -1,0 +1,894 @@
+"""The load generator: one process (pinned by the runner to its own core) that plays attendees and
+senders against a server started by bench/run_all.py, and prints one JSON result line.
+
+Usage: python -m bench.loadgen '<json config>'   (modes: fanout, idle, longpoll, poll, send,
+storm, after — see the functions below; bench/run_all.py builds the configs).
+
+Latency is send→delivered on one machine clock: every message's content carries the `time.time()`
+taken just before its POST, and receivers subtract it from the time the frame arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import os
+import random
+import re
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from .common import (
+    JWT_SECRET,
+    LOAD_CPU,
+    SERVER_CPU,
+    core_busy_seconds,
+    cpu_seconds,
+    percentile,
+    raise_nofile,
+    rss_kib,
+)
+from .lean import HttpConn, HttpError, WsClient, http_connect, ws_connect
+
+HOST = "127.0.0.1"
+# Connections opened concurrently while setting up a benchmark: well below the server's listen
+# backlog (uvicorn: 2,048) so that set-up never waits on SYN retransmits.
+CONNECT_CONCURRENCY = 256
+# Our server closes a socket silent for 30 s; every client sends a heartbeat this often.
+HEARTBEAT_EVERY_S = 10.0
+HEARTBEAT = b'{"type":"heartbeat"}'
+# An event's own seq (the message inside repeats it as `,"seq":N,"user"`, never after a `{`).
+EVENT_SEQ = re.compile(rb'\{"seq":(\d+),"type"')
+
+
+def now() -> float:
+    return time.time()
+
+
+def ms(values: list[float], q: float) -> float:
+    return round(percentile(values, q) * 1000, 2)
+
+
+def tokens_for(user_ids: list[int]) -> dict[int, str]:
+    from webinar_chat.auth.tokens import TokenService
+
+    service = TokenService(JWT_SECRET, 3 * 3600)  # outlives every run
+    return {u: service.issue_access(u)[0] for u in user_ids}
+
+
+def auth_header(token: str) -> bytes:
+    return b"Authorization: Bearer %s\r\nContent-Type: application/json\r\n" % token.encode()
+
+
+async def gather_limited(n: int, make: Callable[[int], Awaitable[Any]], limit: int,
+                         retries: int = 4) -> list[Any]:
+    """Run make(0..n-1) with at most `limit` in flight; retry a failed one a few times."""
+    sem = asyncio.Semaphore(limit)
+
+    async def one(i: int) -> Any:
+        for attempt in range(retries + 1):
+            async with sem:
+                try:
+                    return await make(i)
+                except (OSError, ConnectionError, TimeoutError, HttpError):
+                    if attempt == retries:
+                        raise
+            await asyncio.sleep(0.2 * (attempt + 1))
+
+    return await asyncio.gather(*(one(i) for i in range(n)))
+
+
+class Snapshot:
+    def __init__(self, server_pid: int, delivered: int) -> None:
+        self.t = time.monotonic()
+        self.wall = now()
+        self.delivered = delivered
+        self.server_cpu = cpu_seconds(server_pid)
+        self.gen_cpu = cpu_seconds(os.getpid())
+        self.rss = rss_kib(server_pid)
+        self.cores = core_busy_seconds()
+
+
+def other_load(a: Snapshot, b: Snapshot, gen_cpu: float | None = None) -> dict[str, float]:
+    """CPU used on each core by everything except the server (core 0) and the generator (core 1):
+    other people's tests on this shared machine, and the kernel's loopback work. High values
+    mean a noisy run."""
+    window = b.t - a.t
+    busy = [y - x for x, y in zip(a.cores, b.cores, strict=True)]
+    server = b.server_cpu - a.server_cpu
+    gen = gen_cpu if gen_cpu is not None else b.gen_cpu - a.gen_cpu
+    out = {"core0": round(max(0.0, busy[SERVER_CPU] - server) / window, 3)}
+    if len(busy) > LOAD_CPU:
+        out["core1"] = round(max(0.0, busy[LOAD_CPU] - gen) / window, 3)
+    return out
+
+
+# --- senders -------------------------------------------------------------------------------------
+
+class Sender:
+    """Open-loop sender: message i leaves at t0 + i/rate on the first idle keep-alive connection.
+    Content `bench <send time> <i>` carries the send timestamp to the receivers."""
+
+    def __init__(self, conns: list[tuple[HttpConn, bytes, int]], kind: str) -> None:
+        self.idle: asyncio.Queue[tuple[HttpConn, bytes, int]] = asyncio.Queue()
+        for c in conns:
+            self.idle.put_nowait(c)
+        self.kind = kind  # "chat" (our API) | "socketio" (bench/socketio/server.js)
+        self.sent: list[tuple[float, float, int, int]] = []  # (send time, latency, status, seq)
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.counter = 0
+
+    async def run(self, rate: float, duration: float) -> None:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        i = 0
+        while True:
+            target = t0 + i / rate
+            # A server too slow to take the offered rate does not stretch the run: what was not
+            # sent by the end is not sent (the achieved rate is reported).
+            if target - t0 >= duration or loop.time() - t0 >= duration:
+                break
+            delay = target - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            conn = await self.idle.get()
+            task = loop.create_task(self._one(conn))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+            i += 1
+
+    async def wait(self) -> None:
+        while self.tasks:
+            await asyncio.gather(*list(self.tasks), return_exceptions=True)
+
+    async def _one(self, slot: tuple[HttpConn, bytes, int]) -> None:
+        conn, headers, user_id = slot
+        self.counter += 1
+        sent_at = now()
+        content = f"bench {sent_at:.6f} {self.counter}"
+        if self.kind == "chat":
+            path = "/api/messages/create"
+            body = orjson.dumps({"webinarId": 1, "content": content,
+                                 "clientMsgId": str(uuid.uuid4())})
+        else:
+            path = "/send"
+            body = orjson.dumps({"webinarId": 1, "content": content,
+                                 "clientMsgId": str(uuid.uuid4()), "userId": user_id,
+                                 "displayName": f"Attendee {user_id}"})
+        try:
+            status, reply = await conn.request("POST", path, body, headers)
+        except HttpError:
+            self.sent.append((sent_at, now() - sent_at, 0, -1))
+            return  # a broken connection leaves the pool
+        seq = -1
+        if status == 200:
+            seq = orjson.loads(reply)["message"]["seq"]
+        self.sent.append((sent_at, now() - sent_at, status, seq))
+        self.idle.put_nowait(slot)
+
+    def ok(self) -> list[tuple[float, float, int, int]]:
+        return [s for s in self.sent if s[2] == 200]
+
+
+async def make_sender(cfg: dict[str, Any], kind: str, n_conns: int) -> Sender:
+    senders: list[int] = cfg["sender_ids"]
+    toks = tokens_for(senders) if kind == "chat" else {}
+    conns = []
+    for i in range(n_conns):
+        user = senders[i % len(senders)]
+        conn = await http_connect(HOST, cfg["port"])
+        headers = auth_header(toks[user]) if kind == "chat" else b"Content-Type: application/json\r\n"
+        conns.append((conn, headers, user))
+    return Sender(conns, kind)
+
+
+def sent_stats(sender: Sender, t0: float | None = None, t1: float | None = None) -> dict[str, Any]:
+    rows = [s for s in sender.sent if (t0 is None or s[0] >= t0) and (t1 is None or s[0] < t1)]
+    lat = [s[1] for s in rows if s[2] == 200]
+    statuses = collections.Counter(s[2] for s in rows)
+    return {"post_p50_ms": ms(lat, 50), "post_p99_ms": ms(lat, 99), "posts": len(rows),
+            "post_statuses": {str(k): v for k, v in statuses.items()}}
+
+
+# --- fan-out over WebSocket ------------------------------------------------------------------------
+
+def fanout_message_handler(kind: str, sampled: bool) -> Callable[[WsClient, bytes, float], None]:
+    """Frame handler of one attendee while it parses: join bookkeeping, then (sampled clients)
+    seq + latency of every delivered event."""
+
+    def on_message(client: WsClient, payload: bytes, received: float) -> None:
+        st = client.state
+        if kind == "socketio":
+            if payload == b"2":
+                client.send_text(b"3")
+                return
+            if payload.startswith(b"40"):
+                fut = st["joined"]
+                assert isinstance(fut, asyncio.Future)
+                if not fut.done():
+                    fut.set_result(None)
+                return
+            if payload.startswith(b"0{"):
+                client.send_text(b"40")
+                return
+            if not payload.startswith(b"42"):
+                return
+            if not sampled:
+                client.count += 1
+                return
+            events = [orjson.loads(payload[2:])[1]]
+        else:
+            head = payload[:24]
+            if b'"changes"' not in head:
+                if b'"joined"' in head:
+                    fut = st["joined"]
+                    assert isinstance(fut, asyncio.Future)
+                    if not fut.done():
+                        fut.set_result(None)
+                elif b'"error"' in head:
+                    st.setdefault("errors", []).append(payload[:200].decode())  # type: ignore[union-attr]
+                return
+            if not sampled:
+                client.count += payload.count(b'"INSERT"')
+                return
+            events = orjson.loads(payload)["events"]
+        st["frames"] = int(st.get("frames", 0)) + 1  # type: ignore[call-overload]
+        seen: list[tuple[int, float, float]] = st.setdefault("seen", [])  # type: ignore[assignment]
+        for ev in events:
+            new = ev["new"]
+            if new is None:
+                continue
+            seen.append((ev["seq"], float(new["content"].split(" ", 2)[1]), received))
+            client.count += 1
+
+    return on_message
+
+
+async def open_attendees(cfg: dict[str, Any], kind: str, ids: list[int], sampled: bool,
+                         lost: list[WsClient]) -> list[WsClient]:
+    """Connect and join attendees `ids` (all parsing if `sampled`, else counting once joined)."""
+    port = cfg["port"]
+    toks = tokens_for(ids) if kind == "chat" else {}
+
+    async def make(i: int) -> WsClient:
+        handler = fanout_message_handler(kind, sampled)
+        if kind == "chat":
+            path = f"/realtime?token={toks[ids[i]]}"
+            client = await ws_connect(HOST, port, path, on_message=handler, on_lost=lost.append)
+        else:
+            client = await ws_connect(HOST, port, "/socket.io/?EIO=4&transport=websocket&webinar=1",
+                                      on_message=handler, on_lost=lost.append, ping_payload=b"2")
+        client.state["sampled"] = sampled
+        client.state["joined"] = asyncio.get_running_loop().create_future()
+        if kind == "chat":
+            client.send_text(b'{"type":"join","topic":"webinar:1:messages","ref":"j"}')
+        try:
+            await asyncio.wait_for(client.state["joined"], 30)  # type: ignore[arg-type]
+        except BaseException:
+            client.abort()
+            raise
+        return client
+
+    clients = await gather_limited(len(ids), make, CONNECT_CONCURRENCY)
+    for c in clients:
+        c.count = 0
+        if not sampled:
+            c.start_counting()
+    return clients
+
+
+async def heartbeats(clients: list[WsClient], kind: str) -> None:
+    if kind != "chat":
+        return  # Engine.IO: the server pings, clients answer (see the handlers)
+    while True:
+        await asyncio.sleep(HEARTBEAT_EVERY_S)
+        for c in clients:
+            c.send_text(HEARTBEAT)
+
+
+def split_attendees(n: int, sample_every: int) -> tuple[list[int], list[int]]:
+    """Attendee user ids 1..n: (latency sample, counted bulk)."""
+    ids = list(range(1, n + 1))
+    return ids[::sample_every], [u for k, u in enumerate(ids) if k % sample_every]
+
+
+async def fanout_bulk(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The counting attendees of `fanout`, in their own process (so that their thousands of
+    sockets never delay the latency sample's event loop). Talks to the parent over stdin/stdout:
+    prints `ready`; answers `snap` with the delivered count; on `stop <expected>` waits for every
+    client to reach `expected` (or a timeout) and prints the final result."""
+    kind = cfg["kind"]
+    lost: list[WsClient] = []
+    t0 = time.monotonic()
+    _, bulk_ids = split_attendees(cfg["attendees"], cfg["sample_every"])
+    clients = await open_attendees(cfg, kind, bulk_ids, False, lost)
+    hb = asyncio.create_task(heartbeats(clients, kind))
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+
+    def emit(obj: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+
+    emit({"ready": True, "connected": len(clients), "connect_s": round(time.monotonic() - t0, 2)})
+    while True:
+        line = (await reader.readline()).decode().split()
+        if not line:
+            return {"error": "parent went away"}
+        if line[0] == "snap":
+            emit({"count": sum(c.count for c in clients), "gen_cpu": cpu_seconds(os.getpid()),
+                  "wall": now()})
+        elif line[0] == "stop":
+            expected = int(line[1])
+            deadline = time.monotonic() + cfg.get("drain", 10)
+            while time.monotonic() < deadline and any(
+                    c.count < expected for c in clients if c not in lost):
+                await asyncio.sleep(0.1)
+            hb.cancel()
+            counts = [c.count for c in clients]
+            for c in clients:
+                c.abort()
+            return {"connected": len(clients), "complete": sum(1 for x in counts if x == expected),
+                    "over": sum(1 for x in counts if x > expected), "min_count": min(counts),
+                    "disconnected": len(lost), "gen_cpu": cpu_seconds(os.getpid())}
+
+
+class Bulk:
+    """The parent's handle on the `fanout_bulk` child process."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    @classmethod
+    async def start(cls, cfg: dict[str, Any]) -> tuple[Bulk, dict[str, Any]]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.loadgen", json.dumps({**cfg, "mode": "fanout_bulk"}),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 20)
+        bulk = cls(proc)
+        return bulk, await bulk.read()
+
+    async def read(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = await self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("bulk load generator exited")
+        out: dict[str, Any] = json.loads(line)
+        return out
+
+    async def ask(self, command: str) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command.encode() + b"\n")
+        await self.proc.stdin.drain()
+        return await self.read()
+
+
+async def fanout(cfg: dict[str, Any]) -> dict[str, Any]:
+    """N attendees in one webinar, `rate` messages/s for warmup + window seconds. Every
+    `sample_every`-th attendee (and the senders) live in this process and parse every frame for
+    latency and completeness; the others only count, in a child process (`fanout_bulk`)."""
+    kind = cfg["kind"]
+    n = cfg["attendees"]
+    pid = cfg["server_pid"]
+    lost: list[WsClient] = []
+    bulk, ready = await Bulk.start(cfg)
+    sample_ids, _ = split_attendees(n, cfg["sample_every"])
+    sampled = await open_attendees(cfg, kind, sample_ids, True, lost)
+    hb = asyncio.create_task(heartbeats(sampled, kind))
+    sender = await make_sender(cfg, kind, cfg.get("sender_conns", 8))
+    rss_before = rss_kib(pid)
+    send_task = asyncio.create_task(sender.run(cfg["rate"], cfg["warmup"] + cfg["window"]))
+    await asyncio.sleep(cfg["warmup"])
+    snap_a = await bulk.ask("snap")
+    a = Snapshot(pid, snap_a["count"] + sum(c.count for c in sampled))
+    await asyncio.sleep(cfg["window"])
+    snap_b = await bulk.ask("snap")
+    b = Snapshot(pid, snap_b["count"] + sum(c.count for c in sampled))
+    await send_task
+    await sender.wait()
+    expected = len(sender.ok())
+    bulk_final = await bulk.ask(f"stop {expected}")
+    await bulk.proc.wait()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(c.count < expected for c in sampled if c not in lost):
+        await asyncio.sleep(0.1)
+    hb.cancel()
+    # Completeness: every sampled client saw exactly the seqs the server acknowledged.
+    sent_seqs = sorted(s[3] for s in sender.ok())
+    latencies: list[float] = []
+    complete_sampled = 0
+    frames = 0
+    events_in_frames = 0
+    for c in sampled:
+        seen = c.state.get("seen", [])
+        assert isinstance(seen, list)
+        if sorted(s for s, _, _ in seen) == sent_seqs:
+            complete_sampled += 1
+        frames += int(c.state.get("frames", 0))  # type: ignore[call-overload]
+        events_in_frames += len(seen)
+        latencies += [r - t for _, t, r in seen if a.wall <= t < b.wall]
+    for c in sampled:
+        c.abort()
+    window = b.t - a.t
+    delivered = b.delivered - a.delivered
+    server_cpu = b.server_cpu - a.server_cpu
+    gen_cpu = (b.gen_cpu - a.gen_cpu) + (snap_b["gen_cpu"] - snap_a["gen_cpu"])
+    return {
+        "kind": kind, "attendees": n, "connected": ready["connected"] + len(sampled),
+        "connect_s": ready["connect_s"],
+        "rate_target": cfg["rate"], "window_s": round(window, 2),
+        "sent": len(sender.sent), "sent_ok": expected,
+        "send_rate": round(len([s for s in sender.sent if a.wall <= s[0] < b.wall]) / window, 1),
+        "delivered_per_s": round(delivered / window),
+        "server_cpu_util": round(server_cpu / window, 3),
+        "delivered_per_core_s": round(delivered / server_cpu) if server_cpu > 0 else None,
+        "gen_cpu_util": round(gen_cpu / window, 3),
+        "p50_ms": ms(latencies, 50), "p99_ms": ms(latencies, 99), "max_ms": ms(latencies, 100),
+        "latency_samples": len(latencies), "sampled_clients": len(sampled),
+        "sampled_complete": complete_sampled,
+        "clients_complete": bulk_final["complete"] + complete_sampled,
+        "disconnected": len(lost) + bulk_final["disconnected"],
+        "events_per_frame": round(events_in_frames / frames, 2) if frames else None,
+        "server_rss_kib": b.rss, "server_rss_before_kib": rss_before,
+        "other_load": other_load(a, b, gen_cpu),
+        **sent_stats(sender, a.wall, b.wall),
+    }
+
+
+# --- idle connections ----------------------------------------------------------------------------
+
+async def idle(cfg: dict[str, Any]) -> dict[str, Any]:
+    """N joined, silent attendees: the server's RSS growth per connection."""
+    pid = cfg["server_pid"]
+    lost: list[WsClient] = []
+    # Warm the server (first room, imports, caches) so the baseline is not the cold process.
+    warm = await open_attendees(cfg, "chat", [1], True, lost)
+    await asyncio.sleep(1)
+    rss0 = rss_kib(pid)
+    t0 = time.monotonic()
+    n = cfg["connections"]
+    ids = list(range(2, n + 2))
+    toks = tokens_for(ids)
+
+    async def make(i: int) -> WsClient:
+        client = await ws_connect(HOST, cfg["port"], f"/realtime?token={toks[ids[i]]}",
+                                  on_message=fanout_message_handler("chat", False),
+                                  on_lost=lost.append)
+        client.state["joined"] = asyncio.get_running_loop().create_future()
+        client.send_text(b'{"type":"join","topic":"webinar:1:messages","ref":"j"}')
+        await asyncio.wait_for(client.state["joined"], 60)  # type: ignore[arg-type]
+        return client
+
+    clients = await gather_limited(n, make, CONNECT_CONCURRENCY)
+    connect_s = time.monotonic() - t0
+    hb = asyncio.create_task(heartbeats(clients, "chat"))
+    # Settle past one server heartbeat round (5 s), so every connection has written once.
+    await asyncio.sleep(cfg.get("settle", 6))
+    cpu_a = cpu_seconds(pid)
+    await asyncio.sleep(5)
+    idle_cpu = (cpu_seconds(pid) - cpu_a) / 5
+    rss1 = rss_kib(pid)
+    hb.cancel()
+    for c in clients + warm:
+        c.abort()
+    return {"connections": len(clients), "connect_s": round(connect_s, 2),
+            "connects_per_s": round(len(clients) / connect_s),
+            "rss_before_kib": rss0, "rss_after_kib": rss1,
+            "kib_per_connection": round((rss1 - rss0) / len(clients), 2),
+            "idle_cpu_util": round(idle_cpu, 3), "disconnected": len(lost)}
+
+
+# --- HTTP long-poll fallback ---------------------------------------------------------------------
+
+async def longpoll(cfg: dict[str, Any]) -> dict[str, Any]:
+    """N attendees long-polling /changes (wait=20) while `rate` msgs/s are sent; latency of every
+    message at every poller, and whether every poller got every seq."""
+    pid = cfg["server_pid"]
+    n = cfg["pollers"]
+    ids = list(range(1, n + 1))
+    toks = tokens_for(ids)
+    stop = asyncio.Event()
+    state: list[dict[str, Any]] = []
+    errors: collections.Counter[str] = collections.Counter()
+    requests = [0]
+
+    async def make(i: int) -> HttpConn:
+        return await http_connect(HOST, cfg["port"])
+
+    conns = await gather_limited(n, make, CONNECT_CONCURRENCY)
+
+    async def poller(i: int) -> None:
+        conn = conns[i]
+        headers = auth_header(toks[ids[i]])
+        st: dict[str, Any] = {"last": 0, "seen": [], "dups": 0, "gaps": 0, "first_done": False}
+        state.append(st)
+        while not stop.is_set():
+            path = f"/api/webinars/1/changes?after_seq={st['last']}&wait=20"
+            try:
+                status, body = await conn.request("GET", path, b"", headers)
+            except HttpError as exc:
+                errors[str(exc)[:60]] += 1
+                await asyncio.sleep(1)
+                try:
+                    conns[i] = conn = await http_connect(HOST, cfg["port"])
+                except OSError:
+                    pass
+                continue
+            received = now()
+            requests[0] += 1
+            st["first_done"] = True
+            if status != 200:
+                errors[f"status {status}"] += 1
+                await asyncio.sleep(3)  # the client's fallback retry interval
+                continue
+            page = orjson.loads(body)
+            for ch in page["changes"]:
+                seq = ch["seq"]
+                if seq <= st["last"]:
+                    st["dups"] += 1
+                    continue
+                if seq != st["last"] + 1:
+                    st["gaps"] += 1
+                st["last"] = seq
+                new = ch["new"]
+                if new is not None:
+                    st["seen"].append((float(new["content"].split(" ", 2)[1]), received))
+
+    tasks = [asyncio.create_task(poller(i)) for i in range(n)]
+    # Every poller is parked on its first long-poll before anything is sent.
+    await asyncio.sleep(cfg.get("settle", 5))
+    sender = await make_sender(cfg, "chat", cfg.get("sender_conns", 32))
+    send_task = asyncio.create_task(sender.run(cfg["rate"], cfg["warmup"] + cfg["window"]))
+    await asyncio.sleep(cfg["warmup"])
+    a = Snapshot(pid, requests[0])
+    await asyncio.sleep(cfg["window"])
+    b = Snapshot(pid, requests[0])
+    await send_task
+    await sender.wait()
+    final = max((s[3] for s in sender.ok()), default=0)
+    deadline = time.monotonic() + cfg.get("drain", 15)
+    while time.monotonic() < deadline and any(st["last"] < final for st in state):
+        await asyncio.sleep(0.2)
+    stop.set()
+    for c in conns:
+        c.close()
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    latencies = [r - t for st in state for t, r in st["seen"] if a.wall <= t < b.wall]
+    window = b.t - a.t
+    return {
+        "pollers": n, "rate_target": cfg["rate"], "window_s": round(window, 2),
+        "sent_ok": len(sender.ok()),
+        "p50_ms": ms(latencies, 50), "p99_ms": ms(latencies, 99), "max_ms": ms(latencies, 100),
+        "latency_samples": len(latencies),
+        "complete_pollers": sum(1 for st in state if st["last"] >= final and not st["gaps"]),
+        "gaps": sum(st["gaps"] for st in state), "dups": sum(st["dups"] for st in state),
+        "poll_req_per_s": round((b.delivered - a.delivered) / window),
+        "server_cpu_util": round((b.server_cpu - a.server_cpu) / window, 3),
+        "gen_cpu_util": round((b.gen_cpu - a.gen_cpu) / window, 3),
+        "server_rss_kib": b.rss, "errors": dict(errors),
+        **sent_stats(sender, a.wall, b.wall),
+    }
+
+
+# --- closed-loop HTTP request rate -----------------------------------------------------------------
+
+async def closed_loop(conns: list[tuple[HttpConn, bytes]], method: str,
+                      path: Callable[[int], str], body: Callable[[int], bytes] | None,
+                      seconds: float, server_pid: int, expect: int = 200,
+                      extra_cpu: Callable[[], float] | None = None) -> dict[str, Any]:
+    stop = time.monotonic() + seconds
+    lat: list[float] = []
+    statuses: collections.Counter[int] = collections.Counter()
+    counter = [0]
+
+    async def worker(conn: HttpConn, headers: bytes) -> None:
+        while time.monotonic() < stop:
+            counter[0] += 1
+            k = counter[0]
+            t = time.perf_counter()
+            status, _ = await conn.request(method, path(k), body(k) if body else b"", headers)
+            lat.append(time.perf_counter() - t)
+            statuses[status] += 1
+
+    a = Snapshot(server_pid, 0)
+    ex0 = extra_cpu() if extra_cpu else 0.0
+    await asyncio.gather(*(worker(c, h) for c, h in conns))
+    b = Snapshot(server_pid, 0)
+    elapsed = b.t - a.t
+    cpu = b.server_cpu - a.server_cpu
+    gen0 = a.gen_cpu
+    ok = statuses.get(expect, 0)
+    out = {"req_per_s": round(ok / elapsed), "p50_ms": ms(lat, 50), "p99_ms": ms(lat, 99),
+           "server_cpu_util": round(cpu / elapsed, 3),
+           "req_per_core_s": round(ok / cpu) if cpu > 0 else None,
+           "gen_cpu_util": round((cpu_seconds(os.getpid()) - gen0) / elapsed, 3),
+           "statuses": {str(k): v for k, v in statuses.items()}, "other_load": other_load(a, b)}
+    if extra_cpu:
+        db_cpu = extra_cpu() - ex0
+        out["db_cpu_util"] = round(db_cpu / elapsed, 3)
+        out["req_per_core_incl_db_s"] = round(ok / (cpu + db_cpu)) if cpu + db_cpu > 0 else None
+    return out
+
+
+async def poll(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Up-to-date poll (`after_seq` = head, no wait) vs GET /healthz of the same app, closed loop,
+    alternating A/B/A/B so that drift on a noisy machine hits both."""
+    pid = cfg["server_pid"]
+    ids = list(range(1, cfg["connections"] + 1))
+    toks = tokens_for(ids)
+    sender = await make_sender(cfg, "chat", 4)
+    await sender.run(100, cfg["history"] / 100)  # a ring to poll against
+    await sender.wait()
+    head = max(s[3] for s in sender.ok())
+    conns = [(await http_connect(HOST, cfg["port"]), auth_header(toks[u])) for u in ids]
+    poll_path = f"/api/webinars/1/changes?after_seq={head}"
+    # Warm up both paths (access cache, room) before measuring.
+    await closed_loop(conns, "GET", lambda k: poll_path, None, 1, pid)
+    await closed_loop(conns, "GET", lambda k: "/healthz", None, 1, pid)
+    rounds: list[dict[str, Any]] = []
+    for _ in range(cfg["rounds"]):
+        bare = await closed_loop(conns, "GET", lambda k: "/healthz", None, cfg["seconds"], pid)
+        polled = await closed_loop(conns, "GET", lambda k: poll_path, None, cfg["seconds"], pid)
+        rounds.append({"bare": bare, "poll": polled,
+                       "ratio": round(polled["req_per_s"] / bare["req_per_s"], 3),
+                       "ratio_per_core": round(polled["req_per_core_s"] / bare["req_per_core_s"], 3)})
+    for c, _ in conns:
+        c.close()
+    best = sorted(rounds, key=lambda r: r["ratio_per_core"])[len(rounds) // 2]
+    return {"connections": len(conns), "rounds": rounds,
+            "bare_req_per_s": best["bare"]["req_per_s"], "poll_req_per_s": best["poll"]["req_per_s"],
+            "bare_req_per_core_s": best["bare"]["req_per_core_s"],
+            "poll_req_per_core_s": best["poll"]["req_per_core_s"],
+            "ratio": best["ratio"], "ratio_per_core": best["ratio_per_core"],
+            "other_load": best["poll"]["other_load"], "poll_p99_ms": best["poll"]["p99_ms"],
+            "bare_p99_ms": best["bare"]["p99_ms"],
+            "poll_server_cpu_util": best["poll"]["server_cpu_util"],
+            "gen_cpu_util": max(best["poll"]["gen_cpu_util"], best["bare"]["gen_cpu_util"])}
+
+
+# --- send (POST create) --------------------------------------------------------------------------
+
+async def send(cfg: dict[str, Any]) -> dict[str, Any]:
+    """POST create: latency at a fixed `rate` (open loop), then creates/s with `concurrency`
+    requests in flight (closed loop) and the server's (and PostgreSQL's) CPU per create."""
+    from .common import postgres_cpu_seconds
+
+    pid = cfg["server_pid"]
+    sender = await make_sender(cfg, "chat", cfg["concurrency"])
+    await sender.run(cfg["rate"], 1.0)  # warm-up: connections, access paths, statement caches
+    await sender.wait()
+    sender.sent.clear()
+    cpu0 = cpu_seconds(pid)
+    t0 = now()
+    await sender.run(cfg["rate"], cfg["seconds"])
+    await sender.wait()
+    open_loop = sent_stats(sender)
+    open_loop["rate"] = round(len(sender.sent) / (now() - t0), 1)
+    open_loop["server_cpu_util"] = round((cpu_seconds(pid) - cpu0) / (now() - t0), 3)
+    conns = []
+    while not sender.idle.empty():
+        c, h, _ = sender.idle.get_nowait()
+        conns.append((c, h))
+    extra = postgres_cpu_seconds if cfg["db"] == "postgresql" else None
+    closed = await closed_loop(
+        conns, "POST", lambda k: "/api/messages/create",
+        lambda k: orjson.dumps({"webinarId": 1, "content": f"bench {now():.6f} {k}",
+                                "clientMsgId": str(uuid.uuid4())}),
+        cfg["seconds"], pid, extra_cpu=extra)
+    for c, _ in conns:
+        c.close()
+    return {"db": cfg["db"], "open_loop": open_loop, "closed_loop": closed,
+            "p50_ms": open_loop["post_p50_ms"], "p99_ms": open_loop["post_p99_ms"],
+            "creates_per_s": closed["req_per_s"], "creates_per_core_s": closed["req_per_core_s"],
+            "creates_per_core_incl_db_s": closed.get("req_per_core_incl_db_s"),
+            "closed_p99_ms": closed["p99_ms"]}
+
+
+# --- reconnect storm -----------------------------------------------------------------------------
+
+def storm_handler(client: WsClient, payload: bytes, received: float) -> None:
+    st = client.state
+    head = payload[:24]
+    if b'"changes"' in head:
+        last = st["last"]
+        assert isinstance(last, int)
+        for m in EVENT_SEQ.findall(payload):
+            seq = int(m)
+            if seq <= last:
+                st["dups"] = int(st["dups"]) + 1  # type: ignore[call-overload]
+                continue
+            if seq != last + 1:
+                st["gaps"] = int(st["gaps"]) + 1  # type: ignore[call-overload]
+            last = seq
+        st["last"] = last
+        target = st.get("target")
+        if target is not None and last >= target and "caught_up" not in st:  # type: ignore[operator]
+            st["caught_up"] = received
+    elif b'"joined"' in head:
+        fut = st["joined"]
+        assert isinstance(fut, asyncio.Future)
+        if not fut.done():
+            fut.set_result(received)
+    elif b'"error"' in head:
+        st["errors"] = int(st.get("errors", 0)) + 1  # type: ignore[call-overload]
+
+
+async def storm(cfg: dict[str, Any]) -> dict[str, Any]:
+    """N live attendees lose their sockets at once, miss `outage` messages, and all reconnect in the
+    same instant with `last_seq`. Time until every one has every message up to the head."""
+    pid = cfg["server_pid"]
+    n = cfg["attendees"]
+    ids = list(range(1, n + 1))
+    toks = tokens_for(ids)
+    lost: list[WsClient] = []
+    states = [{"last": 0, "dups": 0, "gaps": 0} for _ in ids]
+
+    async def connect(i: int, last_seq: int | None) -> WsClient:
+        client = await ws_connect(HOST, cfg["port"], f"/realtime?token={toks[ids[i]]}",
+                                  on_message=storm_handler)
+        client.state = states[i]  # the same bookkeeping across reconnects
+        states[i]["joined"] = asyncio.get_running_loop().create_future()
+        join: dict[str, Any] = {"type": "join", "topic": "webinar:1:messages", "ref": "j"}
+        if last_seq is not None:
+            join["last_seq"] = last_seq
+        client.send_text(orjson.dumps(join))
+        await asyncio.wait_for(states[i]["joined"], 60)  # type: ignore[arg-type]
+        return client
+
+    clients = await gather_limited(n, lambda i: connect(i, None), CONNECT_CONCURRENCY)
+    sender = await make_sender(cfg, "chat", 8)
+    # Live phase: everybody is up to date before the outage.
+    await sender.run(cfg["live_rate"], cfg["live_messages"] / cfg["live_rate"])
+    await sender.wait()
+    live_head = max(s[3] for s in sender.ok())
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(s["last"] < live_head for s in states):
+        await asyncio.sleep(0.1)
+    behind_before = sum(1 for s in states if s["last"] < live_head)
+    # Outage: every socket dies at once (a proxy restart, a network blip).
+    for c in clients:
+        c.abort()
+    await asyncio.sleep(0.5)
+    await sender.run(cfg["outage_rate"], cfg["outage_messages"] / cfg["outage_rate"])
+    await sender.wait()
+    head = max(s[3] for s in sender.ok())
+    for s in states:
+        s["target"] = head
+        s.pop("caught_up", None)
+    # The storm: all N reconnect in the same loop iteration, each with its last_seq; the chat goes
+    # on meanwhile at `storm_rate`.
+    cpu0 = cpu_seconds(pid)
+    gen0 = cpu_seconds(os.getpid())
+    t0 = now()
+    send_task = asyncio.create_task(sender.run(cfg["storm_rate"], cfg["storm_send_s"]))
+    results = await asyncio.gather(*(connect(i, states[i]["last"]) for i in range(n)),
+                                   return_exceptions=True)
+    connected = [r for r in results if isinstance(r, WsClient)]
+    failures = collections.Counter(type(r).__name__ for r in results if isinstance(r, BaseException))
+    deadline = time.monotonic() + cfg.get("timeout", 60)
+    while time.monotonic() < deadline and any("caught_up" not in s for s in states):
+        await asyncio.sleep(0.05)
+    t_all = max((float(s["caught_up"]) for s in states if "caught_up" in s), default=float("nan"))  # type: ignore[arg-type]
+    storm_cpu = cpu_seconds(pid) - cpu0
+    storm_gen = cpu_seconds(os.getpid()) - gen0
+    storm_wall = (t_all - t0) if t_all == t_all else float("nan")
+    await send_task
+    await sender.wait()
+    final = max(s[3] for s in sender.ok())
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(s["last"] < final for s in states):
+        await asyncio.sleep(0.1)
+    per_client = sorted(float(s["caught_up"]) - t0 for s in states if "caught_up" in s)  # type: ignore[arg-type]
+    joined_at = sorted(float(s["joined"].result()) - t0 for s in states  # type: ignore[union-attr]
+                       if isinstance(s.get("joined"), asyncio.Future) and s["joined"].done()  # type: ignore[union-attr]
+                       and not s["joined"].cancelled() and s["joined"].exception() is None)  # type: ignore[union-attr]
+    for c in connected:
+        c.abort()
+    return {
+        "attendees": n, "missed_messages": head - live_head, "behind_before_outage": behind_before,
+        "reconnected": len(connected), "failures": dict(failures),
+        "all_caught_up_s": round(storm_wall, 3),
+        "caught_up_p50_s": round(percentile(per_client, 50), 3),
+        "caught_up_p99_s": round(percentile(per_client, 99), 3),
+        "joined_p50_s": round(percentile(joined_at, 50), 3),
+        "joined_max_s": round(percentile(joined_at, 100), 3),
+        "caught_up": len(per_client),
+        "complete": sum(1 for s in states if s["last"] == final and not s["gaps"] and not s["dups"]),
+        "gaps": sum(int(s["gaps"]) for s in states), "dups": sum(int(s["dups"]) for s in states),  # type: ignore[call-overload]
+        "server_cpu_s": round(storm_cpu, 2), "gen_cpu_util": round(storm_gen / storm_wall, 3)
+        if storm_wall == storm_wall and storm_wall > 0 else None,
+        "server_rss_kib": rss_kib(pid),
+    }
+
+
+# --- `messages?after=` on a big table ------------------------------------------------------------
+
+async def after(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The incremental read on a 1M-message table: query plan, store-level and HTTP latency."""
+    from webinar_chat.store import open_store
+    from webinar_chat.store.store import _MESSAGE_SELECT
+
+    rng = random.Random(7)
+    webinar_rows = cfg["per_webinar"]
+    # Random positions inside webinar 1; ids interleave across webinars (id = k·W + 1).
+    ids = [rng.randrange(0, webinar_rows - 100) * cfg["webinars"] + 1 for _ in range(cfg["queries"])]
+    where = " WHERE m.webinar_id = $1 AND m.id > $2 AND NOT m.hidden"
+    # The store's query, and the proposal of bench/findings.md: ordering by the whole composite
+    # key lets PostgreSQL's planner see that (webinar_id, id) gives the order too.
+    queries = {"current": _MESSAGE_SELECT + where + " ORDER BY m.id ASC LIMIT $3",
+               "proposed": _MESSAGE_SELECT + where + " ORDER BY m.webinar_id ASC, m.id ASC LIMIT $3"}
+    plans: dict[str, list[str]] = {}
+    sql_lat: dict[str, list[float]] = {}
+    store = await open_store(cfg["database_url"])
+    try:
+        for name, sql in queries.items():
+            if store.dialect == "sqlite":
+                rows = await store.db.fetch("EXPLAIN QUERY PLAN " + sql, 1, ids[0], 101)
+                plans[name] = [str(r["detail"]) for r in rows]
+            else:
+                rows = await store.db.fetch(
+                    "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) " + sql, 1, ids[0], 101)
+                plans[name] = [str(next(iter(r.values()))) for r in rows]
+            for x in ids[:20]:  # warm caches
+                await store.db.fetch(sql, 1, x, 101)
+            sql_lat[name] = []
+            for x in ids:
+                t = time.perf_counter()
+                await store.db.fetch(sql, 1, x, 101)
+                sql_lat[name].append(time.perf_counter() - t)
+        lat = []
+        for x in ids:
+            t = time.perf_counter()
+            page = await store.list_messages(1, after=x, limit=100, include_hidden=False)
+            lat.append(time.perf_counter() - t)
+            assert len(page.messages) == 100
+    finally:
+        await store.close()
+    plan = plans["current"]
+    token = tokens_for([1])[1]
+    conn = await http_connect(HOST, cfg["port"])
+    headers = auth_header(token)
+    http_lat = []
+    for x in ids[:20] + ids:
+        t = time.perf_counter()
+        status, _ = await conn.request("GET", f"/api/webinars/1/messages?after={x}&limit=100", b"",
+                                       headers)
+        http_lat.append(time.perf_counter() - t)
+        assert status == 200, status
+    http_lat = http_lat[20:]
+    conn.close()
+    index = "messages_webinar_id_id"
+    return {"db": store.dialect, "plan": plan, "proposed_plan": plans["proposed"],
+            "uses_index": any(index in line for line in plan),
+            "proposed_uses_index": any(index in line for line in plans["proposed"]),
+            "sql_p99_ms": ms(sql_lat["current"], 99),
+            "proposed_sql_p50_ms": ms(sql_lat["proposed"], 50),
+            "proposed_sql_p99_ms": ms(sql_lat["proposed"], 99),
+            "store_p50_ms": ms(lat, 50), "store_p99_ms": ms(lat, 99),
+            "http_p50_ms": ms(http_lat, 50), "http_p99_ms": ms(http_lat, 99),
+            "queries": len(ids)}
+
+
+MODES: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
+    "fanout": fanout, "idle": idle, "longpoll": longpoll, "poll": poll, "send": send,
+    "storm": storm, "after": after, "fanout_bulk": fanout_bulk,
+}
+
+
+def main() -> None:
+    raise_nofile()
+    cfg = json.loads(sys.argv[1])
+    result = asyncio.run(MODES[cfg["mode"]](cfg))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
