@@ -14,10 +14,10 @@ from typing import Any
 
 import asyncpg
 import httpx
-import uvicorn
 
 from webinar_chat.auth.passwords import hash_password
 from webinar_chat.auth.tokens import TokenService
+from webinar_chat.server.runner import ChatServer
 from webinar_chat.settings import Settings
 from webinar_chat.store import Store
 from webinar_chat.store.migrate import migrate
@@ -124,7 +124,7 @@ class RunningServer:
     def __init__(self, settings: Settings, port: int | None = None) -> None:
         self.settings = settings
         self.port = port or free_port()
-        self._server: uvicorn.Server | None = None
+        self._server: ChatServer | None = None
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -138,18 +138,14 @@ class RunningServer:
     @property
     def app_state(self) -> Any:
         assert self._server is not None
-        return self._server.config.loaded_app.app.state.chat  # type: ignore[union-attr]
+        return self._server.chat_app.state.chat
 
     async def start(self) -> None:
-        from webinar_chat.server.app import create_app
-        from webinar_chat.server.ws_protocol import WebinarChatWebSocketProtocol
+        from webinar_chat.server.runner import build_server
 
-        config = uvicorn.Config(
-            create_app(self.settings), host="127.0.0.1", port=self.port,
-            ws=WebinarChatWebSocketProtocol, ws_per_message_deflate=False, ws_ping_interval=None,
-            lifespan="on", log_level="warning", timeout_graceful_shutdown=1,
-        )
-        self._server = uvicorn.Server(config)
+        self._server = build_server(self.settings.with_(host="127.0.0.1", port=self.port),
+                                    log_level="warning")
+        self._server.config.timeout_graceful_shutdown = 1
         self._task = asyncio.create_task(self._server.serve())
         deadline = time.monotonic() + 10
         while not self._server.started:

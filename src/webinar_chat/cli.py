@@ -70,11 +70,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from .logs import configure_logging
-    from .server.app import create_app
-    from .server.ws_protocol import WebinarChatWebSocketProtocol
+    from .server.runner import build_server
     from .store.migrate import migrate
 
     settings = _settings(args)
@@ -86,19 +83,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         info = asyncio.run(_with_store(settings, lambda s: ensure_demo(s, _base_url(settings))))
         _print_demo(info, False)
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        ws=WebinarChatWebSocketProtocol,
-        ws_per_message_deflate=False,  # costs GBs at thousands of sockets (PERFORMANCE.md)
-        ws_ping_interval=None,  # the app sends its own heartbeats (browsers cannot see pings)
-        lifespan="on",
-        log_level=settings.log_level.lower(),
-        access_log=settings.development,
-        timeout_graceful_shutdown=5,
-    )
-    uvicorn.Server(config).run()
+    build_server(settings).run()
     return 0
 
 

@@ -35,8 +35,8 @@ class Client:
 
     async def _read(self) -> None:
         try:
-            async for raw in self.ws:
-                self.frames.append(json.loads(raw))
+            while True:  # not `async for`: it ends silently on 1000/1001, hiding the close frame
+                self.frames.append(json.loads(await self.ws.recv()))
                 self._new.set()
         except ConnectionClosed as exc:
             self.closed = exc
@@ -369,3 +369,25 @@ class TestIdleClient:
             assert (silent.closed.rcvd.code, silent.closed.rcvd.reason) == (4000, "heartbeat timeout")
             assert talking.closed is None
             assert len(talking.of_type("heartbeat")) >= 3
+
+
+async def test_shutdown_closes_sockets_with_1001_and_answers_long_polls(
+        server: RunningServer, world: World, http: httpx.AsyncClient) -> None:
+    import time
+
+    poll = asyncio.create_task(http.get(f"/api/webinars/{world.webinar.id}/changes",
+                                        params={"after_seq": 0, "wait": 20},
+                                        headers=auth(world.bob.token)))
+    async with realtime(server, world.alice.token) as c:
+        await c.join(world.webinar.id, last_seq=0)
+        while not server.app_state.hub.rooms[world.webinar.id].waiters:
+            await asyncio.sleep(0.01)
+        started = time.monotonic()
+        await server.stop()
+        answer = await asyncio.wait_for(poll, 5)
+        assert time.monotonic() - started < 3  # not the 20 s wait, nor a cancellation
+        assert answer.status_code == 200 and answer.json()["changes"] == []
+        await c.wait_for(lambda c: c.closed is not None)
+        assert c.closed is not None and c.closed.rcvd is not None
+        assert (c.closed.rcvd.code, c.closed.rcvd.reason) == (1001, "server shutting down")
+    await server.start()  # the fixture stops it again

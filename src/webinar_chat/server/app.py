@@ -43,6 +43,12 @@ class AppState:
     connections: set[RealtimeConnection] = field(default_factory=set)
     access_cache: dict[tuple[int, int], Any] = field(default_factory=dict)
 
+    def drain(self) -> None:
+        """Shutdown has begun: close every socket with 1001 and answer every long-poll now."""
+        for connection in list(self.connections):
+            connection.close(1001, "server shutting down")
+        self.hub.wake_waiters()
+
 
 Handler = Callable[[Request], Awaitable[Response]]
 

@@ -107,8 +107,7 @@ class Hub:
             for handle in (room.flush_handle, room.gap_handle):
                 if handle:
                     handle.cancel()
-            if room.changed and not room.changed.done():
-                room.changed.set_result(None)
+        self.wake_waiters()
         for task in list(self._tasks):
             task.cancel()
         await self.bus.close()
@@ -304,7 +303,9 @@ class Hub:
             room.waiters -= 1
             room.last_used = time.monotonic()
 
-    def perform_later(self, coro: Any) -> None:
-        task = self._loop.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def wake_waiters(self) -> None:
+        """Answer every waiting long-poll now (with what it has: usually nothing)."""
+        for room in self.rooms.values():
+            if room.changed is not None and not room.changed.done():
+                room.changed.set_result(None)
+            room.changed = None
