@@ -298,7 +298,7 @@ class ServerProcess:
                     break
             except OSError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"server did not start: {log_path.read_text()[-2000:]}")
+                    raise RuntimeError(f"server did not start: {log_path.read_text()[-2000:]}") from None
                 time.sleep(0.1)
 
     @property
@@ -318,17 +318,31 @@ class ServerProcess:
         self.log.close()
 
 
-def variant_source(name: str, workdir: Path) -> Path:
-    """A copy of src/ with bench/variants/<name>.patch applied: a proposed server change measured
-    side by side with the current code, without touching src/. Returns the dir for PYTHONPATH."""
+def variant_source(name: str, workdir: Path) -> str:
+    """A proposed server change measured side by side with the current code, without touching
+    src/: a copy of src/ with each bench/variants/<part>.patch applied, plus the packages listed
+    in bench/variants/<part>.txt installed into a private directory. `name` is part[+part…].
+    Returns the PYTHONPATH for the server process."""
     target = workdir / f"variant-{name}"
+    paths = [target / "src"]
     if not target.exists():
         shutil.copytree(ROOT / "src", target / "src",
                         ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        for patch in name.split("+"):
-            subprocess.run(["patch", "-s", "-p1", "-d", str(target), "-i",
-                            str(ROOT / "bench" / "variants" / f"{patch}.patch")], check=True)
-    return target / "src"
+        for part in name.split("+"):
+            patch = ROOT / "bench" / "variants" / f"{part}.patch"
+            reqs = ROOT / "bench" / "variants" / f"{part}.txt"
+            if patch.exists():
+                subprocess.run(["patch", "-s", "-p1", "-d", str(target), "-i", str(patch)],
+                               check=True)
+            if reqs.exists():
+                subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                                "--disable-pip-version-check", "--no-deps", "--target",
+                                str(target / "deps"), "-r", str(reqs)], check=True)
+            if not patch.exists() and not reqs.exists():
+                raise FileNotFoundError(f"no bench/variants/{part}.patch or .txt")
+    if (target / "deps").exists():
+        paths.append(target / "deps")
+    return os.pathsep.join(str(p) for p in paths)
 
 
 @contextlib.contextmanager
@@ -337,7 +351,7 @@ def chat_server(db: Database, workdir: Path, variant: str | None = None,
     """`webinar-chat serve` on `db`; with `variant`, the patched copy of the code instead."""
     port = free_port()
     if variant:
-        env["PYTHONPATH"] = str(variant_source(variant, workdir))
+        env["PYTHONPATH"] = variant_source(variant, workdir)
     server = ServerProcess([str(VENV_BIN / "webinar-chat"), "serve", "--database-url", db.url,
                             "--port", str(port)], port, server_env(**env), "/healthz",
                            workdir / f"server-{port}.log")

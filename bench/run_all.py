@@ -32,11 +32,16 @@ RESULTS = ROOT / "bench" / "results"
 # that every benchmark still works (numbers from --quick are not results).
 FULL = {
     "runs": 3,
-    # Proposed server changes (bench/variants/<name>.patch on a copy of src/), measured side by
-    # side with the current code in the same run: the "after" of each finding.
-    "variants": {"fanout": ["tick-after-flush"]},
-    # 1,000 and 5,000 are the target's attendee counts; 2,500 gives the plots a middle point.
-    "fanout_attendees": [1000, 2500, 5000],
+    # Proposed server changes (bench/variants/<part>.patch on a copy of src/, <part>.txt extra
+    # packages; "a+b" = both), measured side by side with the current code in the same run: the
+    # "after" of each finding in bench/findings.md.
+    "variants": {"fanout": ["tick-after-flush", "tick-after-flush+create-one-hop"],
+                 "send": ["create-one-hop+uvicorn-standard"],
+                 "longpoll": ["create-one-hop+uvicorn-standard"],
+                 "poll": ["uvicorn-standard"],
+                 "storm": ["replay-encode-once"]},
+    # The target's attendee counts (a middle point would cost ~5 more minutes per full run).
+    "fanout_attendees": [1000, 5000],
     # Long enough for ~1,000 sent messages per window at 100 msgs/s; warm-up covers the first
     # ticks, the access checks of the joins and the allocator growing to its working set.
     "fanout_warmup": 3.0, "fanout_window": 10.0,
@@ -82,6 +87,15 @@ STORM = {"live_rate": 50, "live_messages": 50,
          "storm_rate": 10, "storm_send_s": 5.0}
 
 
+def variants(p: dict[str, Any], bench: str) -> list[str | None]:
+    """The current code (None), then each proposed variant configured for this benchmark."""
+    return [None, *p["variants"].get(bench, [])]
+
+
+def tag(variant: str | None) -> str:
+    return f" +{variant}" if variant else ""
+
+
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -98,7 +112,7 @@ def bench_fanout(p: dict[str, Any], work: Path) -> list[dict[str, Any]]:
                     "warmup": p["fanout_warmup"], "window": p["fanout_window"],
                     "sample_every": SAMPLE_EVERY, "sender_conns": SENDER_CONNS,
                     "sender_ids": list(range(n + 1, n + 1 + SENDERS))}
-            for variant in [None, *p["variants"].get("fanout", [])]:
+            for variant in variants(p, "fanout"):
                 db = new_database("sqlite")
                 try:
                     seed(db, users=n + SENDERS)
@@ -129,17 +143,19 @@ def bench_idle(p: dict[str, Any], work: Path) -> list[dict[str, Any]]:
     out = []
     n = p["idle_connections"]
     for run in range(p["runs"]):
-        db = new_database("sqlite")
-        try:
-            seed(db, users=n + 2)
-            with chat_server(db, work) as srv:
-                r = run_loadgen({"mode": "idle", "connections": n, "port": srv.port,
-                                 "server_pid": srv.pid})
-                r["run"] = run
-                out.append(r)
-                log(f"idle: {r}")
-        finally:
-            db.close()
+        for variant in variants(p, "idle"):
+            db = new_database("sqlite")
+            try:
+                seed(db, users=n + 2)
+                with chat_server(db, work, variant) as srv:
+                    r = run_loadgen({"mode": "idle", "connections": n, "port": srv.port,
+                                     "server_pid": srv.pid})
+                    r["run"] = run
+                    r["variant"] = variant
+                    out.append(r)
+                    log(f"idle{tag(variant)}: {r}")
+            finally:
+                db.close()
     return out
 
 
@@ -148,20 +164,23 @@ def bench_send(p: dict[str, Any], work: Path) -> list[dict[str, Any]]:
     kinds = ["sqlite"] + (["postgresql"] if common.pg_available() else [])
     for run in range(p["runs"]):
         for kind in kinds:
-            db = new_database(kind)
-            try:
-                seed(db, users=SEND_CONCURRENCY)
-                with chat_server(db, work) as srv:
-                    r = run_loadgen({"mode": "send", "db": kind, "rate": SEND_RATE,
-                                     "concurrency": SEND_CONCURRENCY, "seconds": p["send_seconds"],
-                                     "sender_ids": list(range(1, SEND_CONCURRENCY + 1)),
-                                     "port": srv.port, "server_pid": srv.pid})
-                    r["run"] = run
-                    out.append(r)
-                    log(f"send {kind}: p50={r['p50_ms']} p99={r['p99_ms']} "
-                        f"creates/s={r['creates_per_s']} per core={r['creates_per_core_s']}")
-            finally:
-                db.close()
+            for variant in variants(p, "send"):
+                db = new_database(kind)
+                try:
+                    seed(db, users=SEND_CONCURRENCY)
+                    with chat_server(db, work, variant) as srv:
+                        r = run_loadgen({"mode": "send", "db": kind, "rate": SEND_RATE,
+                                         "concurrency": SEND_CONCURRENCY,
+                                         "seconds": p["send_seconds"],
+                                         "sender_ids": list(range(1, SEND_CONCURRENCY + 1)),
+                                         "port": srv.port, "server_pid": srv.pid})
+                        r["run"] = run
+                        r["variant"] = variant
+                        out.append(r)
+                        log(f"send {kind}{tag(variant)}: p50={r['p50_ms']} p99={r['p99_ms']} "
+                            f"creates/s={r['creates_per_s']} per core={r['creates_per_core_s']}")
+                finally:
+                    db.close()
     return out
 
 
@@ -169,43 +188,48 @@ def bench_longpoll(p: dict[str, Any], work: Path) -> list[dict[str, Any]]:
     out = []
     n = p["longpoll_pollers"]
     for run in range(p["runs"]):
-        db = new_database("sqlite")
-        try:
-            seed(db, users=n + 4)
-            with chat_server(db, work) as srv:
-                r = run_loadgen({"mode": "longpoll", "pollers": n, "rate": LONGPOLL_RATE,
-                                 "warmup": 3.0, "window": p["longpoll_window"],
-                                 "sender_ids": list(range(n + 1, n + 5)),
-                                 "port": srv.port, "server_pid": srv.pid})
-                r["run"] = run
-                out.append(r)
-                log(f"longpoll: p50={r['p50_ms']} p99={r['p99_ms']} complete="
-                    f"{r['complete_pollers']}/{n} req/s={r['poll_req_per_s']} "
-                    f"cpu={r['server_cpu_util']} gen={r['gen_cpu_util']} errors={r['errors']}")
-        finally:
-            db.close()
+        for variant in variants(p, "longpoll"):
+            db = new_database("sqlite")
+            try:
+                seed(db, users=n + 4)
+                with chat_server(db, work, variant) as srv:
+                    r = run_loadgen({"mode": "longpoll", "pollers": n, "rate": LONGPOLL_RATE,
+                                     "warmup": 3.0, "window": p["longpoll_window"],
+                                     "sender_ids": list(range(n + 1, n + 5)),
+                                     "port": srv.port, "server_pid": srv.pid})
+                    r["run"] = run
+                    r["variant"] = variant
+                    out.append(r)
+                    log(f"longpoll{tag(variant)}: p50={r['p50_ms']} p99={r['p99_ms']} "
+                        f"commit p99={r['commit_p99_ms']} complete={r['complete_pollers']}/{n} "
+                        f"req/s={r['poll_req_per_s']} cpu={r['server_cpu_util']} "
+                        f"gen={r['gen_cpu_util']} post p99={r['post_p99_ms']} errors={r['errors']}")
+            finally:
+                db.close()
     return out
 
 
 def bench_poll(p: dict[str, Any], work: Path) -> list[dict[str, Any]]:
     out = []
     for run in range(p["runs"]):
-        db = new_database("sqlite")
-        try:
-            seed(db, users=POLL_CONNECTIONS + 4)
-            with chat_server(db, work) as srv:
-                r = run_loadgen({"mode": "poll", "connections": POLL_CONNECTIONS,
-                                 "seconds": p["poll_seconds"], "rounds": p["poll_rounds"],
-                                 "history": 200,
-                                 "sender_ids": list(range(POLL_CONNECTIONS + 1,
-                                                          POLL_CONNECTIONS + 5)),
-                                 "port": srv.port, "server_pid": srv.pid})
-                r["run"] = run
-                out.append(r)
-                log(f"poll: bare={r['bare_req_per_s']} poll={r['poll_req_per_s']} "
-                    f"ratio={r['ratio']}")
-        finally:
-            db.close()
+        for variant in variants(p, "poll"):
+            db = new_database("sqlite")
+            try:
+                seed(db, users=POLL_CONNECTIONS + 4)
+                with chat_server(db, work, variant) as srv:
+                    r = run_loadgen({"mode": "poll", "connections": POLL_CONNECTIONS,
+                                     "seconds": p["poll_seconds"], "rounds": p["poll_rounds"],
+                                     "history": 200,
+                                     "sender_ids": list(range(POLL_CONNECTIONS + 1,
+                                                              POLL_CONNECTIONS + 5)),
+                                     "port": srv.port, "server_pid": srv.pid})
+                    r["run"] = run
+                    r["variant"] = variant
+                    out.append(r)
+                    log(f"poll{tag(variant)}: bare={r['bare_req_per_core_s']}/core "
+                        f"poll={r['poll_req_per_core_s']}/core ratio={r['ratio_per_core']}")
+            finally:
+                db.close()
     return out
 
 
@@ -240,7 +264,7 @@ def bench_storm(p: dict[str, Any], work: Path) -> list[dict[str, Any]]:
     out = []
     n = p["storm_attendees"]
     for run in range(p["runs"]):
-        for variant in [None, *p["variants"].get("storm", [])]:
+        for variant in variants(p, "storm"):
             db = new_database("sqlite")
             try:
                 seed(db, users=n + 8)
