@@ -234,9 +234,9 @@ class Hub:
 
     def _flush(self, room: Room) -> None:
         room.flush_handle = None
-        room.last_flush = self._loop.time()
         changes, room.pending = room.pending, []
         if not changes:
+            room.last_flush = self._loop.time()
             return
         encoded: dict[Audience, list[bytes]] = {a: [] for a in AUDIENCES}
         for change in changes:
@@ -263,6 +263,9 @@ class Hub:
             else:
                 listener.on_batch(sub, batch)
         self.deliveries += delivered
+        # The next tick counts from the end of this flush: a flush that takes longer than a tick
+        # (thousands of subscribers) must not make every following change flush alone at once.
+        room.last_flush = self._loop.time()
         if room.changed is not None and not room.changed.done():
             room.changed.set_result(None)
         room.changed = None
