@@ -15,7 +15,7 @@ from websockets.exceptions import ConnectionClosed
 
 from webinar_chat.auth.tokens import TokenService
 
-from ..helpers import JWT_SECRET, RunningServer, World, auth, new_id, send
+from ..helpers import JWT_SECRET, RunningServer, World, auth, eventually, new_id, send
 
 
 @pytest.fixture
@@ -380,8 +380,7 @@ async def test_shutdown_closes_sockets_with_1001_and_answers_long_polls(
                                         headers=auth(world.bob.token)))
     async with realtime(server, world.alice.token) as c:
         await c.join(world.webinar.id, last_seq=0)
-        while not server.app_state.hub.rooms[world.webinar.id].waiters:
-            await asyncio.sleep(0.01)
+        await eventually(lambda: bool(server.app_state.hub.rooms[world.webinar.id].waiters))
         started = time.monotonic()
         await server.stop()
         answer = await asyncio.wait_for(poll, 5)
