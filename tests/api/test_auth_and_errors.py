@@ -125,3 +125,19 @@ async def test_admin_api_builds_a_webinar(http: httpx.AsyncClient, world: World)
     assert r.status_code == 200
     assert (await http.get(f"/api/webinars/{wid}", headers=auth(world.bob.token))).status_code \
         == 403
+
+
+async def test_a_verified_token_still_expires_on_time(http: httpx.AsyncClient, world: World) -> None:
+    """Verified tokens are cached per process; the cache must never outlive `exp`."""
+    from webinar_chat.auth.tokens import TokenService
+
+    from ..helpers import JWT_SECRET, eventually
+
+    short, _ = TokenService(JWT_SECRET, 900).issue_access(world.alice.user_id, ttl_s=1)
+    assert (await http.get("/api/me", headers=auth(short))).status_code == 200  # now cached
+
+    async def rejected() -> bool:
+        r = await http.get("/api/me", headers=auth(short))
+        return r.status_code == 401 and r.json()["code"] == "token_expired"
+
+    await eventually(rejected, timeout=5, interval=0.1, message="expired token still accepted")

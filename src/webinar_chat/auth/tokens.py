@@ -24,10 +24,18 @@ class AccessClaims:
     expires_at: float
 
 
+# Verified access tokens remembered per process. A long-poll fallback re-presents the same token
+# every few seconds per attendee; an HMAC check plus JSON decoding each time is a large share of
+# such a request. Keyed by the whole token (signature included) and re-checked for expiry on
+# every hit, so a hit is exactly as valid as a fresh verification.
+VERIFIED_CACHE_SIZE = 20_000
+
+
 class TokenService:
     def __init__(self, secret: str, access_ttl_s: int) -> None:
         self._secret = secret
         self.access_ttl_s = access_ttl_s
+        self._verified: dict[str, AccessClaims] = {}
 
     def issue_access(self, user_id: int, *, ttl_s: float | None = None) -> tuple[str, int]:
         now = int(time.time())
@@ -36,6 +44,18 @@ class TokenService:
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM), ttl
 
     def verify_access(self, token: str) -> AccessClaims:
+        cached = self._verified.get(token)
+        if cached is not None:
+            if cached.expires_at > time.time():
+                return cached
+            del self._verified[token]
+        claims = self._decode(token)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.clear()  # crude but bounded; refills with the active tokens at once
+        self._verified[token] = claims
+        return claims
+
+    def _decode(self, token: str) -> AccessClaims:
         try:
             claims = jwt.decode(
                 token,

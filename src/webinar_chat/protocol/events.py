@@ -8,7 +8,7 @@ is enforced in one place (docs/delivery.md, guarantee 6).
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -53,6 +53,9 @@ class Change:
     op: ChangeOp
     message_id: int
     message: Message | None
+    # Wire encoding per audience, filled by `encode_event`: a change is encoded once and the same
+    # bytes serve live fan-out, replays from the room's ring and long-poll answers.
+    encoded: dict[Audience, bytes] = field(default_factory=dict, compare=False, repr=False)
 
 
 def iso_utc(moment: datetime) -> str:
@@ -90,7 +93,18 @@ def event_payload(change: Change, audience: Audience) -> dict[str, Any]:
 
 
 def encode_event(change: Change, audience: Audience) -> bytes:
-    return orjson.dumps(event_payload(change, audience))
+    encoded = change.encoded.get(audience)
+    if encoded is None:
+        if audience is Audience.ATTENDEE and not _redacted_for_attendees(change):
+            encoded = encode_event(change, Audience.STAFF)  # identical payloads: encode once
+        else:
+            encoded = orjson.dumps(event_payload(change, audience))
+        change.encoded[audience] = encoded
+    return encoded
+
+
+def _redacted_for_attendees(change: Change) -> bool:
+    return change.message is not None and change.message.hidden
 
 
 def topic_name(webinar_id: int) -> str:

@@ -285,17 +285,24 @@ async def list_changes(request: Request) -> Response:
     if wait > 0:
         await state.hub.wait_for_change(room, after_seq, wait)
     state.hub.settle(room)
-    encoded = room.ring_after(after_seq, access.audience, limit)
-    if encoded is not None:
-        last_seq = after_seq + len(encoded)
-        has_more = last_seq < room.released_seq
-    else:
-        page = await state.store.changes_after(webinar_id, after_seq, limit)
-        encoded = [encode_event(c, access.audience) for c in page.changes]
-        last_seq, has_more = page.last_seq, page.has_more
-    body = b"".join((b'{"success":true,"changes":[', b",".join(encoded), b'],"last_seq":',
-                     str(last_seq).encode(), b',"has_more":', b"true" if has_more else b"false",
-                     b"}"))
+    key = (access.audience, after_seq, limit)
+    body = room.poll_bodies.get(key)
+    if body is None:
+        encoded = room.ring_after(after_seq, access.audience, limit)
+        if encoded is not None:
+            last_seq = after_seq + len(encoded)
+            has_more = last_seq < room.released_seq
+            from_ring = True
+        else:
+            page = await state.store.changes_after(webinar_id, after_seq, limit)
+            encoded = [encode_event(c, access.audience) for c in page.changes]
+            last_seq, has_more = page.last_seq, page.has_more
+            from_ring = False
+        body = b"".join((b'{"success":true,"changes":[', b",".join(encoded), b'],"last_seq":',
+                         str(last_seq).encode(), b',"has_more":',
+                         b"true" if has_more else b"false", b"}"))
+        if from_ring:
+            room.poll_bodies[key] = body  # valid until the room's next flush
     return JSONResponse(body)
 
 

@@ -43,14 +43,6 @@ class Listener(Protocol):
     def on_batch(self, sub: Subscription, batch: Batch) -> None: ...
 
 
-class RingEntry:
-    __slots__ = ("change", "encoded")
-
-    def __init__(self, change: Change, encoded: dict[Audience, bytes]) -> None:
-        self.change = change
-        self.encoded = encoded
-
-
 class Room:
     def __init__(self, webinar_id: int) -> None:
         self.webinar_id = webinar_id
@@ -62,7 +54,10 @@ class Room:
         self.flush_handle: asyncio.Handle | None = None
         self.gap_handle: asyncio.TimerHandle | None = None
         self.last_flush = 0.0
-        self.ring: collections.deque[RingEntry] = collections.deque(maxlen=RING_SIZE)
+        self.ring: collections.deque[Change] = collections.deque(maxlen=RING_SIZE)
+        # Long-poll answers since the last flush, by (audience, after_seq, limit): the pollers a
+        # change wakes share their after_seq, so thousands of answers are one body.
+        self.poll_bodies: dict[tuple[Audience, int, int], bytes] = {}
         self.changed: asyncio.Future[None] | None = None  # long-poll waiters
         self.waiters = 0
         self.last_used = time.monotonic()
@@ -79,13 +74,11 @@ class Room:
             return None
         if after_seq == self.sequencer.released_seq:
             return []
-        if not self.ring or self.ring[0].change.seq > after_seq + 1:
+        if not self.ring or self.ring[0].seq > after_seq + 1:
             return None
-        start = after_seq + 1 - self.ring[0].change.seq
-        out: list[bytes] = []
-        for i in range(start, min(start + limit, len(self.ring))):
-            out.append(self.ring[i].encoded[audience])
-        return out
+        start = after_seq + 1 - self.ring[0].seq
+        return [encode_event(self.ring[i], audience)
+                for i in range(start, min(start + limit, len(self.ring)))]
 
 
 class Hub:
@@ -234,16 +227,16 @@ class Hub:
 
     def _flush(self, room: Room) -> None:
         room.flush_handle = None
-        room.last_flush = self._loop.time()
         changes, room.pending = room.pending, []
         if not changes:
+            room.last_flush = self._loop.time()
             return
+        room.poll_bodies.clear()
         encoded: dict[Audience, list[bytes]] = {a: [] for a in AUDIENCES}
         for change in changes:
-            per_audience = self._encode(change)
             for audience in AUDIENCES:
-                encoded[audience].append(per_audience[audience])
-            room.ring.append(RingEntry(change, per_audience))
+                encoded[audience].append(encode_event(change, audience))
+            room.ring.append(change)
             if change.op is not ChangeOp.INSERT:
                 self._redact_ring(room, change)
         frames = {a: changes_frame(room.topic, encoded[a]) for a in AUDIENCES}
@@ -263,28 +256,21 @@ class Hub:
             else:
                 listener.on_batch(sub, batch)
         self.deliveries += delivered
+        # The next tick counts from the end of this flush: a flush that takes longer than a tick
+        # (thousands of subscribers) must not make every following change flush alone at once.
+        room.last_flush = self._loop.time()
         if room.changed is not None and not room.changed.done():
             room.changed.set_result(None)
         room.changed = None
 
     @staticmethod
-    def _encode(change: Change) -> dict[Audience, bytes]:
-        staff = encode_event(change, Audience.STAFF)
-        message = change.message
-        attendee = staff if message is None or not message.hidden else encode_event(
-            change, Audience.ATTENDEE)
-        return {Audience.ATTENDEE: attendee, Audience.STAFF: staff}
-
-    @staticmethod
     def _redact_ring(room: Room, change: Change) -> None:
         """Keep the ring equal to the feed's "current state" view: once a message is hidden or
         deleted, earlier ring entries must not hand its old content to a late poller."""
-        for entry in room.ring:
-            old = entry.change
+        for i, old in enumerate(room.ring):
             if old.message_id == change.message_id and old.seq < change.seq:
-                updated = Change(old.webinar_id, old.seq, old.op, old.message_id, change.message)
-                entry.change = updated
-                entry.encoded = Hub._encode(updated)
+                room.ring[i] = Change(old.webinar_id, old.seq, old.op, old.message_id,
+                                      change.message)
 
     # --- long-poll -------------------------------------------------------------------------------
 

@@ -202,9 +202,10 @@ class RealtimeConnection:
         changes = None
         if room is not None:
             self.state.hub.settle(room)
-        if room is not None and room.ring and room.ring[0].change.seq <= action.after_seq + 1:
-            # Short reconnects and reconnect storms are served from memory.
-            changes = [e.change for e in room.ring if e.change.seq > action.after_seq][:REPLAY_PAGE]
+        if room is not None and room.ring and room.ring[0].seq <= action.after_seq + 1:
+            # Short reconnects and reconnect storms are served from memory, with the encodings
+            # the live fan-out already made.
+            changes = [c for c in room.ring if c.seq > action.after_seq][:REPLAY_PAGE]
             has_more = bool(changes) and changes[-1].seq < room.released_seq
         if changes is None:
             page = await self.state.store.changes_after(action.webinar_id, action.after_seq,

@@ -1,13 +1,17 @@
 """Thin database drivers: the same SQL (written with PostgreSQL's `$1` placeholders) runs on
-PostgreSQL through asyncpg and on SQLite through aiosqlite.
+PostgreSQL through asyncpg and on SQLite through the standard library (one thread per connection).
 
 The store above this module is written once; only connection handling, placeholder style and value
-conversion differ here. Concurrency model:
-- PostgreSQL: a pool; every transaction gets its own connection. Writers of one webinar are
-  serialised by the row lock that `UPDATE webinars … RETURNING last_seq` takes (see delivery.md).
-- SQLite (WAL): one writer connection behind an asyncio lock held for the whole transaction, which
-  is exactly SQLite's own single-writer model, plus one reader connection; WAL lets readers see the
-  last committed state while a write is in progress, never uncommitted rows.
+conversion differ here. Reads are single statements (`fetch`, `fetchrow`). Every write transaction
+is a *plan*: a generator that yields `Query`s and receives each one's rows, with no I/O of its own,
+so each driver runs it its own way (`run`):
+- PostgreSQL: a pool; the plan runs statement by statement on one connection inside a
+  transaction. Writers of one webinar are serialised by the row lock that
+  `UPDATE webinars … RETURNING last_seq` takes (see delivery.md).
+- SQLite (WAL): one writer connection on its own thread; the whole plan, BEGIN IMMEDIATE to COMMIT,
+  runs there in one hop from the event loop (a hop per statement would cost a thread hand-off and
+  a loop wake-up each, and hold the single write lock across them). One reader connection on
+  another thread; WAL lets it see the last committed state while a write is in progress.
 """
 
 from __future__ import annotations
@@ -15,16 +19,40 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
-from collections.abc import AsyncIterator, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+import sqlite3
+from collections.abc import Generator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlparse
 
-import aiosqlite
 import asyncpg
 
 Row = dict[str, Any]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """One statement of a plan. The plan receives `Row | None` (one=True) or `list[Row]`."""
+
+    sql: str
+    args: tuple[Any, ...] = ()
+    one: bool = True
+
+
+def q(sql: str, *args: Any) -> Query:
+    return Query(sql, args, True)
+
+
+def q_all(sql: str, *args: Any) -> Query:
+    return Query(sql, args, False)
+
+
+# A write transaction: yields Queries, receives their results, returns its result. Raising inside
+# the plan rolls the transaction back.
+Plan = Generator[Query, Any, T]
 
 
 class Executor(Protocol):
@@ -38,7 +66,9 @@ class Executor(Protocol):
 class Database(Executor, Protocol):
     dialect: str
 
-    def transaction(self) -> AbstractAsyncContextManager[Executor]: ...
+    async def run(self, plan: Plan[T]) -> T:
+        """Run a write plan as one transaction; commit when it returns, roll back if it raises."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -104,10 +134,19 @@ class PostgresDatabase(_PgExecutor):
         pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size)
         return cls(pool)
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Executor]:
+    async def run(self, plan: Plan[T]) -> T:
         async with self._pool.acquire() as conn, conn.transaction():
-            yield _PgExecutor(conn)
+            tx = _PgExecutor(conn)
+            try:
+                query = next(plan)
+                while True:
+                    if query.one:
+                        result: Any = await tx.fetchrow(query.sql, *query.args)
+                    else:
+                        result = await tx.fetch(query.sql, *query.args)
+                    query = plan.send(result)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
 
     async def close(self) -> None:
         await self._pool.close()
@@ -127,34 +166,73 @@ def _sqlite_args(args: Sequence[Any]) -> tuple[Any, ...]:
     )
 
 
-class _SqliteExecutor:
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+def _sqlite_run(conn: sqlite3.Connection, query: Query) -> Any:
+    try:
+        rows = conn.execute(_sqlite_sql(query.sql), _sqlite_args(query.args)).fetchall()
+    except sqlite3.IntegrityError as exc:
+        if "UNIQUE" in str(exc):
+            raise UniqueViolation(str(exc)) from exc
+        raise
+    if query.one:
+        return dict(rows[0]) if rows else None
+    return [dict(r) for r in rows]
+
+
+def _sqlite_run_plan(conn: sqlite3.Connection, plan: Plan[T]) -> T:
+    """On the writer's thread: the whole transaction in one call."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        query = next(plan)
+        while True:
+            query = plan.send(_sqlite_run(conn, query))
+    except StopIteration as done:
+        conn.execute("COMMIT")
+        return done.value  # type: ignore[no-any-return]
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+class _SqliteThread:
+    """One sqlite3 connection, used only on its own thread (sqlite3 objects are not thread-safe)."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        self._conn: sqlite3.Connection | None = None
+
+    def _open(self) -> None:
+        conn = sqlite3.connect(self._path, uri=self._path.startswith("file:"),
+                               isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        # WAL: readers never block the writer; NORMAL sync is durable against process crashes
+        # (an OS crash may lose the last transactions, the documented WAL trade-off).
+        for pragma in ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL",
+                       "PRAGMA foreign_keys=ON", "PRAGMA busy_timeout=5000"):
+            conn.execute(pragma)
         self._conn = conn
 
-    async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        try:
-            rows = await self._conn.execute_fetchall(_sqlite_sql(sql), _sqlite_args(args))
-        except aiosqlite.IntegrityError as exc:
-            if "UNIQUE" in str(exc):
-                raise UniqueViolation(str(exc)) from exc
-            raise
-        return [dict(r) for r in rows]
+    async def call(self, fn: Any, *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        if self._conn is None:
+            await loop.run_in_executor(self._executor, self._open)
+        return await loop.run_in_executor(self._executor, fn, self._conn, *args)
 
-    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
-        rows = await self.fetch(sql, *args)
-        return rows[0] if rows else None
-
-    async def execute(self, sql: str, *args: Any) -> None:
-        await self.fetch(sql, *args)
+    async def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
+        self._executor.shutdown(wait=False)
 
 
 class SqliteDatabase:
     dialect = "sqlite"
 
-    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
-        self._writer = writer
-        self._reader = _SqliteExecutor(reader)
-        self._reader_conn = reader
+    def __init__(self, path: str) -> None:
+        self._writer = _SqliteThread(path)
+        self._reader = _SqliteThread(path)
+        # Held for one plan at a time: SQLite has one writer anyway, and queueing here is cheaper
+        # than letting BEGIN IMMEDIATE spin on busy_timeout in the thread.
         self._write_lock = asyncio.Lock()
 
     @classmethod
@@ -163,50 +241,34 @@ class SqliteDatabase:
         if path == ":memory:":
             # Two connections must see one database: use a named shared-cache memory database.
             path = f"file:webinar-chat-{id(cls)}-{asyncio.get_running_loop().time()}?mode=memory&cache=shared"
-        writer = await cls._open(path)
-        reader = await cls._open(path)
-        return cls(writer, reader)
-
-    @staticmethod
-    async def _open(path: str) -> aiosqlite.Connection:
-        conn = await aiosqlite.connect(path, uri=path.startswith("file:"), isolation_level=None)
-        conn.row_factory = aiosqlite.Row
-        # WAL: readers never block the writer; NORMAL sync is durable against process crashes
-        # (an OS crash may lose the last transactions, the documented WAL trade-off).
-        for pragma in (
-            "PRAGMA journal_mode=WAL",
-            "PRAGMA synchronous=NORMAL",
-            "PRAGMA foreign_keys=ON",
-            "PRAGMA busy_timeout=5000",
-        ):
-            await conn.execute(pragma)
-        return conn
+        db = cls(path)
+        await db.fetchrow("SELECT 1 AS ok")  # open now: fail at start-up, not on first use
+        return db
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        return await self._reader.fetch(sql, *args)
+        result: list[Row] = await self._reader.call(_sqlite_run, q_all(sql, *args))
+        return result
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
-        return await self._reader.fetchrow(sql, *args)
+        result: Row | None = await self._reader.call(_sqlite_run, q(sql, *args))
+        return result
 
     async def execute(self, sql: str, *args: Any) -> None:
-        async with self.transaction() as tx:
-            await tx.execute(sql, *args)
+        await self.run(single(q(sql, *args)))
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Executor]:
+    async def run(self, plan: Plan[T]) -> T:
         async with self._write_lock:
-            await self._writer.execute("BEGIN IMMEDIATE")
-            try:
-                yield _SqliteExecutor(self._writer)
-            except BaseException:
-                await self._writer.execute("ROLLBACK")
-                raise
-            else:
-                await self._writer.execute("COMMIT")
+            result: T = await self._writer.call(_sqlite_run_plan, plan)
+            return result
 
     async def close(self) -> None:
         await self._writer.close()
-        await self._reader_conn.close()
+        await self._reader.close()
+
+
+def single(query: Query) -> Plan[Any]:
+    """A plan of one statement."""
+    return (yield query)
 
 
 async def connect(url: str) -> PostgresDatabase | SqliteDatabase:

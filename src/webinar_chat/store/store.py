@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..protocol.events import Change, ChangeOp, Message
-from .db import Database, Executor, Row, UniqueViolation
+from .db import Database, Plan, Row, UniqueViolation, q, single
 
 ROLES = ("attendee", "moderator", "host")
 
@@ -151,6 +151,40 @@ class _Conflict(Exception):
     """Internal: abort the transaction because the idempotency key already exists."""
 
 
+# --- plan pieces shared by the write transactions (sans-I/O; see store/db.py) ----------------------
+
+def _next_seq(webinar_id: int) -> Plan[int]:
+    # First statement of every change: takes the webinar's row lock (PostgreSQL) until commit —
+    # the feed's commit-order guarantee (docs/delivery.md, guarantee 3).
+    row = yield q("UPDATE webinars SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq",
+                  webinar_id)
+    if row is None:
+        raise NotFound("webinar")
+    return int(row["last_seq"])
+
+
+def _record_change(webinar_id: int, seq: int, message_id: int, op: ChangeOp,
+                   now: datetime) -> Plan[None]:
+    yield q("""INSERT INTO message_changes (webinar_id, seq, message_id, op, changed_at)
+               VALUES ($1, $2, $3, $4, $5)""", webinar_id, seq, message_id, op.value, now)
+
+
+def _claim_slow_mode(webinar: Webinar, user_id: int, now: datetime) -> Plan[None]:
+    """Record this post's time, or raise SlowMode if the previous one is too recent. Runs under
+    the webinar lock, so two quick sends cannot both pass."""
+    window = timedelta(seconds=webinar.slow_mode_seconds)
+    claimed = yield q("""UPDATE registrations SET last_posted_at = $3
+                         WHERE webinar_id = $1 AND user_id = $2
+                           AND (last_posted_at IS NULL OR last_posted_at <= $4)
+                         RETURNING user_id""", webinar.id, user_id, now, now - window)
+    if claimed is None:
+        row = yield q("""SELECT last_posted_at FROM registrations
+                         WHERE webinar_id = $1 AND user_id = $2""", webinar.id, user_id)
+        last = _opt_datetime(row["last_posted_at"]) if row else None
+        wait = (last + window - now).total_seconds() if last else float(webinar.slow_mode_seconds)
+        raise SlowMode(max(wait, 0.001))
+
+
 class Store:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -199,14 +233,13 @@ class Store:
     async def update_webinar(
         self, webinar_id: int, *, chat_open: bool | None = None, slow_mode_seconds: int | None = None
     ) -> Webinar:
-        async with self.db.transaction() as tx:
-            row = await tx.fetchrow(
-                """UPDATE webinars SET chat_open = COALESCE($2, chat_open),
-                       slow_mode_seconds = COALESCE($3, slow_mode_seconds)
-                   WHERE id = $1
-                   RETURNING id, agency_id, client_id, title, chat_open, slow_mode_seconds, last_seq""",
-                webinar_id, chat_open, slow_mode_seconds,
-            )
+        row = await self._write(
+            """UPDATE webinars SET chat_open = COALESCE($2, chat_open),
+                   slow_mode_seconds = COALESCE($3, slow_mode_seconds)
+               WHERE id = $1
+               RETURNING id, agency_id, client_id, title, chat_open, slow_mode_seconds, last_seq""",
+            webinar_id, chat_open, slow_mode_seconds,
+        )
         if row is None:
             raise NotFound("webinar")
         return _webinar(row)
@@ -248,21 +281,19 @@ class Store:
     ) -> User:
         email = email.strip().lower()
         now = now_utc()
+        def plan() -> Plan[int]:
+            row = yield q("""INSERT INTO users (email, password_hash, is_admin, created_at)
+                             VALUES ($1, $2, $3, $4) RETURNING id""",
+                          email, password_hash, is_admin, now)
+            yield q("INSERT INTO profiles (user_id, display_name, updated_at) VALUES ($1, $2, $3)",
+                    row["id"], display_name, now)
+            return int(row["id"])
+
         try:
-            async with self.db.transaction() as tx:
-                row = await tx.fetchrow(
-                    """INSERT INTO users (email, password_hash, is_admin, created_at)
-                       VALUES ($1, $2, $3, $4) RETURNING id""",
-                    email, password_hash, is_admin, now,
-                )
-                assert row is not None
-                await tx.execute(
-                    "INSERT INTO profiles (user_id, display_name, updated_at) VALUES ($1, $2, $3)",
-                    row["id"], display_name, now,
-                )
+            user_id = await self.db.run(plan())
         except UniqueViolation as exc:
             raise EmailTaken(email) from exc
-        return User(row["id"], email, display_name, is_admin, password_hash)
+        return User(user_id, email, display_name, is_admin, password_hash)
 
     _USER_SELECT = """SELECT u.id, u.email, u.password_hash, u.is_admin,
                              COALESCE(p.display_name, '') AS display_name
@@ -288,22 +319,20 @@ class Store:
             raise NotFound("webinar")
         if await self.get_user(user_id) is None:
             raise NotFound("user")
-        async with self.db.transaction() as tx:
-            await tx.execute(
-                """INSERT INTO registrations (webinar_id, user_id, role, banned, created_at)
-                   VALUES ($1, $2, $3, FALSE, $4)
-                   ON CONFLICT (webinar_id, user_id) DO UPDATE SET role = excluded.role""",
-                webinar_id, user_id, role, now_utc(),
-            )
+        await self._write(
+            """INSERT INTO registrations (webinar_id, user_id, role, banned, created_at)
+               VALUES ($1, $2, $3, FALSE, $4)
+               ON CONFLICT (webinar_id, user_id) DO UPDATE SET role = excluded.role""",
+            webinar_id, user_id, role, now_utc(),
+        )
         return Registration(webinar_id, user_id, role, False)
 
     async def set_banned(self, webinar_id: int, user_id: int, banned: bool) -> None:
-        async with self.db.transaction() as tx:
-            row = await tx.fetchrow(
-                """UPDATE registrations SET banned = $3 WHERE webinar_id = $1 AND user_id = $2
-                   RETURNING user_id""",
-                webinar_id, user_id, banned,
-            )
+        row = await self._write(
+            """UPDATE registrations SET banned = $3 WHERE webinar_id = $1 AND user_id = $2
+               RETURNING user_id""",
+            webinar_id, user_id, banned,
+        )
         if row is None:
             raise NotFound("registration")
 
@@ -354,12 +383,11 @@ class Store:
     async def add_refresh_token(
         self, token_hash: str, user_id: int, family_id: str, expires_at: datetime
     ) -> None:
-        async with self.db.transaction() as tx:
-            await tx.execute(
-                """INSERT INTO refresh_tokens (token_hash, user_id, family_id, expires_at, created_at)
-                   VALUES ($1, $2, $3, $4, $5)""",
-                token_hash, user_id, family_id, expires_at, now_utc(),
-            )
+        await self._write(
+            """INSERT INTO refresh_tokens (token_hash, user_id, family_id, expires_at, created_at)
+               VALUES ($1, $2, $3, $4, $5)""",
+            token_hash, user_id, family_id, expires_at, now_utc(),
+        )
 
     async def get_refresh_token(self, token_hash: str) -> RefreshToken | None:
         row = await self.db.fetchrow(
@@ -379,29 +407,27 @@ class Store:
         """Atomically retire `old_hash` and issue `new_hash` in the same family. False when the
         old token was already rotated or revoked (a concurrent or replayed use)."""
         now = now_utc()
-        async with self.db.transaction() as tx:
-            row = await tx.fetchrow(
-                """UPDATE refresh_tokens SET rotated_at = $2
-                   WHERE token_hash = $1 AND rotated_at IS NULL AND revoked_at IS NULL
-                   RETURNING token_hash""",
-                old_hash, now,
-            )
+
+        def plan() -> Plan[bool]:
+            row = yield q("""UPDATE refresh_tokens SET rotated_at = $2
+                             WHERE token_hash = $1 AND rotated_at IS NULL AND revoked_at IS NULL
+                             RETURNING token_hash""", old_hash, now)
             if row is None:
                 return False
-            await tx.execute(
-                """INSERT INTO refresh_tokens (token_hash, user_id, family_id, expires_at, created_at)
-                   VALUES ($1, $2, $3, $4, $5)""",
-                new_hash, user_id, family_id, expires_at, now,
-            )
-        return True
+            yield q("""INSERT INTO refresh_tokens (token_hash, user_id, family_id, expires_at,
+                           created_at)
+                       VALUES ($1, $2, $3, $4, $5)""",
+                    new_hash, user_id, family_id, expires_at, now)
+            return True
+
+        return await self.db.run(plan())
 
     async def revoke_refresh_family(self, family_id: str) -> None:
-        async with self.db.transaction() as tx:
-            await tx.execute(
-                """UPDATE refresh_tokens SET revoked_at = $2
-                   WHERE family_id = $1 AND revoked_at IS NULL""",
-                family_id, now_utc(),
-            )
+        await self._write(
+            """UPDATE refresh_tokens SET revoked_at = $2
+               WHERE family_id = $1 AND revoked_at IS NULL""",
+            family_id, now_utc(),
+        )
 
     # --- messages and the change feed ----------------------------------------------------------
 
@@ -435,92 +461,63 @@ class Store:
         `client_msg_id` here — checked before slow mode, so a retry is never told to wait — and
         SlowMode when the user posted less than `slow_mode_seconds` ago."""
         now = now_utc()
+
+        def plan() -> Plan[tuple[int, int]]:
+            seq = yield from _next_seq(webinar.id)
+            row = yield q("""INSERT INTO messages (agency_id, client_id, webinar_id, user_id,
+                                 content, created_at, hidden, client_msg_id, seq)
+                             VALUES ($1, $2, $3, $4, $5, $6, FALSE, $7, $8)
+                             ON CONFLICT (webinar_id, user_id, client_msg_id) DO NOTHING
+                             RETURNING id""",
+                          webinar.agency_id, webinar.client_id, webinar.id, user_id, content, now,
+                          client_msg_id, seq)
+            if row is None:
+                raise _Conflict
+            if slow_mode_applies and webinar.slow_mode_seconds > 0:
+                yield from _claim_slow_mode(webinar, user_id, now)
+            yield from _record_change(webinar.id, seq, row["id"], ChangeOp.INSERT, now)
+            return seq, int(row["id"])
+
         try:
-            async with self.db.transaction() as tx:
-                seq = await self._next_seq(tx, webinar.id)
-                row = await tx.fetchrow(
-                    """INSERT INTO messages (agency_id, client_id, webinar_id, user_id, content,
-                           created_at, hidden, client_msg_id, seq)
-                       VALUES ($1, $2, $3, $4, $5, $6, FALSE, $7, $8)
-                       ON CONFLICT (webinar_id, user_id, client_msg_id) DO NOTHING
-                       RETURNING id""",
-                    webinar.agency_id, webinar.client_id, webinar.id, user_id, content, now,
-                    client_msg_id, seq,
-                )
-                if row is None:
-                    raise _Conflict
-                if slow_mode_applies and webinar.slow_mode_seconds > 0:
-                    await self._check_slow_mode(tx, webinar, user_id, now)
-                await self._record_change(tx, webinar.id, seq, row["id"], ChangeOp.INSERT, now)
+            seq, message_id = await self.db.run(plan())
         except _Conflict:
             assert client_msg_id is not None
             existing = await self.get_message_by_client_id(webinar.id, user_id, client_msg_id)
             assert existing is not None  # the row that conflicted is committed and never rolled back
             raise DuplicateMessage(existing) from None
-        message = Message(row["id"], webinar.agency_id, webinar.client_id, webinar.id, user_id,
+        message = Message(message_id, webinar.agency_id, webinar.client_id, webinar.id, user_id,
                           content, now, False, client_msg_id, seq, display_name)
         return message, Change(webinar.id, seq, ChangeOp.INSERT, message.id, message)
 
-    async def _check_slow_mode(self, tx: Executor, webinar: Webinar, user_id: int, now: datetime) -> None:
-        window = timedelta(seconds=webinar.slow_mode_seconds)
-        claimed = await tx.fetchrow(
-            """UPDATE registrations SET last_posted_at = $3
-               WHERE webinar_id = $1 AND user_id = $2
-                 AND (last_posted_at IS NULL OR last_posted_at <= $4)
-               RETURNING user_id""",
-            webinar.id, user_id, now, now - window,
-        )
-        if claimed is None:
-            row = await tx.fetchrow(
-                "SELECT last_posted_at FROM registrations WHERE webinar_id = $1 AND user_id = $2",
-                webinar.id, user_id,
-            )
-            last = _opt_datetime(row["last_posted_at"]) if row else None
-            wait = (last + window - now).total_seconds() if last else float(webinar.slow_mode_seconds)
-            raise SlowMode(max(wait, 0.001))
-
     async def set_hidden(self, message: Message, hidden: bool) -> Change:
         now = now_utc()
-        async with self.db.transaction() as tx:
-            seq = await self._next_seq(tx, message.webinar_id)
-            row = await tx.fetchrow(
-                "UPDATE messages SET hidden = $2, seq = $3 WHERE id = $1 RETURNING id",
-                message.id, hidden, seq,
-            )
+
+        def plan() -> Plan[int]:
+            seq = yield from _next_seq(message.webinar_id)
+            row = yield q("UPDATE messages SET hidden = $2, seq = $3 WHERE id = $1 RETURNING id",
+                          message.id, hidden, seq)
             if row is None:
                 raise NotFound("message")
-            await self._record_change(tx, message.webinar_id, seq, message.id, ChangeOp.UPDATE, now)
+            yield from _record_change(message.webinar_id, seq, message.id, ChangeOp.UPDATE, now)
+            return seq
+
+        seq = await self.db.run(plan())
         updated = replace(message, hidden=hidden, seq=seq)
         return Change(message.webinar_id, seq, ChangeOp.UPDATE, message.id, updated)
 
     async def delete_message(self, message: Message) -> Change:
         now = now_utc()
-        async with self.db.transaction() as tx:
-            seq = await self._next_seq(tx, message.webinar_id)
-            row = await tx.fetchrow("DELETE FROM messages WHERE id = $1 RETURNING id", message.id)
+
+        def plan() -> Plan[int]:
+            seq = yield from _next_seq(message.webinar_id)
+            row = yield q("DELETE FROM messages WHERE id = $1 RETURNING id", message.id)
             if row is None:
                 raise NotFound("message")
-            await self._record_change(tx, message.webinar_id, seq, message.id, ChangeOp.DELETE, now)
+            yield from _record_change(message.webinar_id, seq, message.id, ChangeOp.DELETE, now)
+            return seq
+
+        seq = await self.db.run(plan())
         return Change(message.webinar_id, seq, ChangeOp.DELETE, message.id, None)
-
-    async def _next_seq(self, tx: Executor, webinar_id: int) -> int:
-        # Takes the webinar's row lock (PostgreSQL) until commit: the feed's commit-order guarantee.
-        row = await tx.fetchrow(
-            "UPDATE webinars SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq", webinar_id
-        )
-        if row is None:
-            raise NotFound("webinar")
-        return int(row["last_seq"])
-
-    @staticmethod
-    async def _record_change(
-        tx: Executor, webinar_id: int, seq: int, message_id: int, op: ChangeOp, now: datetime
-    ) -> None:
-        await tx.execute(
-            """INSERT INTO message_changes (webinar_id, seq, message_id, op, changed_at)
-               VALUES ($1, $2, $3, $4, $5)""",
-            webinar_id, seq, message_id, op.value, now,
-        )
 
     async def list_messages(
         self,
@@ -584,7 +581,11 @@ class Store:
         return None if row is None else int(row["last_seq"])
 
     async def _insert(self, sql: str, *args: Any) -> Row:
-        async with self.db.transaction() as tx:
-            row = await tx.fetchrow(sql, *args)
+        row = await self._write(sql, *args)
         assert row is not None
+        return row
+
+    async def _write(self, sql: str, *args: Any) -> Row | None:
+        """One write statement as its own transaction; its RETURNING row, if any."""
+        row: Row | None = await self.db.run(single(q(sql, *args)))
         return row
