@@ -182,10 +182,13 @@ def _ts(now: datetime, kind: str) -> Any:
 
 
 def seed(db: Database, *, users: int, extra_webinars: int = 0, messages: int = 0,
-         message_webinars: int = 1) -> dict[str, Any]:
+         message_webinars: int = 1, quiet_webinar: int | None = None,
+         quiet_every: int = 0) -> dict[str, Any]:
     """Agency, client, webinar 1 (+ `extra_webinars`), users 1..`users` registered as attendees of
     every webinar, and optionally `messages` messages spread round-robin over the first
-    `message_webinars` webinars (ids interleave, as in a real multi-webinar table). Bulk SQL:
+    `message_webinars` webinars (ids interleave, as in a real multi-webinar table); with
+    `quiet_webinar`, every `quiet_every`-th message goes to that webinar instead (a quiet chat
+    whose few messages are spread over the whole table). Bulk SQL:
     one argon2 hash for all (hashing costs ~50 ms each)."""
     from webinar_chat.auth.passwords import hash_password
 
@@ -213,6 +216,8 @@ def seed(db: Database, *, users: int, extra_webinars: int = 0, messages: int = 0
     rows: list[tuple[Any, ...]] = []
     for i in range(1, messages + 1):
         w = (i - 1) % message_webinars + 1
+        if quiet_webinar is not None and quiet_every and i % quiet_every == 0:
+            w = quiet_webinar
         per_webinar[w] = per_webinar.get(w, 0) + 1
         rows.append((i, w, (i % users) + 1, f"history message {i} " + "x" * 60, t, per_webinar[w]))
     if rows:
