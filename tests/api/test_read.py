@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import httpx
 
-from ..helpers import World, auth, new_id, send
+from ..helpers import World, auth, eventually, new_id, send
 
 
 async def _post_many(http: httpx.AsyncClient, world: World, n: int) -> list[int]:
@@ -68,11 +69,12 @@ async def test_changes_after_seq(http: httpx.AsyncClient, world: World) -> None:
 
 
 async def test_long_poll_returns_as_soon_as_a_change_commits(http: httpx.AsyncClient,
-                                                             world: World) -> None:
+                                                             world: World, server: Any) -> None:
     url = f"/api/webinars/{world.webinar.id}/changes"
     poll = asyncio.create_task(http.get(url, params={"after_seq": 0, "wait": 20},
                                         headers=auth(world.bob.token)))
-    await asyncio.sleep(0.3)  # let the poll reach the server and start waiting
+    rooms = server.app_state.hub.rooms
+    await eventually(lambda: world.webinar.id in rooms and rooms[world.webinar.id].waiters == 1)
     assert not poll.done()
     started = time.monotonic()
     await send(http, world.alice, world.webinar.id, "wake up", new_id())
