@@ -45,7 +45,7 @@ FULL = {
     "send_seconds": 8.0,
     "longpoll_pollers": 10_000, "longpoll_window": 15.0,
     # Below the target's 10,000: where one process still meets the 1 s target.
-    "longpoll_scale": [1000, 2000],
+    "longpoll_scale": [500, 1000, 2000],
     "poll_seconds": 4.0, "poll_rounds": 3,
     "after_messages": 1_000_000, "after_queries": 500,
     "storm_attendees": 5000,
@@ -366,7 +366,12 @@ def main(argv: list[str] | None = None) -> int:
                 results_path.write_text(json.dumps(data, indent=1))
         data["total_s"] = round(time.monotonic() - started)
         if args.only and previous:
-            data["command"] = previous.get("command", command) + f"  (then {command})"
+            # A partial re-run merged into the full results: keep the full run's command and
+            # time, and list this command after it.
+            data["command"] = previous.get("command", command)
+            data["machine"] = previous.get("machine", data["machine"])
+            data["followups"] = [*previous.get("followups", []), command]
+            data["total_s"] = previous.get("total_s", 0) + data["total_s"]
         results_path.write_text(json.dumps(data, indent=1))
         log(f"done in {data['total_s']} s; results in {results_path}")
     if not args.no_report:
