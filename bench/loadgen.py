@@ -46,6 +46,8 @@ HEARTBEAT_EVERY_S = 10.0
 HEARTBEAT = b'{"type":"heartbeat"}'
 # An event's own seq (the message inside repeats it as `,"seq":N,"user"`, never after a `{`).
 EVENT_SEQ = re.compile(rb'\{"seq":(\d+),"type"')
+# The drain loops below poll counters that protocol callbacks update (no event to await, and one
+# per client would cost more than the poll): hence their `noqa: ASYNC110`.
 
 
 def now() -> float:
@@ -145,15 +147,15 @@ class Sender:
             task.add_done_callback(self.tasks.discard)
             i += 1
 
-    async def wait(self, timeout: float = 30.0) -> None:
-        """Wait for the POSTs in flight; after `timeout` s give up on the rest (recorded with
+    async def wait(self, give_up_s: float = 30.0) -> None:
+        """Wait for the POSTs in flight; after `give_up_s` give up on the rest (recorded with
         status -2: a server so overloaded that a send takes longer is a result in itself)."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + give_up_s
         while self.tasks and time.monotonic() < deadline:
             await asyncio.wait(list(self.tasks), timeout=max(0.0, deadline - time.monotonic()))
         for task in list(self.tasks):
             task.cancel()
-            self.sent.append((0.0, timeout, -2, -1))
+            self.sent.append((0.0, give_up_s, -2, -1))
         self.unanswered = len(self.tasks)
 
     async def _one(self, slot: tuple[HttpConn, bytes, int]) -> None:
@@ -338,7 +340,7 @@ async def fanout_bulk(cfg: dict[str, Any]) -> dict[str, Any]:
         elif line[0] == "stop":
             expected = int(line[1])
             deadline = time.monotonic() + cfg.get("drain", 10)
-            while time.monotonic() < deadline and any(
+            while time.monotonic() < deadline and any(  # noqa: ASYNC110
                     c.count < expected for c in clients if c not in lost):
                 await asyncio.sleep(0.1)
             hb.cancel()
@@ -406,7 +408,7 @@ async def fanout(cfg: dict[str, Any]) -> dict[str, Any]:
     bulk_final = await bulk.ask(f"stop {expected}")
     await bulk.proc.wait()
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and any(c.count < expected for c in sampled if c not in lost):
+    while time.monotonic() < deadline and any(c.count < expected for c in sampled if c not in lost):  # noqa: ASYNC110
         await asyncio.sleep(0.1)
     hb.cancel()
     # Completeness: every sampled client saw exactly the seqs the server acknowledged.
@@ -564,7 +566,7 @@ async def longpoll(cfg: dict[str, Any]) -> dict[str, Any]:
     await sender.wait()
     final = max((s[3] for s in sender.ok()), default=0)
     deadline = time.monotonic() + cfg.get("drain", 15)
-    while time.monotonic() < deadline and any(st["last"] < final for st in state):
+    while time.monotonic() < deadline and any(st["last"] < final for st in state):  # noqa: ASYNC110
         await asyncio.sleep(0.2)
     stop.set()
     for c in conns:
@@ -772,7 +774,7 @@ async def storm(cfg: dict[str, Any]) -> dict[str, Any]:
     await sender.wait()
     live_head = max(s[3] for s in sender.ok())
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and any(s["last"] < live_head for s in states):
+    while time.monotonic() < deadline and any(s["last"] < live_head for s in states):  # noqa: ASYNC110
         await asyncio.sleep(0.1)
     behind_before = sum(1 for s in states if s["last"] < live_head)
     # Outage: every socket dies at once (a proxy restart, a network blip).
@@ -796,7 +798,7 @@ async def storm(cfg: dict[str, Any]) -> dict[str, Any]:
     connected = [r for r in results if isinstance(r, WsClient)]
     failures = collections.Counter(type(r).__name__ for r in results if isinstance(r, BaseException))
     deadline = time.monotonic() + cfg.get("timeout", 60)
-    while time.monotonic() < deadline and any("caught_up" not in s for s in states):
+    while time.monotonic() < deadline and any("caught_up" not in s for s in states):  # noqa: ASYNC110
         await asyncio.sleep(0.05)
     t_all = max((float(s["caught_up"]) for s in states if "caught_up" in s), default=float("nan"))  # type: ignore[arg-type]
     storm_cpu = cpu_seconds(pid) - cpu0
@@ -806,7 +808,7 @@ async def storm(cfg: dict[str, Any]) -> dict[str, Any]:
     await sender.wait()
     final = max(s[3] for s in sender.ok())
     deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and any(s["last"] < final for s in states):
+    while time.monotonic() < deadline and any(s["last"] < final for s in states):  # noqa: ASYNC110
         await asyncio.sleep(0.1)
     per_client = sorted(float(s["caught_up"]) - t0 for s in states if "caught_up" in s)  # type: ignore[arg-type]
     joined_at = sorted(float(s["joined"].result()) - t0 for s in states  # type: ignore[union-attr]
