@@ -14,32 +14,31 @@ def seqs(changes: list[Change]) -> list[int]:
 
 def test_in_order_changes_are_released_at_once() -> None:
     s = RoomSequencer(10)
-    assert seqs(s.offer(change(11), 0)) == [11]
-    assert seqs(s.offer(change(12), 0)) == [12]
+    assert seqs(s.offer(change(11))) == [11]
+    assert seqs(s.offer(change(12))) == [12]
     assert s.gap is None
 
 
 def test_duplicates_and_old_changes_are_dropped() -> None:
     s = RoomSequencer(10)
-    assert s.offer(change(9), 0) == []
-    assert s.offer(change(10), 0) == []
-    s.offer(change(11), 0)
-    assert s.offer(change(11), 0) == []
+    assert s.offer(change(9)) == []
+    assert s.offer(change(10)) == []
+    s.offer(change(11))
+    assert s.offer(change(11)) == []
 
 
 def test_early_change_is_held_until_its_predecessor_arrives() -> None:
     s = RoomSequencer(10)
-    assert s.offer(change(12), 1.0) == []
-    assert s.offer(change(13), 1.1) == []
+    assert s.offer(change(12)) == []
+    assert s.offer(change(13)) == []
     assert s.gap == (10, 11)
-    assert s.held_since == 1.0
-    assert seqs(s.offer(change(11), 1.2)) == [11, 12, 13]
-    assert s.gap is None and s.held_since is None
+    assert seqs(s.offer(change(11))) == [11, 12, 13]
+    assert s.gap is None
 
 
 def test_gap_filled_from_the_feed_releases_everything_in_order() -> None:
     s = RoomSequencer(10)
-    s.offer(change(14), 0)
+    s.offer(change(14))
     assert s.gap == (10, 13)
     # the feed read returns the missing range, possibly overlapping what is held
     assert seqs(s.fill([change(13), change(11), change(12), change(14)])) == [11, 12, 13, 14]
@@ -48,14 +47,6 @@ def test_gap_filled_from_the_feed_releases_everything_in_order() -> None:
 
 def test_partial_fill_keeps_the_rest_held() -> None:
     s = RoomSequencer(0)
-    s.offer(change(3), 0)
+    s.offer(change(3))
     assert seqs(s.fill([change(1)])) == [1]
     assert s.gap == (1, 2)
-
-
-def test_skip_to_moves_the_head_and_drops_stale_held() -> None:
-    s = RoomSequencer(0)
-    s.offer(change(5), 0)
-    s.skip_to(4)
-    assert s.released_seq == 4
-    assert seqs(s.fill([])) == [5]

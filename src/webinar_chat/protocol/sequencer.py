@@ -22,16 +22,13 @@ class RoomSequencer:
     def __init__(self, released_seq: int) -> None:
         self.released_seq = released_seq
         self._held: dict[int, Change] = {}
-        self.held_since: float | None = None
 
-    def offer(self, change: Change, now: float) -> list[Change]:
+    def offer(self, change: Change) -> list[Change]:
         """Accept one published change; return the changes that may now be released, in order."""
         if change.seq <= self.released_seq or change.seq in self._held:
             return []  # duplicate (our own echo, a bus re-delivery, or already fetched)
         if change.seq != self.released_seq + 1:
             self._held[change.seq] = change
-            if self.held_since is None:
-                self.held_since = now
             return []
         released = [change]
         self.released_seq = change.seq
@@ -47,14 +44,6 @@ class RoomSequencer:
         self._drain(released)
         return released
 
-    def skip_to(self, seq: int) -> None:
-        """The feed says nothing exists up to `seq` that we lack (e.g. the range was empty because
-        the room started late): move the head so held changes can flow."""
-        if seq > self.released_seq:
-            self.released_seq = seq
-            for stale in [s for s in self._held if s <= seq]:
-                del self._held[stale]
-
     @property
     def gap(self) -> tuple[int, int] | None:
         """(after_seq, up_to_seq) of the missing range, or None when nothing is held."""
@@ -69,5 +58,3 @@ class RoomSequencer:
                 break
             released.append(nxt)
             self.released_seq = nxt.seq
-        if not self._held:
-            self.held_since = None

@@ -171,7 +171,7 @@ class Hub:
 
     def _offer(self, room: Room, change: Change) -> None:
         assert room.sequencer is not None
-        released = room.sequencer.offer(change, self._loop.time())
+        released = room.sequencer.offer(change)
         if released:
             self._queue(room, released)
         if room.sequencer.gap is not None and room.gap_handle is None:

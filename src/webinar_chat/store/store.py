@@ -336,16 +336,6 @@ class Store:
         if row is None:
             raise NotFound("registration")
 
-    async def get_registration(self, webinar_id: int, user_id: int) -> Registration | None:
-        row = await self.db.fetchrow(
-            """SELECT webinar_id, user_id, role, banned FROM registrations
-               WHERE webinar_id = $1 AND user_id = $2""",
-            webinar_id, user_id,
-        )
-        if row is None:
-            return None
-        return Registration(row["webinar_id"], row["user_id"], row["role"], bool(row["banned"]))
-
     async def webinar_access(
         self, webinar_id: int, user_id: int
     ) -> tuple[Webinar, Registration | None, str] | None:
