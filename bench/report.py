@@ -465,28 +465,28 @@ def write_report(data: dict[str, Any]) -> Path:
         w("")
         w("| database | uses (webinar_id, id) | store p50 / p99 ms | HTTP p50 / p99 ms | "
           "SQL only p99 ms | quiet webinar: index; store p50 / p99 ms | "
-          "tried: row-value range: index; SQL p50 / p99 ms |")
+          "before: plain `webinar_id = $1`: index; SQL p50 / p99 ms |")
         w("|---|---|---|---|---|---|---|")
         for kind in ("sqlite", "postgresql"):
             rows = [r for r in af if r["db"] == kind]
             if rows:
-                prop = "yes" if all(r.get("proposed_uses_index") for r in rows) else "**no**"
+                plain = "yes" if all(r.get("plain_uses_index") for r in rows) else "**no**"
                 w(f"| {kind} | {'yes' if all(r['uses_index'] for r in rows) else '**no**'} | "
                   f"{agg(rows, 'store_p50_ms', 2)[1]} / {agg(rows, 'store_p99_ms', 2)[1]} | "
                   f"{agg(rows, 'http_p50_ms', 2)[1]} / {agg(rows, 'http_p99_ms', 2)[1]} | "
                   f"{agg(rows, 'sql_p99_ms', 2)[1]} | "
                   f"{'yes' if all(r.get('quiet_uses_index') for r in rows) else '**no**'}; "
                   f"{agg(rows, 'quiet_p50_ms', 2)[1]} / {agg(rows, 'quiet_p99_ms', 2)[1]} | "
-                  f"{prop}; "
-                  f"{agg(rows, 'proposed_sql_p50_ms', 2)[1]} / "
-                  f"{agg(rows, 'proposed_sql_p99_ms', 2)[1]} |")
+                  f"{plain}; "
+                  f"{agg(rows, 'plain_sql_p50_ms', 2)[1]} / "
+                  f"{agg(rows, 'plain_sql_p99_ms', 2)[1]} |")
         w("")
         for kind in ("sqlite", "postgresql"):
             rows = [r for r in af if r["db"] == kind]
             if rows:
-                w(f"Plans on {kind}: the store's query; the same for the quiet webinar; the row-value "
-                  f"form that was tried:")
-                for key in ("plan", "quiet_plan", "proposed_plan"):
+                w(f"Plans on {kind}: the store's query; the same for the quiet webinar; the plain "
+                  f"`webinar_id = $1 … ORDER BY id` form it replaced:")
+                for key in ("plan", "quiet_plan", "plain_plan"):
                     if rows[0].get(key):
                         w("```")
                         w("\n".join(rows[0][key]))

@@ -118,6 +118,29 @@ _MESSAGE_SELECT = f"""SELECT {_MESSAGE_COLUMNS}
     FROM messages m LEFT JOIN profiles p ON p.user_id = m.user_id"""
 
 
+def history_sql(dialect: str, *, newer: bool, include_hidden: bool) -> str:
+    """One page of a webinar's messages ($1 webinar, $2 message id, $3 limit): the `limit` next
+    after $2 in ascending order (`newer`), or the `limit` just before $2 in descending order.
+
+    It must walk the index on (webinar_id, id) and stop after `limit` rows. PostgreSQL's planner
+    may instead walk the primary key and filter on webinar_id: its estimate assumes a webinar's
+    rows are spread evenly over the ids, which is wrong for a webinar that was busy long ago and
+    is quiet now (the walk then reads most of the table), and with a stale visibility map or a
+    generic prepared plan it does so even for quiet webinars. `= ANY(ARRAY[$1])` is the same
+    filter but is not folded into a constant, so the ORDER BY on (webinar_id, id) can only be
+    served by that index; any other path would have to sort all the webinar's rows. SQLite's
+    planner always takes the index for the plain equality. Plans: bench `after`, docs/benchmarks.md.
+    """
+    webinar = "m.webinar_id = ANY(ARRAY[$1::bigint])" if dialect == "postgresql" else "m.webinar_id = $1"
+    hidden = "" if include_hidden else " AND NOT m.hidden"
+    if newer:
+        return (_MESSAGE_SELECT + f" WHERE {webinar} AND m.id > $2{hidden}"
+                " ORDER BY m.webinar_id ASC, m.id ASC LIMIT $3")
+    return (_MESSAGE_SELECT + f" WHERE {webinar} AND m.id < $2{hidden}"
+            " ORDER BY m.webinar_id DESC, m.id DESC LIMIT $3")
+
+
+
 def _message(row: Row) -> Message:
     cmid = row["client_msg_id"]
     return Message(
@@ -523,19 +546,16 @@ class Store:
         head = await self.db.fetchrow("SELECT last_seq FROM webinars WHERE id = $1", webinar_id)
         if head is None:
             raise NotFound("webinar")
-        hidden_clause = "" if include_hidden else " AND NOT m.hidden"
         if after is not None:
             rows = await self.db.fetch(
-                _MESSAGE_SELECT + " WHERE m.webinar_id = $1 AND m.id > $2" + hidden_clause
-                + " ORDER BY m.id ASC LIMIT $3",
+                history_sql(self.dialect, newer=True, include_hidden=include_hidden),
                 webinar_id, after, limit + 1,
             )
             has_more = len(rows) > limit
             rows = rows[:limit]
         else:
             rows = await self.db.fetch(
-                _MESSAGE_SELECT + " WHERE m.webinar_id = $1 AND m.id < $2" + hidden_clause
-                + " ORDER BY m.id DESC LIMIT $3",
+                history_sql(self.dialect, newer=False, include_hidden=include_hidden),
                 webinar_id, before if before is not None else 2**63 - 1, limit + 1,
             )
             has_more = len(rows) > limit
