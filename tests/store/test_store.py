@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 
 import pytest
 
 from webinar_chat.protocol.events import ChangeOp
 from webinar_chat.store import Store, open_store
-from webinar_chat.store.store import DuplicateMessage, SlowMode
+from webinar_chat.store.store import DuplicateMessage, NotFound, SlowMode
 
 from ..helpers import World
 
@@ -60,6 +61,38 @@ async def test_duplicate_client_msg_id_raises_with_the_stored_row(store: Store,
     assert info.value.message.display_name == "Alice"  # read back with the real profile
     # the failed attempt consumed no seq: the feed stays dense
     assert await store.head_seq(world.webinar.id) == 1
+
+
+async def test_concurrent_retries_of_one_message_store_it_once(database_url: str,
+                                                              world: World) -> None:
+    """The same client_msg_id sent at once on separate connections (a retry racing the original):
+    one row, every other attempt gets that row back, and no seq is burnt by the losers."""
+    stores = [await open_store(database_url) for _ in range(4)]
+    cmid = str(uuid.uuid4())
+    try:
+        results = await asyncio.gather(
+            *[s.create_message(world.webinar, world.alice.user_id, "A", "once", cmid,
+                               slow_mode_applies=True) for s in stores],
+            return_exceptions=True)
+        stored = [r[0] for r in results if isinstance(r, tuple)]
+        duplicates = [r for r in results if isinstance(r, DuplicateMessage)]
+        assert len(stored) == 1 and len(duplicates) == 3, results
+        assert {d.message.id for d in duplicates} == {stored[0].id}
+        assert await stores[0].head_seq(world.webinar.id) == 1
+        nxt, _ = await stores[0].create_message(world.webinar, world.bob.user_id, "B", "next",
+                                                None, slow_mode_applies=True)
+        assert nxt.seq == 2
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_create_in_an_unknown_webinar_is_not_found(store: Store, world: World) -> None:
+    gone = dataclasses.replace(world.webinar, id=world.webinar.id + 10_000)
+    with pytest.raises(NotFound):
+        await store.create_message(gone, world.alice.user_id, "A", "x", str(uuid.uuid4()),
+                                   slow_mode_applies=True)
+    assert await store.head_seq(world.webinar.id) == 0
 
 
 async def test_slow_mode_is_atomic(store: Store, world: World) -> None:

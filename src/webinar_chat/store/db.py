@@ -7,7 +7,9 @@ is a *plan*: a generator that yields `Query`s and receives each one's rows, with
 so each driver runs it its own way (`run`):
 - PostgreSQL: a pool; the plan runs statement by statement on one connection inside a
   transaction. Writers of one webinar are serialised by the row lock that
-  `UPDATE webinars … RETURNING last_seq` takes (see delivery.md).
+  `UPDATE webinars … RETURNING last_seq` takes (see delivery.md). The hottest write, a message
+  create, is instead one statement with data-modifying CTEs (Store.create_message): one round
+  trip instead of five, so the row lock is held for one statement.
 - SQLite (WAL): one writer connection on its own thread; the whole plan, BEGIN IMMEDIATE to COMMIT,
   runs there in one hop from the event loop (a hop per statement would cost a thread hand-off and
   a loop wake-up each, and hold the single write lock across them). One reader connection on
@@ -17,10 +19,11 @@ so each driver runs it its own way (`run`):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import re
 import sqlite3
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -77,6 +80,15 @@ class UniqueViolation(Exception):
     """A UNIQUE constraint rejected a write (the same error on every backend)."""
 
 
+class NotNullViolation(Exception):
+    """A NOT NULL constraint rejected a write; `column` names it. The one-statement writes use
+    it to abort themselves (see Store.create_message)."""
+
+    def __init__(self, column: str | None, detail: str) -> None:
+        super().__init__(detail)
+        self.column = column
+
+
 def sqlite_path(url: str) -> str:
     """`sqlite:///relative.db`, `sqlite:////abs/path.db`, `sqlite://:memory:` → a path for sqlite3."""
     rest = url.split("://", 1)[1]
@@ -96,6 +108,17 @@ def sqlalchemy_url(url: str) -> str:
 _PLACEHOLDER = re.compile(r"\$(\d+)")
 
 
+@contextlib.contextmanager
+def _pg_errors() -> Iterator[None]:
+    """asyncpg's constraint errors as the backend-neutral ones above."""
+    try:
+        yield
+    except asyncpg.UniqueViolationError as exc:
+        raise UniqueViolation(str(exc)) from exc
+    except asyncpg.NotNullViolationError as exc:
+        raise NotNullViolation(exc.column_name, str(exc)) from exc
+
+
 class _PgExecutor:
     """Queries on an asyncpg pool or connection (both offer fetch/fetchrow/execute)."""
 
@@ -103,23 +126,17 @@ class _PgExecutor:
         self._target = target
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        try:
+        with _pg_errors():
             return [dict(r) for r in await self._target.fetch(sql, *args)]
-        except asyncpg.UniqueViolationError as exc:
-            raise UniqueViolation(str(exc)) from exc
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
-        try:
+        with _pg_errors():
             row = await self._target.fetchrow(sql, *args)
-        except asyncpg.UniqueViolationError as exc:
-            raise UniqueViolation(str(exc)) from exc
         return dict(row) if row is not None else None
 
     async def execute(self, sql: str, *args: Any) -> None:
-        try:
+        with _pg_errors():
             await self._target.execute(sql, *args)
-        except asyncpg.UniqueViolationError as exc:
-            raise UniqueViolation(str(exc)) from exc
 
 
 class PostgresDatabase(_PgExecutor):

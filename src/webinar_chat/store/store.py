@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..protocol.events import Change, ChangeOp, Message
-from .db import Database, Plan, Row, UniqueViolation, q, single
+from .db import Database, NotNullViolation, Plan, Row, UniqueViolation, q, single
 
 ROLES = ("attendee", "moderator", "host")
 
@@ -203,9 +203,45 @@ def _claim_slow_mode(webinar: Webinar, user_id: int, now: datetime) -> Plan[None
     if claimed is None:
         row = yield q("""SELECT last_posted_at FROM registrations
                          WHERE webinar_id = $1 AND user_id = $2""", webinar.id, user_id)
-        last = _opt_datetime(row["last_posted_at"]) if row else None
-        wait = (last + window - now).total_seconds() if last else float(webinar.slow_mode_seconds)
-        raise SlowMode(max(wait, 0.001))
+        raise _slow_mode_wait(webinar, _opt_datetime(row["last_posted_at"]) if row else None, now)
+
+
+def _slow_mode_wait(webinar: Webinar, last_posted_at: datetime | None, now: datetime) -> SlowMode:
+    if last_posted_at is None:
+        return SlowMode(float(webinar.slow_mode_seconds))
+    wait = (last_posted_at + timedelta(seconds=webinar.slow_mode_seconds) - now).total_seconds()
+    return SlowMode(max(wait, 0.001))
+
+
+# PostgreSQL's create in one statement (Store._create_message_pg): $1 agency, $2 client,
+# $3 webinar, $4 user, $5 content, $6 now, $7 client_msg_id[, $8 slow-mode cutoff]. The seq comes
+# first (the row lock that orders commits, as in _next_seq); `claim` is _claim_slow_mode's UPDATE.
+# Data-modifying CTEs all run to completion in one snapshot; the final INSERT's LEFT JOIN yields a
+# NULL message_id, hence the abort, when `m` wrote nothing.
+_CREATE_MESSAGE_PG_TEMPLATE = """
+WITH s AS (
+    UPDATE webinars SET last_seq = last_seq + 1 WHERE id = $3 RETURNING last_seq
+), {claim}m AS (
+    INSERT INTO messages (agency_id, client_id, webinar_id, user_id, content, created_at, hidden,
+                          client_msg_id, seq)
+    SELECT $1, $2, $3, $4, $5, $6, FALSE, $7, s.last_seq FROM s{claimed}
+    ON CONFLICT (webinar_id, user_id, client_msg_id) DO NOTHING
+    RETURNING id
+)
+INSERT INTO message_changes (webinar_id, seq, message_id, op, changed_at)
+SELECT $3, s.last_seq, m.id, 'INSERT', $6 FROM s LEFT JOIN m ON TRUE
+RETURNING seq, message_id
+"""
+_CREATE_MESSAGE_PG = _CREATE_MESSAGE_PG_TEMPLATE.format(claim="", claimed="")
+# The claim reads `s`, so it runs after the webinar lock is taken (same lock order as the plan).
+_CREATE_MESSAGE_SLOW_PG = _CREATE_MESSAGE_PG_TEMPLATE.format(
+    claim="""r AS (
+    UPDATE registrations SET last_posted_at = $6 FROM s
+    WHERE registrations.webinar_id = $3 AND registrations.user_id = $4
+      AND (registrations.last_posted_at IS NULL OR registrations.last_posted_at <= $8)
+    RETURNING registrations.user_id
+), """,
+    claimed=" JOIN r ON TRUE")
 
 
 class Store:
@@ -474,6 +510,21 @@ class Store:
         `client_msg_id` here — checked before slow mode, so a retry is never told to wait — and
         SlowMode when the user posted less than `slow_mode_seconds` ago."""
         now = now_utc()
+        slow = slow_mode_applies and webinar.slow_mode_seconds > 0
+        if self.dialect == "postgresql":
+            seq, message_id = await self._create_message_pg(webinar, user_id, content,
+                                                            client_msg_id, now, slow)
+        else:
+            seq, message_id = await self._create_message_plan(webinar, user_id, content,
+                                                              client_msg_id, now, slow)
+        message = Message(message_id, webinar.agency_id, webinar.client_id, webinar.id, user_id,
+                          content, now, False, client_msg_id, seq, display_name)
+        return message, Change(webinar.id, seq, ChangeOp.INSERT, message.id, message)
+
+    async def _create_message_plan(self, webinar: Webinar, user_id: int, content: str,
+                                   client_msg_id: str | None, now: datetime,
+                                   slow: bool) -> tuple[int, int]:
+        """SQLite: the create as a plan, run in one hop on the writer thread."""
 
         def plan() -> Plan[tuple[int, int]]:
             seq = yield from _next_seq(webinar.id)
@@ -486,21 +537,54 @@ class Store:
                           client_msg_id, seq)
             if row is None:
                 raise _Conflict
-            if slow_mode_applies and webinar.slow_mode_seconds > 0:
+            if slow:
                 yield from _claim_slow_mode(webinar, user_id, now)
             yield from _record_change(webinar.id, seq, row["id"], ChangeOp.INSERT, now)
             return seq, int(row["id"])
 
         try:
-            seq, message_id = await self.db.run(plan())
+            return await self.db.run(plan())
         except _Conflict:
             assert client_msg_id is not None
             existing = await self.get_message_by_client_id(webinar.id, user_id, client_msg_id)
             assert existing is not None  # the row that conflicted is committed and never rolled back
             raise DuplicateMessage(existing) from None
-        message = Message(message_id, webinar.agency_id, webinar.client_id, webinar.id, user_id,
-                          content, now, False, client_msg_id, seq, display_name)
-        return message, Change(webinar.id, seq, ChangeOp.INSERT, message.id, message)
+
+    async def _create_message_pg(self, webinar: Webinar, user_id: int, content: str,
+                                 client_msg_id: str | None, now: datetime,
+                                 slow: bool) -> tuple[int, int]:
+        """PostgreSQL: the same transaction as one statement, so one round trip holds the
+        webinar's row lock instead of five. When no message row is written (the idempotency key
+        exists, or slow mode refused the claim), the change row's message_id is NULL and its NOT
+        NULL constraint aborts the whole statement: the seq taken is rolled back with it, so the
+        feed stays dense. Then a read tells a duplicate (checked first, so a retry is never told
+        to wait) from slow mode."""
+        args: list[Any] = [webinar.agency_id, webinar.client_id, webinar.id, user_id, content,
+                           now, client_msg_id]
+        if slow:
+            args.append(now - timedelta(seconds=webinar.slow_mode_seconds))
+        try:
+            row = await self.db.fetchrow(_CREATE_MESSAGE_SLOW_PG if slow else _CREATE_MESSAGE_PG,
+                                         *args)
+        except NotNullViolation as exc:
+            if exc.column != "message_id":
+                raise
+            existing = (await self.get_message_by_client_id(webinar.id, user_id, client_msg_id)
+                        if client_msg_id is not None else None)
+            if existing is not None:
+                raise DuplicateMessage(existing) from None
+            if not slow:
+                raise  # nothing else leaves the message row out
+            raise await self._slow_mode(webinar, user_id, now) from None
+        if row is None:
+            raise NotFound("webinar")
+        return int(row["seq"]), int(row["message_id"])
+
+    async def _slow_mode(self, webinar: Webinar, user_id: int, now: datetime) -> SlowMode:
+        row = await self.db.fetchrow("""SELECT last_posted_at FROM registrations
+                                        WHERE webinar_id = $1 AND user_id = $2""",
+                                     webinar.id, user_id)
+        return _slow_mode_wait(webinar, _opt_datetime(row["last_posted_at"]) if row else None, now)
 
     async def set_hidden(self, message: Message, hidden: bool) -> Change:
         now = now_utc()
