@@ -139,6 +139,14 @@ class _PgExecutor:
             await self._target.execute(sql, *args)
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """The pool's reset between borrowers. asyncpg's default sends `RESET ALL`, `UNLISTEN *`,
+    `CLOSE ALL` and an advisory-unlock in one more round trip on *every* release (~10 % of a
+    create's CPU, measured with py-spy); this store never leaves session state behind (no SET,
+    LISTEN, cursors outside transactions, advisory locks or temp tables), and asyncpg still rolls
+    back a transaction left open before calling this."""
+
+
 class PostgresDatabase(_PgExecutor):
     dialect = "postgresql"
 
@@ -148,7 +156,8 @@ class PostgresDatabase(_PgExecutor):
 
     @classmethod
     async def connect(cls, url: str, *, min_size: int = 2, max_size: int = 20) -> PostgresDatabase:
-        pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size)
+        pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size,
+                                         reset=_keep_session)
         return cls(pool)
 
     async def run(self, plan: Plan[T]) -> T:
