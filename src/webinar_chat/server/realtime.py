@@ -47,6 +47,9 @@ MAX_QUEUED_FRAMES = 1000
 
 HEARTBEAT_PAYLOAD = b'{"type":"heartbeat"}'
 HEARTBEAT_WIRE = text_frame(HEARTBEAT_PAYLOAD)
+# A connection that was sent any frame within this fraction of the heartbeat interval gets no
+# heartbeat this round (docs/realtime.md: silence stays below 1.5 intervals, the client allows 2).
+HEARTBEAT_SKIP_WITHIN = 0.5
 
 
 def token_verifier(tokens: TokenService) -> Any:
@@ -67,10 +70,13 @@ class RealtimeConnection:
         self.session = Session(verify_token=token_verifier(state.tokens), owner=self)
         raw = websocket.scope.get("extensions", {}).get(RAW_FRAMES_EXTENSION)
         self.raw: RawFrameWriter | None = raw
+        # The hub writes room frames straight to this transport (server/hub.py, fan-out).
+        self.fanout_transport: asyncio.WriteTransport | None = raw.transport if raw else None
         self.queue: collections.deque[bytes] = collections.deque()
         self.queue_ready = asyncio.Event()
         self.closed = False
         self.last_received = time.monotonic()
+        self.last_sent = 0.0  # time.monotonic() of the last frame written (also set by the hub)
         self.expiry_timer: asyncio.TimerHandle | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
         self.max_buffer = state.settings.realtime_max_buffer
@@ -122,6 +128,7 @@ class RealtimeConnection:
     def write(self, payload: bytes, wire: bytes | None = None) -> None:
         if self.closed:
             return
+        self.last_sent = time.monotonic()
         if self.raw is not None:
             if not self.raw.write(wire if wire is not None else text_frame(payload)):
                 self.closed = True
@@ -227,11 +234,14 @@ class RealtimeConnection:
 
     # --- heartbeats (called by the app's heartbeat task) -----------------------------------------
 
-    def heartbeat(self, now: float, idle_timeout: float) -> None:
+    def heartbeat(self, now: float, idle_timeout: float, interval: float) -> None:
         if now - self.last_received > idle_timeout:
             self.close(4000, "heartbeat timeout")
-        else:
+        elif now - self.last_sent >= interval * HEARTBEAT_SKIP_WITHIN:
             self.write(HEARTBEAT_PAYLOAD, HEARTBEAT_WIRE)
+        # else: a frame went out less than half an interval ago, and the next round comes within
+        # an interval, so the socket is never silent for more than ~1.5 intervals (7.5 s) — well
+        # inside the client's 10 s dead-socket rule — while a busy room sends no heartbeats.
 
 
 async def realtime_endpoint(websocket: WebSocket) -> None:
@@ -245,7 +255,7 @@ async def heartbeat_loop(state: AppState) -> None:
         await asyncio.sleep(interval)
         now = time.monotonic()
         for connection in list(state.connections):
-            connection.heartbeat(now, state.settings.client_idle_timeout_s)
+            connection.heartbeat(now, state.settings.client_idle_timeout_s, interval)
         state.hub.sweep()
         expired = [key for key, (until, _) in state.access_cache.items() if until <= now]
         for key in expired:

@@ -10,6 +10,7 @@ Select it with `uvicorn.Config(ws=WebinarChatWebSocketProtocol)` (the CLI does).
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -44,6 +45,13 @@ class RawFrameWriter:
             return False
         protocol.transport.write(wire)
         return True
+
+    @property
+    def transport(self) -> asyncio.WriteTransport:
+        """The connection's transport, for the hub's fan-out fast path, which writes prebuilt
+        frames to it directly. It skips transports that are closing; the connection unsubscribes
+        before it sends a close frame of its own (RealtimeConnection.close)."""
+        return self._protocol.transport
 
     def buffered(self) -> int:
         return self._protocol.transport.get_write_buffer_size()
