@@ -324,3 +324,32 @@ class TestHeartbeatSkip:
             assert not c.of_type("heartbeat")
             connection.heartbeat(connection.last_sent + interval * 0.5, 30.0, interval)
             await c.wait_for(lambda c: bool(c.of_type("heartbeat")))
+
+
+async def test_join_uses_the_read_path_access_cache_without_a_stale_head(
+        server: RunningServer, world: World, http: httpx.AsyncClient) -> None:
+    wid = world.webinar.id
+    cache = server.app_state.access_cache
+    # An HTTP read caches bob's access, with the webinar row as it was then (last_seq 0).
+    assert (await http.get(f"/api/webinars/{wid}/messages",
+                           headers=auth(world.bob.token))).status_code == 200
+    assert (wid, world.bob.user_id) in cache
+    for i in range(3):
+        await send(http, world.alice, wid, f"m{i}", new_id())
+    async with realtime(server, world.bob.token) as c:
+        await c.join(wid, last_seq=3, ref="resume")  # not mistaken for a seq beyond the head
+        joined = c.of_type("joined")[-1]
+        assert (joined["head_seq"], joined["resume_from"]) == (3, 3)
+        await c.join(wid, last_seq=1, ref="replay")
+        await c.wait_for(lambda c: seqs(c.events()) == [2, 3])
+        await c.join(wid, ref="live")
+        assert c.of_type("joined")[-1]["resume_from"] == 3
+        await send(http, world.alice, wid, "live", new_id())
+        await c.wait_for(lambda c: seqs(c.events()) == [2, 3, 4])
+    # A ban clears the cache: the next join is refused at once.
+    r = await http.post("/api/admin/bans", json={"webinar_id": wid, "user_id": world.bob.user_id,
+                                                 "banned": True}, headers=auth(world.admin.token))
+    assert r.status_code == 200
+    async with realtime(server, world.bob.token) as c:
+        await c.join(wid, last_seq=0, ref="banned")
+        assert c.of_type("error")[-1]["code"] == "forbidden"

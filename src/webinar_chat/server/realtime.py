@@ -16,7 +16,7 @@ import orjson
 import structlog
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ..auth.permissions import Denied, check_access
+from ..auth.permissions import Denied, WebinarAccess, check_access
 from ..auth.tokens import TokenError, TokenService
 from ..protocol.session import (
     Action,
@@ -33,6 +33,7 @@ from ..protocol.session import (
     Unsubscribe,
     WatchTokenExpiry,
 )
+from .http_api import ACCESS_CACHE_TTL_S
 from .ws_protocol import RAW_FRAMES_EXTENSION, TOKEN_EXTENSION, RawFrameWriter, text_frame
 
 if TYPE_CHECKING:
@@ -191,18 +192,47 @@ class RealtimeConnection:
             self.close(1011, "internal error")
 
     async def _check_access(self, action: CheckAccess) -> None:
-        try:
-            access = await check_access(self.state.store, action.webinar_id, action.user_id)
-        except Denied as exc:
-            self.perform(self.session.on_access_denied(action.webinar_id, action.generation,
-                                                       exc.code, exc.message))
-            return
+        hub = self.state.hub
+        access = self._cached_access(action)
+        if access is not None:
+            # The cached decision is as fresh as the HTTP read path's (same cache, same expiry,
+            # cleared by bans and registrations); its webinar row is not, so the head comes from
+            # the room, which has released every change this process published.
+            room = await hub.room(action.webinar_id)
+            head_seq = max(access.webinar.last_seq, room.released_seq)
+            sub = self.session.subscriptions.get(action.webinar_id)
+            requested = sub.requested_seq if sub is not None else None
+            if requested is not None and requested > head_seq:
+                access = None  # maybe beyond a stale head, maybe a reset database: ask the store
+        if access is None:
+            try:
+                access = await check_access(self.state.store, action.webinar_id, action.user_id)
+            except Denied as exc:
+                self.state.access_cache[(action.webinar_id, action.user_id)] = (
+                    time.monotonic() + ACCESS_CACHE_TTL_S, exc)
+                self.perform(self.session.on_access_denied(action.webinar_id, action.generation,
+                                                           exc.code, exc.message))
+                return
+            self.state.access_cache[(action.webinar_id, action.user_id)] = (
+                time.monotonic() + ACCESS_CACHE_TTL_S, access)
+            head_seq = access.webinar.last_seq
         # The room must exist before the session subscribes to it (synchronously, below).
-        await self.state.hub.room(action.webinar_id)
+        await hub.room(action.webinar_id)
         if self.closed:
             return
         self.perform(self.session.on_access(action.webinar_id, action.generation, access.audience,
-                                            access.role, access.webinar.last_seq))
+                                            access.role, head_seq))
+
+    def _cached_access(self, action: CheckAccess) -> WebinarAccess | None:
+        """A grant from the read path's cache (server/http_api.py `_access`), or None. Refusals
+        are checked fresh: joins that fail are rare, and a new registration must work at once."""
+        hit = self.state.access_cache.get((action.webinar_id, action.user_id))
+        if hit is None or hit[0] <= time.monotonic():
+            return None
+        if isinstance(hit[1], Denied):
+            return None  # refusals are re-checked: a join is rare, a fresh answer is cheap
+        cached: WebinarAccess = hit[1]
+        return cached
 
     async def _load_changes(self, action: LoadChanges) -> None:
         room = self.state.hub.rooms.get(action.webinar_id)
