@@ -54,7 +54,7 @@ class Watcher:
             delivery = room.delivery if room is not None else None
             if delivery is not None and 0 < delivery.next < len(delivery.targets):
                 self.mid_passes += 1
-                targets = {sub for sub, _ in delivery.targets}
+                targets = set(delivery.targets)
                 self.joined_mid += any(sub not in targets for sub in room.subscribers)
                 self.left_mid += any(sub not in room.subscribers for sub in targets)
                 if self.on_mid_delivery is not None:

@@ -41,6 +41,9 @@ RING_SIZE = 2000
 ROOM_IDLE_S = 60.0
 
 
+GONE: Any = object()  # a subscriber that left the room
+
+
 class Listener(Protocol):
     """What a room needs from a realtime connection (server/realtime.py)."""
 
@@ -59,8 +62,7 @@ class Delivery:
 
     __slots__ = ("batch", "wires", "targets", "next", "check_buffers")
 
-    def __init__(self, batch: Batch, wires: dict[Audience, bytes],
-                 targets: list[tuple[Subscription, asyncio.WriteTransport | None]],
+    def __init__(self, batch: Batch, wires: dict[Audience, bytes], targets: list[Subscription],
                  check_buffers: bool) -> None:
         self.batch = batch
         self.wires = wires  # the frame as WebSocket wire bytes, per audience
@@ -327,7 +329,9 @@ class Hub:
         if check:
             room.unchecked_bytes = 0
         # Subscribers who join after this snapshot replay from the ring, which holds the batch.
-        room.delivery = Delivery(batch, wires, list(room.subscribers.items()), check)
+        # (A list of the subscriptions, not of (subscription, transport) pairs: thousands of new
+        # tuples per flush would wake the garbage collector, whose full passes stall the loop.)
+        room.delivery = Delivery(batch, wires, list(room.subscribers), check)
         if at_once:
             self._deliver_slice(room)
         else:
@@ -349,8 +353,9 @@ class Hub:
         slow: list[Listener] = []
         delivered = 0
         try:
-            for sub, transport in delivery.targets[start:end]:
-                if sub not in current:
+            for sub in delivery.targets[start:end]:
+                transport = current.get(sub, GONE)
+                if transport is GONE:
                     continue  # left, replaced or closed since the delivery began
                 listener: Listener = sub.owner
                 if sub.take_shared(first, last):
