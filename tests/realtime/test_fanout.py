@@ -353,3 +353,43 @@ async def test_join_uses_the_read_path_access_cache_without_a_stale_head(
     async with realtime(server, world.bob.token) as c:
         await c.join(wid, last_seq=0, ref="banned")
         assert c.of_type("error")[-1]["code"] == "forbidden"
+
+
+async def test_client_heartbeats_skip_the_read_loop_and_frames_after_them_still_parse(
+        server: RunningServer, world: World, http: httpx.AsyncClient) -> None:
+    wid = world.webinar.id
+    async with connect(server.ws_url + f"?token={world.bob.token}", compression=None) as ws:
+        (connection,) = server.app_state.connections
+        for payload in ('{"type":"heartbeat"}', '{"type": "heartbeat"}'):
+            await ws.send(payload)
+            await eventually(lambda: connection.raw.heartbeat_at > 0)
+        # Frames after (and between) fast-path heartbeats go through the parser as before.
+        await ws.send(json.dumps({"type": "join", "topic": f"webinar:{wid}:messages",
+                                  "last_seq": 0, "ref": "j"}))
+        await ws.send('{"type":"heartbeat"}')
+        await send(http, world.alice, wid, "after heartbeats", new_id())
+        kinds = []
+        while "changes" not in kinds:
+            kinds.append(json.loads(await asyncio.wait_for(ws.recv(), 5))["type"])
+        assert kinds[-2:] == ["joined", "changes"] or "joined" in kinds
+        # The idle check counts fast-path heartbeats as traffic.
+        connection.last_received = 0.0
+        connection.heartbeat(connection.raw.heartbeat_at + 1, 30.0, 5.0)
+        assert not connection.closed
+
+
+async def test_heartbeat_bytes_inside_a_frame_are_not_taken_for_a_heartbeat(
+        server: RunningServer, world: World) -> None:
+    async with connect(server.ws_url, compression=None) as ws:
+        (connection,) = server.app_state.connections
+        protocol = connection.raw._protocol
+        inner = b"\x81\x94" + bytes(4) + b'{"type":"heartbeat"}'  # a whole heartbeat frame…
+        # …sent as the payload of another frame, whose header arrives first (zero mask).
+        ws.transport.write(bytes([0x81, 0x80 | len(inner)]) + bytes(4))
+        await eventually(lambda: not protocol._at_frame_boundary())
+        ws.transport.write(inner)
+        with pytest.raises(ConnectionClosed) as info:
+            while True:
+                await asyncio.wait_for(ws.recv(), 5)
+        assert info.value.rcvd is not None and info.value.rcvd.code == 1007  # invalid UTF-8
+        assert protocol.heartbeat_at == 0.0

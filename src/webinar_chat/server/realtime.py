@@ -265,6 +265,8 @@ class RealtimeConnection:
     # --- heartbeats (called by the app's heartbeat task) -----------------------------------------
 
     def heartbeat(self, now: float, idle_timeout: float, interval: float) -> None:
+        if self.raw is not None:  # client heartbeats that skipped the read loop (ws_protocol.py)
+            self.last_received = max(self.last_received, self.raw.heartbeat_at)
         if now - self.last_received > idle_timeout:
             self.close(4000, "heartbeat timeout")
         elif now - self.last_sent >= interval * HEARTBEAT_SKIP_WITHIN:
