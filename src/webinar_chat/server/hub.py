@@ -116,7 +116,7 @@ class Room:
 
 class Hub:
     def __init__(self, store: Store, bus: Bus, *, tick_s: float, wire: Callable[[bytes], bytes],
-                 slice_size: int = 500, max_buffer: int = 1 << 20):
+                 slice_size: int = 100, max_buffer: int = 1 << 20):
         self.store = store
         self.bus = bus
         self.tick_s = tick_s
