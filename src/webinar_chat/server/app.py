@@ -203,7 +203,9 @@ def create_app(settings: Settings, *, bus: Bus | None = None,
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         store = await open_store(settings.database_url)
         chat_bus = bus if bus is not None else create_bus(settings.extra.get("bus_url"))
-        hub = Hub(store, chat_bus, tick_s=settings.realtime_tick_ms / 1000, wire=text_frame)
+        hub = Hub(store, chat_bus, tick_s=settings.realtime_tick_ms / 1000, wire=text_frame,
+                  slice_size=settings.realtime_flush_slice,
+                  max_buffer=settings.realtime_max_buffer)
         await hub.start()
         tokens = TokenService(resolve_jwt_secret(settings), settings.access_token_ttl_s)
         state = AppState(settings, store, chat_bus, hub, tokens)

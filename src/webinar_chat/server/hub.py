@@ -2,11 +2,16 @@
 
 A committed change reaches a room through the bus, passes the room's sequencer (strict seq order,
 no duplicates, gaps fetched from the feed), and waits at most one room tick (`realtime_tick_ms`)
-so that a busy room sends several changes per frame. A flush encodes each change once per audience
-and each frame once per audience, then writes the same bytes to every subscriber without awaiting
-any of them (a subscriber that cannot keep up is closed by its own connection: see realtime.py).
+so that a busy room sends several changes per frame. A flush first *seals* the pending changes
+into a batch (ring updated, each change and each frame encoded once per audience, long-polls
+woken), then *delivers* the batch: the same prebuilt bytes are written straight to every
+subscriber's transport, without awaiting any of them, in slices of `realtime_flush_slice`
+subscribers with a loop pass between slices so that sends and database completions are not held
+behind a flush to thousands of sockets. One batch is delivered completely before the next starts,
+so every subscriber gets the batches in seq order. Subscribers that cannot keep up are closed
+(4008): their write-buffer sizes are checked every `max_buffer / 4` bytes of fan-out.
 Long-poll requests wait on the room too and are answered from its ring of recent changes.
-Design: docs/realtime.md, docs/delivery.md.
+Design: docs/realtime.md ("Fan-out"), docs/delivery.md.
 """
 
 from __future__ import annotations
@@ -36,11 +41,34 @@ RING_SIZE = 2000
 ROOM_IDLE_S = 60.0
 
 
+GONE: Any = object()  # a subscriber that left the room
+
+
 class Listener(Protocol):
     """What a room needs from a realtime connection (server/realtime.py)."""
 
+    # The connection's raw transport for the fan-out fast path, or None (then `write` is used).
+    fanout_transport: asyncio.WriteTransport | None
+    # `time.monotonic()` of the last frame written to the connection (heartbeats skip it).
+    last_sent: float
+
     def write(self, payload: bytes, wire: bytes | None = None) -> None: ...
     def on_batch(self, sub: Subscription, batch: Batch) -> None: ...
+    def close(self, code: int, reason: str) -> None: ...
+
+
+class Delivery:
+    """A sealed batch on its way to the subscribers the room had when its delivery began."""
+
+    __slots__ = ("batch", "wires", "targets", "next", "check_buffers")
+
+    def __init__(self, batch: Batch, wires: dict[Audience, bytes], targets: list[Subscription],
+                 check_buffers: bool) -> None:
+        self.batch = batch
+        self.wires = wires  # the frame as WebSocket wire bytes, per audience
+        self.targets = targets
+        self.next = 0  # index of the first target not yet served
+        self.check_buffers = check_buffers
 
 
 class Room:
@@ -49,9 +77,14 @@ class Room:
         self.topic = topic_name(webinar_id)
         self.sequencer: RoomSequencer | None = None  # None until the head seq is read
         self.early: list[Change] = []  # offered before the sequencer existed
-        self.subscribers: dict[Subscription, None] = {}  # insertion-ordered set
-        self.pending: list[Change] = []
+        # Insertion-ordered; the value is the subscriber's raw transport (None: no fast path).
+        self.subscribers: dict[Subscription, asyncio.WriteTransport | None] = {}
+        self.pending: list[Change] = []  # released, waiting for the tick
+        self.sealed: collections.deque[Batch] = collections.deque()  # in the ring, not yet sent
+        self.delivery: Delivery | None = None  # the batch being delivered, slice by slice
         self.flush_handle: asyncio.Handle | None = None
+        self.slice_handle: asyncio.Handle | None = None
+        self.unchecked_bytes = 0  # fan-out bytes since the last write-buffer check
         self.gap_handle: asyncio.TimerHandle | None = None
         self.last_flush = 0.0
         self.ring: collections.deque[Change] = collections.deque(maxlen=RING_SIZE)
@@ -82,11 +115,18 @@ class Room:
 
 
 class Hub:
-    def __init__(self, store: Store, bus: Bus, *, tick_s: float, wire: Callable[[bytes], bytes]):
+    def __init__(self, store: Store, bus: Bus, *, tick_s: float, wire: Callable[[bytes], bytes],
+                 slice_size: int = 100, max_buffer: int = 1 << 20):
         self.store = store
         self.bus = bus
         self.tick_s = tick_s
         self._wire = wire  # payload → the WebSocket frame bytes written to raw transports
+        self.slice_size = max(1, slice_size)
+        self.max_buffer = max_buffer
+        # Write buffers are checked once per this many bytes of fan-out, not after every write:
+        # between two checks a subscriber's buffer grows by at most this plus one frame, so a
+        # client that does not read holds at most ~1.25 × max_buffer (+ one frame) per room.
+        self.check_bytes = max(1, max_buffer // 4)
         self.rooms: dict[int, Room] = {}
         self._loop = asyncio.get_running_loop()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -97,9 +137,14 @@ class Hub:
 
     async def close(self) -> None:
         for room in self.rooms.values():
-            for handle in (room.flush_handle, room.gap_handle):
+            for handle in (room.flush_handle, room.gap_handle, room.slice_handle):
                 if handle:
                     handle.cancel()
+            # A delivery cut short here is not a loss: every change is in the feed, and the
+            # connections are closed with 1001 and resume from their last seq.
+            room.flush_handle = room.slice_handle = None
+            room.delivery = None
+            room.sealed.clear()
         self.wake_waiters()
         for task in list(self._tasks):
             task.cancel()
@@ -139,7 +184,8 @@ class Hub:
     def subscribe(self, sub: Subscription) -> Room | None:
         room = self.rooms.get(sub.webinar_id)
         if room is not None:
-            room.subscribers[sub] = None
+            listener: Listener = sub.owner
+            room.subscribers[sub] = listener.fanout_transport
         return room
 
     def unsubscribe(self, sub: Subscription) -> None:
@@ -153,7 +199,8 @@ class Hub:
         cutoff = time.monotonic() - ROOM_IDLE_S
         for webinar_id, room in list(self.rooms.items()):
             if (not room.subscribers and room.waiters == 0 and room.last_used < cutoff
-                    and not room.pending and room.ready.is_set()):
+                    and not room.pending and room.delivery is None and not room.sealed
+                    and room.ready.is_set()):
                 if room.gap_handle:
                     room.gap_handle.cancel()
                 del self.rooms[webinar_id]
@@ -207,30 +254,43 @@ class Hub:
 
     def _queue(self, room: Room, released: list[Change]) -> None:
         room.pending.extend(released)
-        if room.flush_handle is None:
-            # An idle room flushes at once; a busy one at most once per tick (coalescing).
-            delay = room.last_flush + self.tick_s - self._loop.time()
-            if delay <= 0:
-                room.flush_handle = self._loop.call_soon(self._flush, room)
-            else:
-                room.flush_handle = self._loop.call_later(delay, self._flush, room)
+        if room.flush_handle is None and room.delivery is None:
+            self._schedule_flush(room)
+        # While a delivery runs, its end schedules the next flush (see _deliver_next).
+
+    def _schedule_flush(self, room: Room) -> None:
+        # An idle room flushes at once; a busy one at most once per tick (coalescing).
+        delay = room.last_flush + self.tick_s - self._loop.time()
+        if delay <= 0:
+            room.flush_handle = self._loop.call_soon(self._flush, room)
+        else:
+            room.flush_handle = self._loop.call_later(delay, self._flush, room)
 
     def settle(self, room: Room) -> None:
-        """Flush a pending tick now. Call before reading the ring: a hide or delete still waiting
-        for its tick has not yet redacted the earlier ring entries of its message."""
+        """Seal a pending tick now. Call before reading the ring: a hide or delete still waiting
+        for its tick has not yet redacted the earlier ring entries of its message. (Delivery to
+        the sockets goes on in slices; the ring already holds everything released.)"""
         if room.pending:
             if room.flush_handle is not None:
                 room.flush_handle.cancel()
-            self._flush(room)
+                room.flush_handle = None
+            self._seal(room)
+            if room.delivery is None:
+                self._deliver_next(room, at_once=False)
 
     # --- fan-out ---------------------------------------------------------------------------------
 
     def _flush(self, room: Room) -> None:
         room.flush_handle = None
+        if room.pending:
+            self._seal(room)
+        if room.delivery is None:
+            self._deliver_next(room, at_once=True)
+
+    def _seal(self, room: Room) -> None:
+        """Pending changes → one batch: into the ring (redacting), encoded once per audience, and
+        queued for delivery. Long-polls are answered from here on."""
         changes, room.pending = room.pending, []
-        if not changes:
-            room.last_flush = self._loop.time()
-            return
         room.poll_bodies.clear()
         encoded: dict[Audience, list[bytes]] = {a: [] for a in AUDIENCES}
         for change in changes:
@@ -240,28 +300,89 @@ class Hub:
             if change.op is not ChangeOp.INSERT:
                 self._redact_ring(room, change)
         frames = {a: changes_frame(room.topic, encoded[a]) for a in AUDIENCES}
-        batch = Batch(room.webinar_id, changes[0].seq, changes[-1].seq, changes, frames)
-        wires: dict[Audience, bytes] = {}
-        first, last = batch.first_seq, batch.last_seq
-        delivered = 0
-        for sub in list(room.subscribers):
-            listener: Listener = sub.owner
-            if sub.take_shared(first, last):
-                audience = sub.audience
-                wire = wires.get(audience)
-                if wire is None:
-                    wire = wires[audience] = self._wire(frames[audience])
-                listener.write(frames[audience], wire)
-                delivered += 1
-            else:
-                listener.on_batch(sub, batch)
-        self.deliveries += delivered
-        # The next tick counts from the end of this flush: a flush that takes longer than a tick
-        # (thousands of subscribers) must not make every following change flush alone at once.
-        room.last_flush = self._loop.time()
+        room.sealed.append(Batch(room.webinar_id, changes[0].seq, changes[-1].seq, changes,
+                                 frames))
+        self._ring_changed(room)
+
+    def _ring_changed(self, room: Room) -> None:
+        """The one place where the room's ring has just grown: wake its long-polls. (At seal
+        time, not after the last slice: a poller reads the ring, which is complete now.)"""
         if room.changed is not None and not room.changed.done():
             room.changed.set_result(None)
         room.changed = None
+
+    def _deliver_next(self, room: Room, *, at_once: bool) -> None:
+        """Start delivering the oldest sealed batch (its first slice now, or on the next loop
+        pass); with none left, the room is idle again and the next flush is scheduled a tick from
+        now if changes are pending. Invariant: a sealed batch implies a delivery in progress."""
+        if not room.sealed:
+            # The next tick counts from the end of this delivery: one that takes longer than a
+            # tick (thousands of subscribers) must not make every following change flush alone.
+            room.last_flush = self._loop.time()
+            if room.pending and room.flush_handle is None:
+                self._schedule_flush(room)
+            return
+        batch = room.sealed.popleft()
+        wires = {a: self._wire(frame) for a, frame in batch.frames.items()}
+        room.unchecked_bytes += max(len(w) for w in wires.values())
+        check = room.unchecked_bytes >= self.check_bytes
+        if check:
+            room.unchecked_bytes = 0
+        # Subscribers who join after this snapshot replay from the ring, which holds the batch.
+        # (A list of the subscriptions, not of (subscription, transport) pairs: thousands of new
+        # tuples per flush would wake the garbage collector, whose full passes stall the loop.)
+        room.delivery = Delivery(batch, wires, list(room.subscribers), check)
+        if at_once:
+            self._deliver_slice(room)
+        else:
+            room.slice_handle = self._loop.call_soon(self._deliver_slice, room)
+
+    def _deliver_slice(self, room: Room) -> None:
+        room.slice_handle = None
+        delivery = room.delivery
+        if delivery is None:
+            return
+        batch = delivery.batch
+        first, last = batch.first_seq, batch.last_seq
+        wires, frames = delivery.wires, batch.frames
+        check, max_buffer = delivery.check_buffers, self.max_buffer
+        current = room.subscribers
+        start = delivery.next
+        end = delivery.next = min(start + self.slice_size, len(delivery.targets))
+        now = time.monotonic()
+        slow: list[Listener] = []
+        delivered = 0
+        try:
+            for sub in delivery.targets[start:end]:
+                transport = current.get(sub, GONE)
+                if transport is GONE:
+                    continue  # left, replaced or closed since the delivery began
+                listener: Listener = sub.owner
+                if sub.take_shared(first, last):
+                    if transport is None:
+                        listener.write(frames[sub.audience])
+                    elif not transport.is_closing():  # closing: its connection is going away
+                        transport.write(wires[sub.audience])
+                        listener.last_sent = now
+                        if check and transport.get_write_buffer_size() > max_buffer:
+                            slow.append(listener)
+                    delivered += 1
+                else:
+                    listener.on_batch(sub, batch)
+            for listener in slow:
+                listener.close(4008, "slow consumer")
+        finally:
+            # Even after an error the room moves on (a subscriber this slice skipped sees a seq
+            # gap in the next batch and reads it from the feed).
+            self.deliveries += delivered
+            if end < len(delivery.targets):
+                # Let sends, database completions and other rooms run before the next slice.
+                room.slice_handle = self._loop.call_soon(self._deliver_slice, room)
+            else:
+                room.delivery = None
+                # A batch sealed by settle() meanwhile starts on the next pass; else the room
+                # idles until its next tick.
+                self._deliver_next(room, at_once=False)
 
     @staticmethod
     def _redact_ring(room: Room, change: Change) -> None:

@@ -16,7 +16,7 @@ import orjson
 import structlog
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ..auth.permissions import Denied, check_access
+from ..auth.permissions import Denied, WebinarAccess, check_access
 from ..auth.tokens import TokenError, TokenService
 from ..protocol.session import (
     Action,
@@ -33,6 +33,7 @@ from ..protocol.session import (
     Unsubscribe,
     WatchTokenExpiry,
 )
+from .http_api import ACCESS_CACHE_TTL_S
 from .ws_protocol import RAW_FRAMES_EXTENSION, TOKEN_EXTENSION, RawFrameWriter, text_frame
 
 if TYPE_CHECKING:
@@ -47,6 +48,9 @@ MAX_QUEUED_FRAMES = 1000
 
 HEARTBEAT_PAYLOAD = b'{"type":"heartbeat"}'
 HEARTBEAT_WIRE = text_frame(HEARTBEAT_PAYLOAD)
+# A connection that was sent any frame within this fraction of the heartbeat interval gets no
+# heartbeat this round (docs/realtime.md: silence stays below 1.5 intervals, the client allows 2).
+HEARTBEAT_SKIP_WITHIN = 0.5
 
 
 def token_verifier(tokens: TokenService) -> Any:
@@ -67,10 +71,13 @@ class RealtimeConnection:
         self.session = Session(verify_token=token_verifier(state.tokens), owner=self)
         raw = websocket.scope.get("extensions", {}).get(RAW_FRAMES_EXTENSION)
         self.raw: RawFrameWriter | None = raw
+        # The hub writes room frames straight to this transport (server/hub.py, fan-out).
+        self.fanout_transport: asyncio.WriteTransport | None = raw.transport if raw else None
         self.queue: collections.deque[bytes] = collections.deque()
         self.queue_ready = asyncio.Event()
         self.closed = False
         self.last_received = time.monotonic()
+        self.last_sent = 0.0  # time.monotonic() of the last frame written (also set by the hub)
         self.expiry_timer: asyncio.TimerHandle | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
         self.max_buffer = state.settings.realtime_max_buffer
@@ -122,6 +129,7 @@ class RealtimeConnection:
     def write(self, payload: bytes, wire: bytes | None = None) -> None:
         if self.closed:
             return
+        self.last_sent = time.monotonic()
         if self.raw is not None:
             if not self.raw.write(wire if wire is not None else text_frame(payload)):
                 self.closed = True
@@ -184,18 +192,47 @@ class RealtimeConnection:
             self.close(1011, "internal error")
 
     async def _check_access(self, action: CheckAccess) -> None:
-        try:
-            access = await check_access(self.state.store, action.webinar_id, action.user_id)
-        except Denied as exc:
-            self.perform(self.session.on_access_denied(action.webinar_id, action.generation,
-                                                       exc.code, exc.message))
-            return
+        hub = self.state.hub
+        access = self._cached_access(action)
+        if access is not None:
+            # The cached decision is as fresh as the HTTP read path's (same cache, same expiry,
+            # cleared by bans and registrations); its webinar row is not, so the head comes from
+            # the room, which has released every change this process published.
+            room = await hub.room(action.webinar_id)
+            head_seq = max(access.webinar.last_seq, room.released_seq)
+            sub = self.session.subscriptions.get(action.webinar_id)
+            requested = sub.requested_seq if sub is not None else None
+            if requested is not None and requested > head_seq:
+                access = None  # maybe beyond a stale head, maybe a reset database: ask the store
+        if access is None:
+            try:
+                access = await check_access(self.state.store, action.webinar_id, action.user_id)
+            except Denied as exc:
+                self.state.access_cache[(action.webinar_id, action.user_id)] = (
+                    time.monotonic() + ACCESS_CACHE_TTL_S, exc)
+                self.perform(self.session.on_access_denied(action.webinar_id, action.generation,
+                                                           exc.code, exc.message))
+                return
+            self.state.access_cache[(action.webinar_id, action.user_id)] = (
+                time.monotonic() + ACCESS_CACHE_TTL_S, access)
+            head_seq = access.webinar.last_seq
         # The room must exist before the session subscribes to it (synchronously, below).
-        await self.state.hub.room(action.webinar_id)
+        await hub.room(action.webinar_id)
         if self.closed:
             return
         self.perform(self.session.on_access(action.webinar_id, action.generation, access.audience,
-                                            access.role, access.webinar.last_seq))
+                                            access.role, head_seq))
+
+    def _cached_access(self, action: CheckAccess) -> WebinarAccess | None:
+        """A grant from the read path's cache (server/http_api.py `_access`), or None. Refusals
+        are checked fresh: joins that fail are rare, and a new registration must work at once."""
+        hit = self.state.access_cache.get((action.webinar_id, action.user_id))
+        if hit is None or hit[0] <= time.monotonic():
+            return None
+        if isinstance(hit[1], Denied):
+            return None  # refusals are re-checked: a join is rare, a fresh answer is cheap
+        cached: WebinarAccess = hit[1]
+        return cached
 
     async def _load_changes(self, action: LoadChanges) -> None:
         room = self.state.hub.rooms.get(action.webinar_id)
@@ -227,11 +264,16 @@ class RealtimeConnection:
 
     # --- heartbeats (called by the app's heartbeat task) -----------------------------------------
 
-    def heartbeat(self, now: float, idle_timeout: float) -> None:
+    def heartbeat(self, now: float, idle_timeout: float, interval: float) -> None:
+        if self.raw is not None:  # client heartbeats that skipped the read loop (ws_protocol.py)
+            self.last_received = max(self.last_received, self.raw.heartbeat_at)
         if now - self.last_received > idle_timeout:
             self.close(4000, "heartbeat timeout")
-        else:
+        elif now - self.last_sent >= interval * HEARTBEAT_SKIP_WITHIN:
             self.write(HEARTBEAT_PAYLOAD, HEARTBEAT_WIRE)
+        # else: a frame went out less than half an interval ago, and the next round comes within
+        # an interval, so the socket is never silent for more than ~1.5 intervals (7.5 s) — well
+        # inside the client's 10 s dead-socket rule — while a busy room sends no heartbeats.
 
 
 async def realtime_endpoint(websocket: WebSocket) -> None:
@@ -245,7 +287,7 @@ async def heartbeat_loop(state: AppState) -> None:
         await asyncio.sleep(interval)
         now = time.monotonic()
         for connection in list(state.connections):
-            connection.heartbeat(now, state.settings.client_idle_timeout_s)
+            connection.heartbeat(now, state.settings.client_idle_timeout_s, interval)
         state.hub.sweep()
         expired = [key for key, (until, _) in state.access_cache.items() if until <= now]
         for key in expired:

@@ -5,16 +5,28 @@ Fan-out sends the *same* frame to thousands of clients, so the hub builds the fr
 protocol exposes, through the ASGI scope extension `webinar_chat.raw_frames`, a writer that puts
 those bytes straight on the transport: no await, no copy, and the transport's buffer size tells
 whether the client keeps up (../PERFORMANCE.md: 2–3× the per-client `send_text` throughput).
+Since the hub writes to the transport itself (server/hub.py), the writer also hands it the transport.
+In the other direction, a client heartbeat that arrives alone is counted without the frame parser,
+the ASGI queue and the session (`heartbeat_at`), which is where bursts of them used to cost.
 Select it with `uvicorn.Config(ws=WebinarChatWebSocketProtocol)` (the CLI does).
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+from websockets.streams import StreamReader
+
+try:
+    from websockets.speedups import apply_mask
+except ImportError:  # pragma: no cover - the pure-Python build of websockets
+    from websockets.utils import apply_mask
 
 RAW_FRAMES_EXTENSION = "webinar_chat.raw_frames"
 # `?token=` moved out of the query string (which uvicorn logs) into this scope extension.
@@ -22,6 +34,13 @@ TOKEN_EXTENSION = "webinar_chat.token"
 
 # How long a closing slow consumer may take to drain before the connection is cut.
 SLOW_CLOSE_GRACE_S = 5.0
+
+# Client heartbeats as the clients send them (browser and bench: compact JSON; Python's json module:
+# with a space). A read that is exactly one such masked text frame only proves the client is alive:
+# it is counted here instead of going through the frame parser, the ASGI queue and the session
+# (~50 µs each; thousands of sockets heartbeat in bursts, which held the loop for ~250 ms).
+HEARTBEAT_PAYLOADS = frozenset({b'{"type":"heartbeat"}', b'{"type": "heartbeat"}'})
+_AT_EOF_CODE = StreamReader.at_eof.__code__
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -45,8 +64,20 @@ class RawFrameWriter:
         protocol.transport.write(wire)
         return True
 
+    @property
+    def transport(self) -> asyncio.WriteTransport:
+        """The connection's transport, for the hub's fan-out fast path, which writes prebuilt
+        frames to it directly. It skips transports that are closing; the connection unsubscribes
+        before it sends a close frame of its own (RealtimeConnection.close)."""
+        return self._protocol.transport
+
     def buffered(self) -> int:
         return self._protocol.transport.get_write_buffer_size()
+
+    @property
+    def heartbeat_at(self) -> float:
+        """`time.monotonic()` of the last client heartbeat taken by the fast path (0: none)."""
+        return self._protocol.heartbeat_at
 
     def close(self, code: int, reason: str) -> None:
         """Send a close frame after what is already queued and cut the connection if the peer does
@@ -62,6 +93,33 @@ class RawFrameWriter:
 
 
 class WebinarChatWebSocketProtocol(WebSocketsSansIOProtocol):
+    heartbeat_at = 0.0
+
+    def data_received(self, data: bytes) -> None:
+        if 26 <= len(data) <= 27 and data[0] == 0x81 and data[1] == 0x80 | (len(data) - 6) \
+                and self._at_frame_boundary() \
+                and apply_mask(data[6:], data[2:6]) in HEARTBEAT_PAYLOADS:
+            self.heartbeat_at = time.monotonic()
+            return
+        super().data_received(data)
+
+    def _at_frame_boundary(self) -> bool:
+        """True when the parser waits for the first byte of a new frame outside a fragmented
+        message, on an open connection: only then may one whole frame bypass it."""
+        conn = self.conn
+        if (conn.state is not State.OPEN or conn.expect_continuation_frame or conn.reader.buffer
+                or conn.reader.eof or not self.handshake_complete or self.close_sent):
+            return False
+        # The parser is a chain of generators (handshake, then frames); at a frame boundary the
+        # innermost one is StreamReader.at_eof, waiting for the first byte.
+        waiting_in = conn.parser
+        for _ in range(4):
+            inner = getattr(waiting_in, "gi_yieldfrom", None)
+            if inner is None:
+                break
+            waiting_in = inner
+        return getattr(waiting_in, "gi_code", None) is _AT_EOF_CODE
+
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
         scope = getattr(self, "scope", None)

@@ -1,0 +1,395 @@
+"""Sliced fan-out against a real server: a room delivers each batch in slices of
+`realtime_flush_slice` subscribers with loop passes in between (docs/realtime.md, "Fan-out").
+
+The server runs in the test's event loop, so a watcher task that runs on every loop pass sees each
+delivery between two slices and can act exactly there, the way a frame arriving at that moment
+would. Every test ends with the same check: each subscriber saw every change once, in seq order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket as socket_module
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from ..helpers import RunningServer, World, auth, eventually, new_id, send
+from .test_realtime import Client, realtime, seqs
+
+
+@pytest.fixture
+def backend() -> str:
+    return "sqlite"
+
+
+# One subscriber per slice: a delivery to N subscribers spans N loop passes, so sends, joins,
+# leaves, polls and replays all land in the middle of deliveries. Tick 1 ms: back-to-back batches.
+SLICED = {"realtime_flush_slice": 1, "realtime_tick_ms": 1}
+
+
+class Watcher:
+    """Runs `on_mid_delivery(room)` on every loop pass that falls between two slices of a
+    delivery of the room, and records what it saw."""
+
+    def __init__(self, server: RunningServer, webinar_id: int,
+                 on_mid_delivery: Callable[[Any], None] | None = None) -> None:
+        self.hub = server.app_state.hub
+        self.webinar_id = webinar_id
+        self.on_mid_delivery = on_mid_delivery
+        self.mid_passes = 0
+        self.joined_mid = 0  # passes where a subscriber not in the delivery's snapshot was live
+        self.left_mid = 0  # passes where a snapshot subscriber had left the room
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            room = self.hub.rooms.get(self.webinar_id)
+            delivery = room.delivery if room is not None else None
+            if delivery is not None and 0 < delivery.next < len(delivery.targets):
+                self.mid_passes += 1
+                targets = set(delivery.targets)
+                self.joined_mid += any(sub not in targets for sub in room.subscribers)
+                self.left_mid += any(sub not in room.subscribers for sub in targets)
+                if self.on_mid_delivery is not None:
+                    self.on_mid_delivery(room)
+            await asyncio.sleep(0)
+
+    def stop(self) -> None:
+        self.task.cancel()
+
+
+def dense(client: Client, topic: str, upto: int, start: int = 1) -> bool:
+    return seqs(client.events(topic)) == list(range(start, upto + 1))
+
+
+class TestSlicedFanout:
+    @pytest.fixture
+    def server_overrides(self) -> dict[str, Any]:
+        return SLICED
+
+    async def test_joins_leaves_and_closes_mid_delivery_lose_and_duplicate_nothing(
+            self, server: RunningServer, world: World, http: httpx.AsyncClient) -> None:
+        wid = world.webinar.id
+        topic = f"webinar:{wid}:messages"
+        tokens = [world.alice.token, world.bob.token, world.moderator.token, world.host.token]
+        state = server.app_state
+        async with realtime(server, tokens[0]) as first:
+            await first.join(wid, last_seq=0)
+            stayers = [first]
+            contexts = []
+            for i in range(1, 8):
+                ctx = realtime(server, tokens[i % 4])
+                contexts.append(ctx)
+                client = await ctx.__aenter__()
+                await client.join(wid, last_seq=0)
+                stayers.append(client)
+            leavers, closers = [], []
+            for i in range(3):
+                for group in (leavers, closers):
+                    ctx = realtime(server, tokens[i % 4])
+                    contexts.append(ctx)
+                    client = await ctx.__aenter__()
+                    await client.join(wid, last_seq=0)
+                    group.append(client)
+            try:
+                # Server-side connection objects of the leavers and closers, in join order.
+                def connection_of(client: Client) -> Any:
+                    port = client.ws.transport.get_extra_info("sockname")[1]
+                    for connection in state.connections:
+                        peer = connection.fanout_transport.get_extra_info("peername")
+                        if peer[1] == port:
+                            return connection
+                    raise AssertionError("no server connection for this client")
+
+                to_leave = [connection_of(c) for c in leavers]
+                to_close = [connection_of(c) for c in closers]
+
+                def act(room: Any) -> None:
+                    # Exactly between two slices: a leave frame arrives, a connection is closed.
+                    if to_leave:
+                        connection = to_leave.pop()
+                        connection.perform(connection.session.on_text(
+                            json.dumps({"type": "leave", "topic": topic, "ref": "bye"}),
+                            time.time()))
+                    elif to_close:
+                        to_close.pop().close(1000, "closed mid-delivery")
+
+                watcher = Watcher(server, wid, act)
+                total = 60
+
+                async def sender(k: int) -> None:
+                    for i in range(total // 3):
+                        r = await send(http, world.alice, wid, f"s{k}-{i}", new_id())
+                        assert r.status_code == 200
+
+                async def late_joiners() -> list[Client]:
+                    # Join while deliveries run, until one subscription went live mid-delivery.
+                    joined = []
+                    for i in range(6):
+                        await first.wait_for(lambda c, n=i: len(c.events()) >= 5 * (n + 1),
+                                             timeout=10)
+                        ctx = realtime(server, tokens[i % 4])
+                        contexts.append(ctx)
+                        client = await ctx.__aenter__()
+                        await client.join(wid, last_seq=0)
+                        joined.append(client)
+                        if watcher.joined_mid and i >= 2:
+                            break
+                    return joined
+
+                async def poller() -> list[int]:
+                    # Long-polls settle the room between slices and read the ring.
+                    got: list[int] = []
+                    while len(got) < total:
+                        body = (await http.get(f"/api/webinars/{wid}/changes",
+                                               params={"after_seq": got[-1] if got else 0,
+                                                       "wait": 5},
+                                               headers=auth(world.bob.token))).json()
+                        got += [c["seq"] for c in body["changes"]]
+                    return got
+
+                polled = asyncio.create_task(poller())
+                joining = asyncio.create_task(late_joiners())
+                await asyncio.gather(*(sender(k) for k in range(3)))
+                joined = await joining
+                await send(http, world.alice, wid, "sentinel", new_id())
+                total += 1
+                for client in stayers + joined:
+                    await client.wait_for(lambda c: len(c.events()) >= total, timeout=10)
+                watcher.stop()
+
+                for client in stayers + joined:
+                    assert dense(client, topic, total), seqs(client.events())
+                for client in leavers:
+                    left_at = next(i for i, f in enumerate(client.frames)
+                                   if f["type"] == "left")
+                    after = [f for f in client.frames[left_at:] if f["type"] == "changes"]
+                    assert after == [], "changes after 'left'"
+                    assert seqs(client.events()) == list(range(1, len(client.events()) + 1))
+                for client in closers:
+                    await client.wait_for(lambda c: c.closed is not None)
+                    got = seqs(client.events())
+                    assert got == list(range(1, len(got) + 1))
+                assert (await polled)[:total - 1] == list(range(1, total))
+                assert not to_leave and not to_close, "no delivery was ever between slices"
+                assert watcher.left_mid and watcher.joined_mid and watcher.mid_passes
+                room = state.hub.rooms[wid]
+                assert len(room.subscribers) == len(stayers) + len(joined)
+            finally:
+                for ctx in reversed(contexts):
+                    await ctx.__aexit__(None, None, None)
+
+    async def test_settle_mid_delivery_keeps_order_for_sockets_and_polls(
+            self, server: RunningServer, world: World, http: httpx.AsyncClient) -> None:
+        """A replay or a long-poll seals the pending tick while the previous batch is still being
+        delivered: the sealed batch must wait for it (per-socket order) and the ring must
+        already hold both (the poll and the replay see everything)."""
+        wid = world.webinar.id
+        topic = f"webinar:{wid}:messages"
+        hub = server.app_state.hub
+        async with realtime(server, world.alice.token) as a, \
+                realtime(server, world.bob.token) as b, \
+                realtime(server, world.moderator.token) as m, \
+                realtime(server, world.host.token) as h, \
+                realtime(server, world.bob.token) as b2, \
+                realtime(server, world.alice.token) as a2:
+            clients = (a, b, m, h, b2, a2)
+            for c in clients:
+                await c.join(wid, last_seq=0)
+            settled = []
+
+            def settle_mid(room: Any) -> None:
+                if room.pending and not room.sealed:
+                    hub.settle(room)
+                    settled.append(room.delivery.batch.last_seq)
+
+            watcher = Watcher(server, wid, settle_mid)
+            total = 40
+            for i in range(total):
+                # Unawaited bursts keep changes pending while batches are delivered.
+                await asyncio.gather(*(send(http, world.alice, wid, f"m{i}-{k}", new_id())
+                                       for k in range(2)))
+                if len(settled) >= 3:
+                    break
+            sent = hub.rooms[wid].released_seq
+            watcher.stop()
+            for c in clients:
+                await c.wait_for(lambda c: dense(c, topic, sent), timeout=10)
+            assert settled, "no delivery was ever mid-way with changes pending"
+            body = (await http.get(f"/api/webinars/{wid}/changes", params={"after_seq": 0},
+                                   headers=auth(world.bob.token))).json()
+            assert [c["seq"] for c in body["changes"]] == list(range(1, sent + 1))
+
+    async def test_shutdown_mid_delivery_closes_sockets_with_1001(
+            self, server: RunningServer, world: World, http: httpx.AsyncClient) -> None:
+        wid = world.webinar.id
+        async with realtime(server, world.alice.token) as a, \
+                realtime(server, world.bob.token) as b:
+            for c in (a, b):
+                await c.join(wid, last_seq=0)
+            mid: list[bool] = []
+            watcher = Watcher(server, wid, lambda room: mid.append(True))
+            sends = asyncio.gather(
+                *(send(http, world.alice, wid, f"m{i}", new_id()) for i in range(20)),
+                return_exceptions=True)
+            await eventually(lambda: bool(mid), timeout=10)
+            watcher.stop()
+            await server.stop()
+            for c in (a, b):
+                await c.wait_for(lambda c: c.closed is not None)
+                assert c.closed is not None and c.closed.rcvd is not None
+                assert c.closed.rcvd.code == 1001
+                got = seqs(c.events())
+                assert got == list(range(1, len(got) + 1))
+            await sends
+        await server.start()  # the fixture stops it again
+
+
+class TestSlowConsumerSliced:
+    """Buffer checks are amortised (every max_buffer/4 bytes of fan-out) and the delivery is
+    sliced: a client that stops reading is still closed with 4008, the others get everything."""
+
+    @pytest.fixture
+    def server_overrides(self) -> dict[str, Any]:
+        return {"realtime_max_buffer": 64 * 1024, "realtime_flush_slice": 1}
+
+    async def test_stalled_client_is_closed_and_the_others_see_every_change(
+            self, server: RunningServer, world: World, http: httpx.AsyncClient) -> None:
+        wid = world.webinar.id
+        topic = f"webinar:{wid}:messages"
+        state = server.app_state
+        async with realtime(server, world.alice.token) as a, \
+                realtime(server, world.host.token) as h:
+            for c in (a, h):
+                await c.join(wid, last_seq=0)
+            async with connect(server.ws_url + f"?token={world.bob.token}", compression=None,
+                               max_queue=1) as stalled:
+                await stalled.send(json.dumps({"type": "join", "last_seq": 0, "topic": topic}))
+                while json.loads(await stalled.recv())["type"] != "joined":
+                    pass
+                stalled.transport.pause_reading()  # type: ignore[attr-defined]
+                port = stalled.transport.get_extra_info("sockname")[1]
+                (connection,) = [c for c in state.connections
+                                 if c.fanout_transport.get_extra_info("peername")[1] == port]
+                server_sock = connection.fanout_transport.get_extra_info("socket")
+                server_sock.setsockopt(socket_module.SOL_SOCKET, socket_module.SO_SNDBUF, 4096)
+                client_sock = stalled.transport.get_extra_info("socket")
+                client_sock.setsockopt(socket_module.SOL_SOCKET, socket_module.SO_RCVBUF, 4096)
+                big = "x" * 1900
+                sent = 0
+                for _ in range(300):
+                    await send(http, world.moderator, wid, big, new_id())
+                    sent += 1
+                    if connection not in state.connections:
+                        break
+                assert connection not in state.connections, "the stalled client was never closed"
+                stalled.transport.resume_reading()  # type: ignore[attr-defined]
+                with pytest.raises(ConnectionClosed) as info:
+                    while True:
+                        await asyncio.wait_for(stalled.recv(), 10)
+                assert info.value.rcvd is not None
+                assert (info.value.rcvd.code, info.value.rcvd.reason) == (4008, "slow consumer")
+            for c in (a, h):
+                await c.wait_for(lambda c: dense(c, topic, sent), timeout=10)
+
+
+class TestHeartbeatSkip:
+    """The heartbeat round skips a socket that was sent a frame within half an interval."""
+
+    @pytest.fixture
+    def server_overrides(self) -> dict[str, Any]:
+        return {"heartbeat_interval_s": 3600.0}  # rounds are driven by the test
+
+    async def test_recently_written_socket_gets_no_heartbeat_then_gets_one(
+            self, server: RunningServer, world: World, http: httpx.AsyncClient) -> None:
+        wid = world.webinar.id
+        state = server.app_state
+        interval = 5.0
+        async with realtime(server, world.alice.token) as c:
+            await c.join(wid, last_seq=0)
+            await send(http, world.bob, wid, "fan-out frame", new_id())
+            await c.wait_for(lambda c: len(c.events()) == 1)
+            (connection,) = state.connections
+            written = connection.last_sent
+            connection.heartbeat(written + interval * 0.4, 30.0, interval)  # skipped
+            await send(http, world.bob, wid, "marker", new_id())
+            await c.wait_for(lambda c: len(c.events()) == 2)
+            assert not c.of_type("heartbeat")
+            connection.heartbeat(connection.last_sent + interval * 0.5, 30.0, interval)
+            await c.wait_for(lambda c: bool(c.of_type("heartbeat")))
+
+
+async def test_join_uses_the_read_path_access_cache_without_a_stale_head(
+        server: RunningServer, world: World, http: httpx.AsyncClient) -> None:
+    wid = world.webinar.id
+    cache = server.app_state.access_cache
+    # An HTTP read caches bob's access, with the webinar row as it was then (last_seq 0).
+    assert (await http.get(f"/api/webinars/{wid}/messages",
+                           headers=auth(world.bob.token))).status_code == 200
+    assert (wid, world.bob.user_id) in cache
+    for i in range(3):
+        await send(http, world.alice, wid, f"m{i}", new_id())
+    async with realtime(server, world.bob.token) as c:
+        await c.join(wid, last_seq=3, ref="resume")  # not mistaken for a seq beyond the head
+        joined = c.of_type("joined")[-1]
+        assert (joined["head_seq"], joined["resume_from"]) == (3, 3)
+        await c.join(wid, last_seq=1, ref="replay")
+        await c.wait_for(lambda c: seqs(c.events()) == [2, 3])
+        await c.join(wid, ref="live")
+        assert c.of_type("joined")[-1]["resume_from"] == 3
+        await send(http, world.alice, wid, "live", new_id())
+        await c.wait_for(lambda c: seqs(c.events()) == [2, 3, 4])
+    # A ban clears the cache: the next join is refused at once.
+    r = await http.post("/api/admin/bans", json={"webinar_id": wid, "user_id": world.bob.user_id,
+                                                 "banned": True}, headers=auth(world.admin.token))
+    assert r.status_code == 200
+    async with realtime(server, world.bob.token) as c:
+        await c.join(wid, last_seq=0, ref="banned")
+        assert c.of_type("error")[-1]["code"] == "forbidden"
+
+
+async def test_client_heartbeats_skip_the_read_loop_and_frames_after_them_still_parse(
+        server: RunningServer, world: World, http: httpx.AsyncClient) -> None:
+    wid = world.webinar.id
+    async with connect(server.ws_url + f"?token={world.bob.token}", compression=None) as ws:
+        (connection,) = server.app_state.connections
+        for payload in ('{"type":"heartbeat"}', '{"type": "heartbeat"}'):
+            await ws.send(payload)
+            await eventually(lambda: connection.raw.heartbeat_at > 0)
+        # Frames after (and between) fast-path heartbeats go through the parser as before.
+        await ws.send(json.dumps({"type": "join", "topic": f"webinar:{wid}:messages",
+                                  "last_seq": 0, "ref": "j"}))
+        await ws.send('{"type":"heartbeat"}')
+        await send(http, world.alice, wid, "after heartbeats", new_id())
+        kinds = []
+        while "changes" not in kinds:
+            kinds.append(json.loads(await asyncio.wait_for(ws.recv(), 5))["type"])
+        assert kinds[-2:] == ["joined", "changes"] or "joined" in kinds
+        # The idle check counts fast-path heartbeats as traffic.
+        connection.last_received = 0.0
+        connection.heartbeat(connection.raw.heartbeat_at + 1, 30.0, 5.0)
+        assert not connection.closed
+
+
+async def test_heartbeat_bytes_inside_a_frame_are_not_taken_for_a_heartbeat(
+        server: RunningServer, world: World) -> None:
+    async with connect(server.ws_url, compression=None) as ws:
+        (connection,) = server.app_state.connections
+        protocol = connection.raw._protocol
+        inner = b"\x81\x94" + bytes(4) + b'{"type":"heartbeat"}'  # a whole heartbeat frame…
+        # …sent as the payload of another frame, whose header arrives first (zero mask).
+        ws.transport.write(bytes([0x81, 0x80 | len(inner)]) + bytes(4))
+        await eventually(lambda: not protocol._at_frame_boundary())
+        ws.transport.write(inner)
+        with pytest.raises(ConnectionClosed) as info:
+            while True:
+                await asyncio.wait_for(ws.recv(), 5)
+        assert info.value.rcvd is not None and info.value.rcvd.code == 1007  # invalid UTF-8
+        assert protocol.heartbeat_at == 0.0
