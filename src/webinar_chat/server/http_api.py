@@ -22,6 +22,7 @@ from ..protocol.events import Audience, encode_event, message_payload
 from ..store.store import DuplicateMessage, EmailTaken, NotFound, SlowMode, User, now_utc
 from . import schemas
 from .errors import ApiError, JSONResponse, validation_message
+from .longpoll import changes_body, ring_body
 
 if TYPE_CHECKING:
     from .app import AppState
@@ -285,24 +286,11 @@ async def list_changes(request: Request) -> Response:
     if wait > 0:
         await state.hub.wait_for_change(room, after_seq, wait)
     state.hub.settle(room)
-    key = (access.audience, after_seq, limit)
-    body = room.poll_bodies.get(key)
-    if body is None:
-        encoded = room.ring_after(after_seq, access.audience, limit)
-        if encoded is not None:
-            last_seq = after_seq + len(encoded)
-            has_more = last_seq < room.released_seq
-            from_ring = True
-        else:
-            page = await state.store.changes_after(webinar_id, after_seq, limit)
-            encoded = [encode_event(c, access.audience) for c in page.changes]
-            last_seq, has_more = page.last_seq, page.has_more
-            from_ring = False
-        body = b"".join((b'{"success":true,"changes":[', b",".join(encoded), b'],"last_seq":',
-                         str(last_seq).encode(), b',"has_more":',
-                         b"true" if has_more else b"false", b"}"))
-        if from_ring:
-            room.poll_bodies[key] = body  # valid until the room's next flush
+    body = ring_body(room, (access.audience, after_seq, limit))
+    if body is None:  # older than the room's ring: read the feed (not memoized)
+        page = await state.store.changes_after(webinar_id, after_seq, limit)
+        body = changes_body([encode_event(c, access.audience) for c in page.changes],
+                            page.last_seq, page.has_more)
     return JSONResponse(body)
 
 

@@ -24,6 +24,7 @@ from ..protocol.events import Audience, Change, ChangeOp, changes_frame, encode_
 from ..protocol.sequencer import GAP_TIMEOUT_S, RoomSequencer
 from ..protocol.session import Batch, Subscription
 from ..store import Store
+from .longpoll import ParkedPolls
 
 log = structlog.get_logger(__name__)
 
@@ -59,7 +60,8 @@ class Room:
         # change wakes share their after_seq, so thousands of answers are one body.
         self.poll_bodies: dict[tuple[Audience, int, int], bytes] = {}
         self.changed: asyncio.Future[None] | None = None  # long-poll waiters
-        self.waiters = 0
+        self.parked = ParkedPolls(self)  # fast-path long-polls (http_protocol.py)
+        self.waiters = 0  # long-polls waiting, slow path and parked
         self.last_used = time.monotonic()
         self.ready = asyncio.Event()
 
@@ -262,6 +264,8 @@ class Hub:
         if room.changed is not None and not room.changed.done():
             room.changed.set_result(None)
         room.changed = None
+        if room.parked:
+            room.parked.release()
 
     @staticmethod
     def _redact_ring(room: Room, change: Change) -> None:
@@ -295,3 +299,5 @@ class Hub:
             if room.changed is not None and not room.changed.done():
                 room.changed.set_result(None)
             room.changed = None
+            if room.parked:
+                room.parked.expire_all()

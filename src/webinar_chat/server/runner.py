@@ -14,6 +14,7 @@ from starlette.applications import Starlette
 
 from ..settings import Settings
 from .app import create_app
+from .http_protocol import WebinarChatHttpProtocol
 from .ws_protocol import WebinarChatWebSocketProtocol
 
 
@@ -35,6 +36,8 @@ def build_server(settings: Settings, *, log_level: str | None = None) -> ChatSer
         app,
         host=settings.host,
         port=settings.port,
+        # httptools + a long-poll fast path that answers parked polls without ASGI (docs/realtime.md)
+        http=WebinarChatHttpProtocol,
         ws=WebinarChatWebSocketProtocol,
         ws_per_message_deflate=False,  # costs GBs at thousands of sockets (PERFORMANCE.md)
         ws_ping_interval=None,  # the app sends its own heartbeats (browsers cannot see pings)
