@@ -42,6 +42,7 @@ class AppState:
     tokens: TokenService
     connections: set[RealtimeConnection] = field(default_factory=set)
     access_cache: dict[tuple[int, int], Any] = field(default_factory=dict)
+    fast_polls: int = 0  # long-polls answered without ASGI (http_protocol.py; a metrics seam)
 
     def drain(self) -> None:
         """Shutdown has begun: close every socket with 1001 and answer every long-poll now."""

@@ -23,6 +23,7 @@ does (`response_complete`, close unless keep-alive, `on_response()`). Select it 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -85,6 +86,8 @@ class WebinarChatHttpProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self.parked_poll: FastPoll | None = None
         self._chat: AppState | None = None
+        # The fast path writes no access-log line: off where uvicorn would log one (development).
+        self._fast = not (self.access_log and self.access_logger.isEnabledFor(logging.INFO))
 
     def chat_state(self) -> AppState | None:
         """The application's state once its lifespan started (None before: no fast path)."""
@@ -100,7 +103,7 @@ class WebinarChatHttpProtocol(HttpToolsProtocol):
         # callbacks, so uvicorn may already have armed the keep-alive timer although the next
         # pipelined request is being handled now (uvicorn itself only disarms it on new data).
         self._unset_keepalive_if_required()
-        if app is self.app and not self.access_log and self._try_fast(cycle, app):
+        if self._fast and app is self.app and self._try_fast(cycle, app):
             return
         super()._start_asgi_task(cycle, app)
 
@@ -155,6 +158,8 @@ class WebinarChatHttpProtocol(HttpToolsProtocol):
         """Write a complete answer and finish the request as uvicorn's `send` would."""
         if self.parked_poll is poll:
             self.parked_poll = None
+        if self._chat is not None:
+            self._chat.fast_polls += 1
         cycle = poll.cycle
         cycle.response_started = True
         cycle.response_complete = True
