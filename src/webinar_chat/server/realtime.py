@@ -33,6 +33,7 @@ from ..protocol.session import (
     Unsubscribe,
     WatchTokenExpiry,
 )
+from .http_api import ACCESS_STALE_S
 from .ws_protocol import RAW_FRAMES_EXTENSION, TOKEN_EXTENSION, RawFrameWriter, text_frame
 
 if TYPE_CHECKING:
@@ -247,6 +248,8 @@ async def heartbeat_loop(state: AppState) -> None:
         for connection in list(state.connections):
             connection.heartbeat(now, state.settings.client_idle_timeout_s)
         state.hub.sweep()
-        expired = [key for key, (until, _) in state.access_cache.items() if until <= now]
+        # (the long-poll fast path may still use an entry ACCESS_STALE_S past its TTL)
+        expired = [key for key, (until, _) in state.access_cache.items()
+                   if until + ACCESS_STALE_S <= now]
         for key in expired:
             del state.access_cache[key]
