@@ -43,7 +43,7 @@ class FastPoll:
     """One long-poll answered by the fast path: parked in `room` until a flush, its timeout, the
     client leaving or shutdown."""
 
-    __slots__ = ("protocol", "cycle", "app", "room", "key", "timer")
+    __slots__ = ("protocol", "cycle", "app", "room", "key", "slot")
 
     def __init__(self, protocol: WebinarChatHttpProtocol, cycle: RequestResponseCycle, app: Any,
                  room: Room, key: PollKey) -> None:
@@ -52,11 +52,9 @@ class FastPoll:
         self.app = app
         self.room = room
         self.key = key
-        self.timer: asyncio.TimerHandle | None = None
+        self.slot = 0
 
     def deliver(self, response: bytes) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
         self.protocol.finish(self, response)
 
     def expire(self) -> None:
@@ -71,14 +69,7 @@ class FastPoll:
             self.deliver(json_response(self.protocol.server_state.default_headers, body))
 
     def fallback(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
         self.protocol.to_slow_path(self)
-
-    def on_timeout(self) -> None:
-        self.timer = None
-        if self.room.parked.remove(self):
-            self.expire()
 
 
 class WebinarChatHttpProtocol(HttpToolsProtocol):
@@ -123,8 +114,7 @@ class WebinarChatHttpProtocol(HttpToolsProtocol):
         poll = self.parked_poll
         if poll is not None:
             self.parked_poll = None
-            if poll.room.parked.remove(poll) and poll.timer is not None:
-                poll.timer.cancel()
+            poll.room.parked.remove(poll)
         super().connection_lost(exc)
 
     # --- the fast path ---------------------------------------------------------------------------
@@ -163,8 +153,7 @@ class WebinarChatHttpProtocol(HttpToolsProtocol):
             poll.deliver(json_response(self.server_state.default_headers, body))
             return True
         self.parked_poll = poll
-        poll.timer = self.loop.call_later(request.wait, poll.on_timeout)
-        room.parked.park(poll, self.server_state)
+        room.parked.park(poll, self.server_state, self.loop, request.wait)
         return True
 
     def finish(self, poll: FastPoll, response: bytes) -> None:
