@@ -4,6 +4,7 @@ publish → JSON. Every failure is an `ApiError` (errors.py) so every branch end
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import time
 import uuid
@@ -36,12 +37,18 @@ MAX_BODY = 64 * 1024
 # attendees must not cost a database query per request. A ban reaches readers within this time;
 # writes (create, hide, delete) always check fresh.
 ACCESS_CACHE_TTL_S = 5.0
-# The long-poll fast path (http_protocol.py) may keep using an entry this long past its TTL while
-# one background query re-checks it (`read_access`): 10,000 pollers would otherwise fall to the
-# slow path every 5 s each — 2,000 full requests/s that starve everything else. A changed decision
-# (ban, role) takes effect at the poller's next request after the re-check; if re-checks fall this
-# far behind, requests go the slow way again, so staleness stays bounded by TTL + this.
-ACCESS_STALE_S = 5.0
+# The long-poll fast path (http_protocol.py) uses a cached read decision up to this old, and
+# re-checks it in the background (one query, off the request) once it is older than
+# LONG_POLL_RECHECK_AGE_S. With a 5 s TTL, 10,000 pollers would need 2,000 permission queries/s:
+# on SQLite they queue on the one database thread ahead of every send's statements, and sends
+# starved. So a ban or role change made by *another* process reaches long-pollers within ~30 s
+# (this process's own admin/webinar changes clear the cache at once, as before); every other read
+# path keeps the 5 s TTL.
+LONG_POLL_ACCESS_MAX_AGE_S = 30.0
+LONG_POLL_RECHECK_AGE_S = 20.0
+# Background re-checks in flight at once: enough to keep up with 10,000 pollers while a loop pass
+# is long, few enough that a send's statements never queue behind thousands of them.
+RECHECK_BATCH = 64
 
 
 def _state(request: Request) -> AppState:
@@ -115,13 +122,14 @@ async def _access(request: Request, webinar_id: int, user_id: int, *, cached: bo
 def read_access(state: AppState, webinar_id: int, user_id: int, now: float
                 ) -> perm.WebinarAccess | None:
     """The cached read permission for the long-poll fast path, without awaiting: None when
-    there is no usable entry (then the slow path checks, and answers any refusal). An entry past
-    its TTL but within ACCESS_STALE_S is still used once a background re-check is under way."""
+    there is no usable entry (then the slow path checks, and answers any refusal). See
+    LONG_POLL_ACCESS_MAX_AGE_S for how old an entry it uses."""
     hit = state.access_cache.get((webinar_id, user_id))
     if hit is None or not isinstance(hit[1], perm.WebinarAccess):
         return None
-    if hit[0] <= now:
-        if hit[0] + ACCESS_STALE_S <= now:
+    age = now - hit[0] + ACCESS_CACHE_TTL_S
+    if age >= LONG_POLL_RECHECK_AGE_S:
+        if age >= LONG_POLL_ACCESS_MAX_AGE_S:
             return None
         _recheck_soon(state, (webinar_id, user_id))
     access: perm.WebinarAccess = hit[1]
@@ -139,21 +147,24 @@ def _recheck_soon(state: AppState, key: tuple[int, int]) -> None:
 
 
 async def _recheck(state: AppState) -> None:
-    """Re-check queued read permissions one at a time (one query each), so that a wave of
-    expiries costs one database round trip per loop pass, not thousands at once."""
+    """Re-check queued read permissions, up to RECHECK_BATCH at once."""
     while state.access_rechecks:
-        key = next(iter(state.access_rechecks))
-        try:
-            access: Any = await perm.check_access(state.store, *key)
-        except perm.Denied as exc:
-            access = exc
-        except Exception:
-            log.warning("access_recheck_failed", webinar_id=key[0], user_id=key[1], exc_info=True)
-            state.access_cache.pop(key, None)  # the slow path decides
-            access = None
-        if access is not None:
-            state.access_cache[key] = (time.monotonic() + ACCESS_CACHE_TTL_S, access)
-        del state.access_rechecks[key]
+        keys = list(itertools.islice(state.access_rechecks, RECHECK_BATCH))
+        await asyncio.gather(*(_recheck_one(state, key) for key in keys))
+        for key in keys:
+            del state.access_rechecks[key]
+
+
+async def _recheck_one(state: AppState, key: tuple[int, int]) -> None:
+    try:
+        access: Any = await perm.check_access(state.store, *key)
+    except perm.Denied as exc:
+        access = exc
+    except Exception:
+        log.warning("access_recheck_failed", webinar_id=key[0], user_id=key[1], exc_info=True)
+        state.access_cache.pop(key, None)  # the slow path decides
+        return
+    state.access_cache[key] = (time.monotonic() + ACCESS_CACHE_TTL_S, access)
 
 
 def _denied(exc: perm.Denied) -> ApiError:
