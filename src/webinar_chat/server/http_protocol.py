@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from .http_api import read_access
-from .longpoll import PollKey, json_response, parse_poll, ring_body
+from .longpoll import PollKey, parse_poll, ring_body
 
 if TYPE_CHECKING:
     from .app import AppState
@@ -54,22 +54,18 @@ class FastPoll:
         self.key = key
         self.slot = 0
 
-    def deliver(self, response: bytes) -> None:
-        self.protocol.finish(self, response)
-
-    def expire(self) -> None:
+    def answer(self) -> None:
         """Answer with what the room has now — the slow path's answer after its wait."""
+        if self.cycle.disconnected:
+            return
         state = self.protocol.chat_state()
         if state is not None:
-            state.hub.settle(self.room)
+            state.hub.settle(self.room)  # a hide/delete in the pending tick redacts the ring first
         body = ring_body(self.room, self.key)
         if body is None:
-            self.fallback()
+            self.protocol.to_slow_path(self)  # older than the ring: the database answers
         else:
-            self.deliver(json_response(self.protocol.server_state.default_headers, body))
-
-    def fallback(self) -> None:
-        self.protocol.to_slow_path(self)
+            self.protocol.finish(self, self.room.parked.response(self.key, body))
 
 
 class WebinarChatHttpProtocol(HttpToolsProtocol):
@@ -145,15 +141,11 @@ class WebinarChatHttpProtocol(HttpToolsProtocol):
         room.last_used = now
         key = (access.audience, request.after_seq, request.limit)
         poll = FastPoll(self, cycle, app, room, key)
-        if request.after_seq < released:
-            state.hub.settle(room)  # a hide/delete in the pending tick must redact the ring first
-            body = ring_body(room, key)
-            if body is None:
-                return False  # older than the ring: the database answers
-            poll.deliver(json_response(self.server_state.default_headers, body))
-            return True
         self.parked_poll = poll
-        room.parked.park(poll, self.server_state, self.loop, request.wait)
+        if request.after_seq < released:
+            room.parked.answer_soon(poll, self.server_state, self.loop)
+        else:
+            room.parked.park(poll, self.server_state, self.loop, request.wait)
         return True
 
     def finish(self, poll: FastPoll, response: bytes) -> None:

@@ -12,7 +12,7 @@ I/O, no event loop. Design: docs/realtime.md ("Long-poll fast path").
 from __future__ import annotations
 
 import asyncio
-import itertools
+import collections
 import math
 import re
 import time
@@ -148,14 +148,9 @@ class ParkedPoll(Protocol):
     key: PollKey
     slot: int  # its timeout's EXPIRY_SLOT_S slot, set by park()
 
-    def deliver(self, response: bytes) -> None:
-        """Write the complete prebuilt response (status line … body) and finish the request."""
-
-    def expire(self) -> None:
-        """Answer with what the room has now (timeout, shutdown); called after removal."""
-
-    def fallback(self) -> None:
-        """Hand the request to the slow path (the ring cannot answer it); called after removal."""
+    def answer(self) -> None:
+        """Answer now with what the room has (`ParkedPolls.response`), or hand the request to the
+        slow path if the ring cannot answer it. Called once, after the poll left the room."""
 
 
 class HeaderSource(Protocol):
@@ -169,27 +164,34 @@ class HeaderSource(Protocol):
 # empty answer comes at most this much after its `wait`; clients allow far more (wait + their
 # HTTP timeout).
 EXPIRY_SLOT_S = 0.05
-# A flush answers at most this many parked polls per loop pass, then yields (call_soon): the woken
-# pollers' re-polls and a send's database hops run between slices instead of waiting for all
-# 10,000 answers (asyncio gives writes no priority over reads). ~500 answers ≈ 10 ms.
-RELEASE_SLICE = 500
+# Answers written per loop pass. Woken, timed-out and immediately answerable polls all queue in
+# the room and are answered this many at a time, one slice per pass (call_soon): each pass then
+# stays a few ms long — the slice, plus the re-polls the previous slice caused — so a send's
+# database hops run between slices instead of behind 10,000 answers (asyncio gives writes no
+# priority over reads). Answering at the slice's time, not the wake-up's, also gives each poller
+# the newest changes, so it re-polls once per slice instead of once per message.
+ANSWER_SLICE = 100
 
 
 class ParkedPolls:
-    """The fast-path long-polls of one room, grouped by the body they will get.
+    """The fast-path long-polls of one room: parked (grouped by the body they will get) or ready
+    to be answered (`ready`, drained ANSWER_SLICE per loop pass).
 
     The hub calls `release()` at the end of each flush and `expire_all()` at shutdown; a poll that
     leaves early (disconnect) calls `remove()`; timeouts fire per slot. `room.waiters` counts
     parked polls as well as slow-path waiters (the idle sweep and the tests read it)."""
 
-    __slots__ = ("room", "groups", "slots", "headers", "loop")
+    __slots__ = ("room", "groups", "slots", "ready", "draining", "headers", "loop", "responses")
 
     def __init__(self, room: Room) -> None:
         self.room = room
         self.groups: dict[PollKey, dict[ParkedPoll, None]] = {}
         self.slots: dict[int, dict[ParkedPoll, None]] = {}
-        self.headers: HeaderSource | None = None  # set by the first park()
+        self.ready: collections.deque[ParkedPoll] = collections.deque()
+        self.draining = False
+        self.headers: HeaderSource | None = None  # set by the first park()/answer_soon()
         self.loop: asyncio.AbstractEventLoop | None = None  # likewise
+        self.responses: dict[PollKey, tuple[bytes, list[tuple[bytes, bytes]], bytes]] = {}
 
     def __bool__(self) -> bool:
         return bool(self.groups)
@@ -211,8 +213,16 @@ class ParkedPolls:
         expiring[poll] = None
         self.room.waiters += 1
 
+    def answer_soon(self, poll: ParkedPoll, headers: HeaderSource,
+                    loop: asyncio.AbstractEventLoop) -> None:
+        """Queue a poll the room can already answer (its turn comes within a few slices)."""
+        self.headers = headers
+        self.loop = loop
+        self.ready.append(poll)
+        self._drain_soon()
+
     def remove(self, poll: ParkedPoll) -> bool:
-        """Take `poll` out; False if it was not parked (already answered)."""
+        """Take a parked `poll` out; False if it was not parked (answered or queued)."""
         group = self.groups.get(poll.key)
         if group is None or poll not in group:
             return False
@@ -222,6 +232,17 @@ class ParkedPolls:
         self._unslot(poll)
         self._left(1)
         return True
+
+    def response(self, key: PollKey, body: bytes) -> bytes:
+        """The full HTTP answer for `body`, built once per body and `date`."""
+        assert self.headers is not None
+        headers = self.headers.default_headers
+        memo = self.responses.get(key)
+        if memo is not None and memo[0] is body and memo[1] is headers:
+            return memo[2]
+        response = json_response(headers, body)
+        self.responses[key] = (body, headers, response)
+        return response
 
     def _unslot(self, poll: ParkedPoll) -> None:
         expiring = self.slots.get(poll.slot)
@@ -235,44 +256,39 @@ class ParkedPolls:
     def _expire_slot(self, slot: int) -> None:
         for poll in list(self.slots.pop(slot, ())):
             if self.remove(poll):
-                poll.expire()
+                self.ready.append(poll)
+        self._drain_soon()
 
     def release(self) -> None:
-        """After a flush put new changes in the ring: answer every group that has something new,
-        one prebuilt response per group. Groups already up to date (their `after_seq` is past
-        what this flush carried) stay parked."""
-        room = self.room
-        newest = room.ring[-1].seq if room.ring else -1
-        ready = [key for key in self.groups if key[1] < newest]
-        answers: list[tuple[ParkedPoll, bytes]] = []
-        for key in ready:
+        """After a flush put new changes in the ring: queue every group that has something new.
+        Groups already up to date (their `after_seq` is past what this flush carried) stay."""
+        newest = self.room.ring[-1].seq if self.room.ring else -1
+        for key in [key for key in self.groups if key[1] < newest]:
             group = self.groups.pop(key)
             self._left(len(group))
             for poll in group:
                 self._unslot(poll)
-            body = ring_body(room, key)
-            if body is None:
-                for poll in group:
-                    poll.fallback()
-                continue
-            assert self.headers is not None
-            response = json_response(self.headers.default_headers, body)
-            answers += ((poll, response) for poll in group)
-        self._deliver(answers, 0)
+            self.ready.extend(group)
+        self._drain_soon()
 
-    def _deliver(self, answers: list[tuple[ParkedPoll, bytes]], start: int) -> None:
-        end = start + RELEASE_SLICE
-        for poll, response in itertools.islice(answers, start, end):
-            poll.deliver(response)
-        if end < len(answers):
-            assert self.loop is not None
-            self.loop.call_soon(self._deliver, answers, end)
+    def _drain_soon(self) -> None:
+        if self.ready and not self.draining and self.loop is not None:
+            self.draining = True
+            self.loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        self.draining = False
+        ready = self.ready
+        for _ in range(min(ANSWER_SLICE, len(ready))):
+            ready.popleft().answer()
+        self._drain_soon()
 
     def expire_all(self) -> None:
-        """Answer every parked poll now with what it has (shutdown)."""
+        """Answer every parked and queued poll now, with what it has (shutdown)."""
         groups, self.groups = self.groups, {}
         self.slots.clear()
         for group in groups.values():
             self._left(len(group))
-            for poll in group:
-                poll.expire()
+            self.ready.extend(group)
+        while self.ready:
+            self.ready.popleft().answer()
