@@ -7,6 +7,7 @@ with 1001 "server shutting down" so clients reconnect with backoff and replay fr
 
 from __future__ import annotations
 
+import gc
 import socket
 
 import uvicorn
@@ -28,6 +29,21 @@ class ChatServer(uvicorn.Server):
         if state is not None:
             state.drain()
         await super().shutdown(sockets)
+
+
+# Allocations between young-generation collections (CPython's default: 700). A server with
+# thousands of connections keeps hundreds of thousands of long-lived objects, and every request
+# promotes a few more, so the default thresholds ran a full collection every few seconds: at
+# 10,000 long-pollers ~40 % of the server's CPU went to the collector, with pauses up to 0.8 s.
+# With these, ~10 % and pauses ≤ ~0.3 s (bench/findings.md, long-poll).
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def tune_gc() -> None:
+    """For a long-running server process (`webinar-chat serve`): fewer collections, and the
+    objects that exist after start-up (modules, the app) never scanned again."""
+    gc.set_threshold(*GC_THRESHOLDS)
+    gc.freeze()
 
 
 def build_server(settings: Settings, *, log_level: str | None = None) -> ChatServer:
