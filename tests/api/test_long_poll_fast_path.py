@@ -420,3 +420,38 @@ async def test_many_parked_pollers_share_one_answer(server: RunningServer,
     assert len(set(answers)) == 1 and body(answers[0])["changes"][0]["new"]["content"] == "to all"
     for conn in conns:
         conn.close()
+
+
+async def test_idle_keep_alive_connection_is_closed_after_a_fast_answer(
+        server: RunningServer, http: httpx.AsyncClient, world: World) -> None:
+    await warm(server, http, world, world.bob)
+    assert server._server is not None
+    server._server.config.timeout_keep_alive = 1  # read by each new connection
+    conn = await RawConn.open(server)
+    before = fast_count(server)
+    conn.send(poll_request(world.webinar.id, world.bob.token, "after_seq=0&wait=0.1"))
+    assert body(await conn.response())["changes"] == []
+    assert fast_count(server) == before + 1
+    assert await conn.closed(timeout=10)  # uvicorn's keep-alive timeout, as after a slow answer
+    conn.close()
+
+
+async def test_a_ban_from_elsewhere_reaches_fast_pollers_after_the_recheck(
+        server: RunningServer, http: httpx.AsyncClient, world: World,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from webinar_chat.server import http_api
+
+    await warm(server, http, world, world.bob)
+    # Banned in the database behind this process's back (another process, the CLI): the cached
+    # decision stays until it is re-checked; make every fast-path use re-check it.
+    await server.app_state.store.set_banned(world.webinar.id, world.bob.user_id, True)
+    monkeypatch.setattr(http_api, "LONG_POLL_RECHECK_AGE_S", 0.0)
+    url = f"/api/webinars/{world.webinar.id}/changes"
+
+    async def refused() -> bool:
+        r = await http.get(url, params={"after_seq": 0, "wait": 0.1},
+                           headers=auth(world.bob.token))
+        return r.status_code == 403 and r.json()["code"] == "forbidden"
+
+    await eventually(refused, timeout=5, interval=0.05, message="ban never reached the poller")
+    assert not server.app_state.access_rechecks
