@@ -5,9 +5,10 @@ uvicorn's send path: ~200 µs. At 10,000 fallback attendees every chat message w
 and each re-polls at once, so that cost decides whether one process keeps up (docs/benchmarks.md).
 This protocol recognises the *hot* long-poll when uvicorn is about to start the ASGI task for it —
 `GET /api/webinars/{id}/changes?…&wait=S` with a token and a read permission both already in
-their caches, for a room that is loaded — and answers it itself: at once when the room already
-has newer changes, or by parking it in the room (longpoll.ParkedPolls), where the hub's flush
-answers a whole group with one prebuilt response written to each transport. Anything else —
+their caches, for a room that is loaded — and answers it itself: it queues the poll in the room
+at once when the room already has newer changes, or parks it there (longpoll.ParkedPolls) until a
+flush or its timeout queues it; the queue is answered a slice per loop pass, one prebuilt
+response per body written straight to each transport. Anything else —
 cache misses, bad parameters, a room not loaded yet, a poll the ring cannot answer — goes to
 Starlette unchanged, which stays the only place that builds an error answer. The bytes written are
 exactly those of the slow path (tests/api/test_long_poll_fast_path.py compares them).

@@ -4,9 +4,10 @@ bookkeeping of the protocol-level fast path (http_protocol.py).
 A change wakes every long-poller of a room at once, and the woken pollers share their `after_seq`,
 so the room answers them from one body per (audience, after_seq, limit) — `Room.poll_bodies`. The
 fast path goes further: a hot long-poll is *parked* here, in its room, without an ASGI request
-cycle, and the hub's flush answers a whole group by writing one prebuilt HTTP response (status
-line, headers, body) to each parked connection. Everything here but `ParkedPolls` is pure: no
-I/O, no event loop. Design: docs/realtime.md ("Long-poll fast path").
+cycle; the hub's flush moves the groups that have something new to the room's answer queue, which
+is drained ANSWER_SLICE polls per loop pass, each written one prebuilt HTTP response (status
+line, headers, body). Everything here but `ParkedPolls` is pure: no I/O, no event loop.
+Design: docs/realtime.md ("Long-poll fallback").
 """
 
 from __future__ import annotations
