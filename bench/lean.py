@@ -261,3 +261,79 @@ async def http_connect(host: str, port: int) -> HttpConn:
     loop = asyncio.get_running_loop()
     _, conn = await loop.create_connection(lambda: HttpConn(f"{host}:{port}"), host, port)
     return conn
+
+
+class BulkPoller(asyncio.Protocol):
+    """A long-poller that never parses JSON: on each answer it reads `last_seq` and the events'
+    own seqs with byte searches, checks them for a gap or a duplicate, and sends the next poll
+    from the protocol callback (no task, no future). The load generator runs thousands of these
+    beside a small sample of fully parsing pollers (bench/README.md, "Long-poll")."""
+
+    def __init__(self, host: str, path: str, headers: bytes, counter: list[int]) -> None:
+        self.request_head = b"GET " + path.encode()
+        self.request_tail = b" HTTP/1.1\r\nHost: " + host.encode() + b"\r\n" + headers + b"\r\n"
+        self.counter = counter
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.last = 0
+        self.gaps = 0
+        self.dups = 0
+        self.errors: dict[str, int] = {}
+        self.stopped = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.stopped:
+            self._error(f"connection lost: {exc}")
+
+    def poll(self) -> None:
+        if self.transport is not None and not self.stopped and not self.transport.is_closing():
+            self.transport.write(self.request_head + b"%d" % self.last + self.request_tail)
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def _error(self, what: str) -> None:
+        self.errors[what[:60]] = self.errors.get(what[:60], 0) + 1
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        i = self.buf.find(b"content-length:", 0, end)
+        if i < 0:
+            self._error("response without content-length")
+            return
+        j = self.buf.find(b"\r\n", i, end + 2)
+        total = end + 4 + int(self.buf[i + 15:j])
+        if len(self.buf) < total:
+            return
+        status = int(self.buf[9:12])
+        body = bytes(self.buf[end + 4:total])
+        del self.buf[:total]
+        self.counter[0] += 1
+        if status != 200:
+            self._error(f"status {status}")
+            asyncio.get_running_loop().call_later(3, self.poll)  # the client's retry interval
+            return
+        k = body.rfind(b'"last_seq":')
+        last_seq = int(body[k + 11:body.index(b",", k)])
+        events = body.count(b'{"seq":')  # an event's own seq; a message's is `,"seq":`
+        if events:
+            k = body.find(b'{"seq":')
+            first = int(body[k + 7:body.index(b",", k)])
+            if first <= self.last:
+                self.dups += 1
+            elif first != self.last + 1:
+                self.gaps += 1
+            if last_seq - first + 1 != events:
+                self.gaps += 1
+        if last_seq > self.last:
+            self.last = last_seq
+        self.poll()

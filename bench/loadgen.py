@@ -35,7 +35,7 @@ from .common import (
     raise_nofile,
     rss_kib,
 )
-from .lean import HttpConn, HttpError, WsClient, http_connect, ws_connect
+from .lean import BulkPoller, HttpConn, HttpError, WsClient, http_connect, ws_connect
 
 HOST = "127.0.0.1"
 # Connections opened concurrently while setting up a benchmark: well below the server's listen
@@ -499,24 +499,42 @@ async def idle(cfg: dict[str, Any]) -> dict[str, Any]:
 # --- HTTP long-poll fallback ---------------------------------------------------------------------
 
 async def longpoll(cfg: dict[str, Any]) -> dict[str, Any]:
-    """N attendees long-polling /changes (wait=20) while `rate` msgs/s are sent; latency of every
-    message at every poller, and whether every poller got every seq."""
+    """N attendees long-polling /changes (wait=20) while `rate` msgs/s are sent; whether every
+    poller got every seq once, in order, and the latency of every message at a sample of them.
+
+    Every `sample_every`-th poller parses each answer fully (latency of every message, gaps,
+    duplicates); the others are `BulkPoller`s that check seqs with byte searches and re-poll from
+    the protocol callback, so that one generator process can keep 10,000 pollers busy."""
     pid = cfg["server_pid"]
     n = cfg["pollers"]
+    sample_every = cfg.get("sample_every", 50)
     ids = list(range(1, n + 1))
     toks = tokens_for(ids)
     stop = asyncio.Event()
     state: list[dict[str, Any]] = []
     errors: collections.Counter[str] = collections.Counter()
     requests = [0]
+    loop = asyncio.get_running_loop()
+    sampled = [i for i in range(n) if i % sample_every == 0]
+    rest = [i for i in range(n) if i % sample_every]
+    bulk_path = "/api/webinars/1/changes?wait=20&after_seq="
 
-    async def make(i: int) -> HttpConn:
+    async def make(k: int) -> HttpConn:
         return await http_connect(HOST, cfg["port"])
 
-    conns = await gather_limited(n, make, CONNECT_CONCURRENCY)
+    async def make_bulk(k: int) -> BulkPoller:
+        headers = auth_header(toks[ids[rest[k]]])
+        _, poller = await loop.create_connection(
+            lambda: BulkPoller(f"{HOST}:{cfg['port']}", bulk_path, headers, requests),
+            HOST, cfg["port"])
+        return poller
 
-    async def poller(i: int) -> None:
-        conn = conns[i]
+    conns = await gather_limited(len(sampled), make, CONNECT_CONCURRENCY)
+    bulk = await gather_limited(len(rest), make_bulk, CONNECT_CONCURRENCY)
+
+    async def poller(k: int) -> None:
+        i = sampled[k]
+        conn = conns[k]
         headers = auth_header(toks[ids[i]])
         st: dict[str, Any] = {"last": 0, "seen": [], "dups": 0, "gaps": 0, "first_done": False}
         state.append(st)
@@ -528,7 +546,7 @@ async def longpoll(cfg: dict[str, Any]) -> dict[str, Any]:
                 errors[str(exc)[:60]] += 1
                 await asyncio.sleep(1)
                 try:
-                    conns[i] = conn = await http_connect(HOST, cfg["port"])
+                    conns[k] = conn = await http_connect(HOST, cfg["port"])
                 except OSError:
                     pass
                 continue
@@ -553,7 +571,9 @@ async def longpoll(cfg: dict[str, Any]) -> dict[str, Any]:
                     st["seen"].append((float(new["content"].split(" ", 2)[1]), received,
                                        new["created_at"]))
 
-    tasks = [asyncio.create_task(poller(i)) for i in range(n)]
+    tasks = [asyncio.create_task(poller(k)) for k in range(len(sampled))]
+    for bp in bulk:
+        bp.poll()
     # Every poller is parked on its first long-poll before anything is sent.
     await asyncio.sleep(cfg.get("settle", 5))
     sender = await make_sender(cfg, "chat", cfg.get("sender_conns", 32))
@@ -566,11 +586,15 @@ async def longpoll(cfg: dict[str, Any]) -> dict[str, Any]:
     await sender.wait()
     final = max((s[3] for s in sender.ok()), default=0)
     deadline = time.monotonic() + cfg.get("drain", 15)
-    while time.monotonic() < deadline and any(st["last"] < final for st in state):  # noqa: ASYNC110
+    while time.monotonic() < deadline and (any(st["last"] < final for st in state)  # noqa: ASYNC110
+                                            or any(bp.last < final for bp in bulk)):
         await asyncio.sleep(0.2)
     stop.set()
     for c in conns:
         c.close()
+    for bp in bulk:
+        bp.stop()
+        errors.update(bp.errors)
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -593,8 +617,11 @@ async def longpoll(cfg: dict[str, Any]) -> dict[str, Any]:
         "sent_ok": len(sender.ok()),
         "p50_ms": ms(latencies, 50), "p99_ms": ms(latencies, 99), "max_ms": ms(latencies, 100),
         "latency_samples": len(latencies),
-        "complete_pollers": sum(1 for st in state if st["last"] >= final and not st["gaps"]),
-        "gaps": sum(st["gaps"] for st in state), "dups": sum(st["dups"] for st in state),
+        "complete_pollers": sum(1 for st in state if st["last"] >= final and not st["gaps"])
+        + sum(1 for bp in bulk if bp.last >= final and not bp.gaps and not bp.dups),
+        "latency_pollers": len(state),
+        "gaps": sum(st["gaps"] for st in state) + sum(bp.gaps for bp in bulk),
+        "dups": sum(st["dups"] for st in state) + sum(bp.dups for bp in bulk),
         "poll_req_per_s": round((b.delivered - a.delivered) / window),
         "server_cpu_util": round((b.server_cpu - a.server_cpu) / window, 3),
         "gen_cpu_util": round((b.gen_cpu - a.gen_cpu) / window, 3),

@@ -397,9 +397,13 @@ def write_report(data: dict[str, Any]) -> Path:
     if lp:
         w("## Fallback: HTTP long-poll")
         w("")
+        sample = lp[0].get("latency_pollers")
         w(f"{lp[0]['pollers']:,} attendees each long-poll `/changes?after_seq=<last>&wait=20` on "
-          f"one keep-alive connection; {lp[0]['rate_target']} msgs/s are sent. Latency: every "
-          f"message at every poller.")
+          f"one keep-alive connection; {lp[0]['rate_target']} msgs/s are sent. "
+          + (f"Latency: every message at a sample of {sample:,} pollers (every "
+             f"{round(lp[0]['pollers'] / sample)}th, full JSON parse); completeness, gaps and "
+             f"duplicates: every poller (the others check seqs with byte searches, "
+             f"bench/README.md)." if sample else "Latency: every message at every poller."))
         w("")
         w("| pollers | send→delivered p50 / p99 ms | commit→delivered p50 / p99 ms | max ms | "
           "complete | poll answers/s | server CPU | POST p50 / p99 ms | sent/s achieved | "

@@ -71,7 +71,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .logs import configure_logging
-    from .server.runner import build_server
+    from .server.runner import build_server, tune_gc
     from .store.migrate import migrate
 
     settings = _settings(args)
@@ -83,7 +83,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         info = asyncio.run(_with_store(settings, lambda s: ensure_demo(s, _base_url(settings))))
         _print_demo(info, False)
-    build_server(settings).run()
+    server = build_server(settings)
+    tune_gc()
+    server.run()
     return 0
 
 

@@ -43,6 +43,15 @@ class TokenService:
         claims = {"sub": str(user_id), "iat": now, "exp": now + ttl, "typ": "access"}
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM), ttl
 
+    def cached(self, token: str) -> AccessClaims | None:
+        """The claims of a token verified before and not expired since, else None: then call
+        `verify_access`, which also says why a token is refused. (The long-poll fast path answers
+        only requests whose token is already known good.)"""
+        claims = self._verified.get(token)
+        if claims is not None and claims.expires_at > time.time():
+            return claims
+        return None
+
     def verify_access(self, token: str) -> AccessClaims:
         cached = self._verified.get(token)
         if cached is not None:

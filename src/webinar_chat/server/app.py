@@ -42,6 +42,9 @@ class AppState:
     tokens: TokenService
     connections: set[RealtimeConnection] = field(default_factory=set)
     access_cache: dict[tuple[int, int], Any] = field(default_factory=dict)
+    access_rechecks: dict[tuple[int, int], None] = field(default_factory=dict)  # read_access
+    background: set[asyncio.Task[Any]] = field(default_factory=set)
+    fast_polls: int = 0  # long-polls answered without ASGI (http_protocol.py; a metrics seam)
 
     def drain(self) -> None:
         """Shutdown has begun: close every socket with 1001 and answer every long-poll now."""
@@ -216,6 +219,8 @@ def create_app(settings: Settings, *, bus: Bus | None = None,
             yield
         finally:
             heartbeat.cancel()
+            for task in list(state.background):
+                task.cancel()
             for connection in list(state.connections):
                 connection.close(1001, "server shutting down")
             await hub.close()

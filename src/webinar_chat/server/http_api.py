@@ -4,6 +4,7 @@ publish → JSON. Every failure is an `ApiError` (errors.py) so every branch end
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import time
 import uuid
@@ -11,6 +12,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
+import structlog
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
@@ -22,17 +24,31 @@ from ..protocol.events import Audience, encode_event, message_payload
 from ..store.store import DuplicateMessage, EmailTaken, NotFound, SlowMode, User, now_utc
 from . import schemas
 from .errors import ApiError, JSONResponse, validation_message
+from .longpoll import changes_body, ring_body
 
 if TYPE_CHECKING:
     from .app import AppState
 
 B = TypeVar("B", bound=BaseModel)
+log = structlog.get_logger(__name__)
 
 MAX_BODY = 64 * 1024
 # Read-path permission decisions are cached this long: a long-poll fallback with thousands of
 # attendees must not cost a database query per request. A ban reaches readers within this time;
 # writes (create, hide, delete) always check fresh.
 ACCESS_CACHE_TTL_S = 5.0
+# The long-poll fast path (http_protocol.py) uses a cached read decision up to this old, and
+# re-checks it in the background (one query, off the request) once it is older than
+# LONG_POLL_RECHECK_AGE_S. With a 5 s TTL, 10,000 pollers would need 2,000 permission queries/s:
+# on SQLite they queue on the one database thread ahead of every send's statements, and sends
+# starved. So a ban or role change made by *another* process reaches long-pollers within ~30 s
+# (this process's own admin/webinar changes clear the cache at once, as before); every other read
+# path keeps the 5 s TTL.
+LONG_POLL_ACCESS_MAX_AGE_S = 30.0
+LONG_POLL_RECHECK_AGE_S = 20.0
+# Background re-checks in flight at once: enough to keep up with 10,000 pollers while a loop pass
+# is long, few enough that a send's statements never queue behind thousands of them.
+RECHECK_BATCH = 64
 
 
 def _state(request: Request) -> AppState:
@@ -101,6 +117,54 @@ async def _access(request: Request, webinar_id: int, user_id: int, *, cached: bo
         raise ApiError(exc.status, exc.code, exc.message) from None
     state.access_cache[key] = (now + ACCESS_CACHE_TTL_S, access)
     return access
+
+
+def read_access(state: AppState, webinar_id: int, user_id: int, now: float
+                ) -> perm.WebinarAccess | None:
+    """The cached read permission for the long-poll fast path, without awaiting: None when
+    there is no usable entry (then the slow path checks, and answers any refusal). See
+    LONG_POLL_ACCESS_MAX_AGE_S for how old an entry it uses."""
+    hit = state.access_cache.get((webinar_id, user_id))
+    if hit is None or not isinstance(hit[1], perm.WebinarAccess):
+        return None
+    age = now - hit[0] + ACCESS_CACHE_TTL_S
+    if age >= LONG_POLL_RECHECK_AGE_S:
+        if age >= LONG_POLL_ACCESS_MAX_AGE_S:
+            return None
+        _recheck_soon(state, (webinar_id, user_id))
+    access: perm.WebinarAccess = hit[1]
+    return access
+
+
+def _recheck_soon(state: AppState, key: tuple[int, int]) -> None:
+    if key in state.access_rechecks:
+        return
+    state.access_rechecks[key] = None
+    if len(state.access_rechecks) == 1:
+        task = asyncio.get_running_loop().create_task(_recheck(state))
+        state.background.add(task)
+        task.add_done_callback(state.background.discard)
+
+
+async def _recheck(state: AppState) -> None:
+    """Re-check queued read permissions, up to RECHECK_BATCH at once."""
+    while state.access_rechecks:
+        keys = list(itertools.islice(state.access_rechecks, RECHECK_BATCH))
+        await asyncio.gather(*(_recheck_one(state, key) for key in keys))
+        for key in keys:
+            del state.access_rechecks[key]
+
+
+async def _recheck_one(state: AppState, key: tuple[int, int]) -> None:
+    try:
+        access: Any = await perm.check_access(state.store, *key)
+    except perm.Denied as exc:
+        access = exc
+    except Exception:
+        log.warning("access_recheck_failed", webinar_id=key[0], user_id=key[1], exc_info=True)
+        state.access_cache.pop(key, None)  # the slow path decides
+        return
+    state.access_cache[key] = (time.monotonic() + ACCESS_CACHE_TTL_S, access)
 
 
 def _denied(exc: perm.Denied) -> ApiError:
@@ -285,24 +349,11 @@ async def list_changes(request: Request) -> Response:
     if wait > 0:
         await state.hub.wait_for_change(room, after_seq, wait)
     state.hub.settle(room)
-    key = (access.audience, after_seq, limit)
-    body = room.poll_bodies.get(key)
-    if body is None:
-        encoded = room.ring_after(after_seq, access.audience, limit)
-        if encoded is not None:
-            last_seq = after_seq + len(encoded)
-            has_more = last_seq < room.released_seq
-            from_ring = True
-        else:
-            page = await state.store.changes_after(webinar_id, after_seq, limit)
-            encoded = [encode_event(c, access.audience) for c in page.changes]
-            last_seq, has_more = page.last_seq, page.has_more
-            from_ring = False
-        body = b"".join((b'{"success":true,"changes":[', b",".join(encoded), b'],"last_seq":',
-                         str(last_seq).encode(), b',"has_more":',
-                         b"true" if has_more else b"false", b"}"))
-        if from_ring:
-            room.poll_bodies[key] = body  # valid until the room's next flush
+    body = ring_body(room, (access.audience, after_seq, limit))
+    if body is None:  # older than the room's ring: read the feed (not memoized)
+        page = await state.store.changes_after(webinar_id, after_seq, limit)
+        body = changes_body([encode_event(c, access.audience) for c in page.changes],
+                            page.last_seq, page.has_more)
     return JSONResponse(body)
 
 

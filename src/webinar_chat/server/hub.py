@@ -29,6 +29,7 @@ from ..protocol.events import Audience, Change, ChangeOp, changes_frame, encode_
 from ..protocol.sequencer import GAP_TIMEOUT_S, RoomSequencer
 from ..protocol.session import Batch, Subscription
 from ..store import Store
+from .longpoll import ParkedPolls
 
 log = structlog.get_logger(__name__)
 
@@ -92,7 +93,8 @@ class Room:
         # change wakes share their after_seq, so thousands of answers are one body.
         self.poll_bodies: dict[tuple[Audience, int, int], bytes] = {}
         self.changed: asyncio.Future[None] | None = None  # long-poll waiters
-        self.waiters = 0
+        self.parked = ParkedPolls(self)  # fast-path long-polls (http_protocol.py)
+        self.waiters = 0  # long-polls waiting, slow path and parked
         self.last_used = time.monotonic()
         self.ready = asyncio.Event()
 
@@ -310,6 +312,8 @@ class Hub:
         if room.changed is not None and not room.changed.done():
             room.changed.set_result(None)
         room.changed = None
+        if room.parked:
+            room.parked.release()
 
     def _deliver_next(self, room: Room, *, at_once: bool) -> None:
         """Start delivering the oldest sealed batch (its first slice now, or on the next loop
@@ -416,3 +420,5 @@ class Hub:
             if room.changed is not None and not room.changed.done():
                 room.changed.set_result(None)
             room.changed = None
+            if room.parked:
+                room.parked.expire_all()

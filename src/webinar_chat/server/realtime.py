@@ -33,7 +33,7 @@ from ..protocol.session import (
     Unsubscribe,
     WatchTokenExpiry,
 )
-from .http_api import ACCESS_CACHE_TTL_S
+from .http_api import ACCESS_CACHE_TTL_S, LONG_POLL_ACCESS_MAX_AGE_S
 from .ws_protocol import RAW_FRAMES_EXTENSION, TOKEN_EXTENSION, RawFrameWriter, text_frame
 
 if TYPE_CHECKING:
@@ -289,6 +289,8 @@ async def heartbeat_loop(state: AppState) -> None:
         for connection in list(state.connections):
             connection.heartbeat(now, state.settings.client_idle_timeout_s, interval)
         state.hub.sweep()
-        expired = [key for key, (until, _) in state.access_cache.items() if until <= now]
+        # (the long-poll fast path uses entries longer than their TTL: http_api.read_access)
+        horizon = now + ACCESS_CACHE_TTL_S - LONG_POLL_ACCESS_MAX_AGE_S
+        expired = [key for key, (until, _) in state.access_cache.items() if until <= horizon]
         for key in expired:
             del state.access_cache[key]

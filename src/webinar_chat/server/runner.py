@@ -7,6 +7,7 @@ with 1001 "server shutting down" so clients reconnect with backoff and replay fr
 
 from __future__ import annotations
 
+import gc
 import socket
 
 import uvicorn
@@ -14,6 +15,7 @@ from starlette.applications import Starlette
 
 from ..settings import Settings
 from .app import create_app
+from .http_protocol import WebinarChatHttpProtocol
 from .ws_protocol import WebinarChatWebSocketProtocol
 
 
@@ -29,12 +31,29 @@ class ChatServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
+# Allocations between young-generation collections (CPython's default: 700). A server with
+# thousands of connections keeps hundreds of thousands of long-lived objects, and every request
+# promotes a few more, so the default thresholds ran a full collection every few seconds: at
+# 10,000 long-pollers ~40 % of the server's CPU went to the collector, with pauses up to 0.8 s.
+# With these, ~10 % and pauses ≤ ~0.3 s (bench/findings.md, long-poll).
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def tune_gc() -> None:
+    """For a long-running server process (`webinar-chat serve`): fewer collections, and the
+    objects that exist after start-up (modules, the app) never scanned again."""
+    gc.set_threshold(*GC_THRESHOLDS)
+    gc.freeze()
+
+
 def build_server(settings: Settings, *, log_level: str | None = None) -> ChatServer:
     app = create_app(settings)
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
+        # httptools + a long-poll fast path that answers parked polls without ASGI (docs/realtime.md)
+        http=WebinarChatHttpProtocol,
         ws=WebinarChatWebSocketProtocol,
         ws_per_message_deflate=False,  # costs GBs at thousands of sockets (PERFORMANCE.md)
         ws_ping_interval=None,  # the app sends its own heartbeats (browsers cannot see pings)
