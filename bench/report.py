@@ -642,9 +642,11 @@ def before_after(w: Callable[[str], None], before: dict[str, Any], after: dict[s
       f"{before['machine']['date']}. *Proposed*: the change(s) of bench/findings.md measured "
       f"then, side by side, as patched copies (`bench/variants/`: `{fan_v}` for fan-out, "
       f"`create-one-hop+uvicorn-standard` for send and long-poll, `uvicorn-standard` for poll, "
-      f"`replay-encode-once` for the storm). *After*: the current code, where those changes are "
-      f"merged (37fee60: one thread hop per write, tick after flush, encode once, long-poll "
-      f"memo, token cache, uvloop + httptools), this run. Before and after are different runs "
+      f"`replay-encode-once` for the storm). *After*: the current code, this run, where those "
+      f"changes are merged (first round, 37fee60: one thread hop per write, tick after flush, "
+      f"encode once, long-poll memo, token cache, uvloop + httptools) together with the second "
+      f"round (sliced fan-out straight to the transports, long-poll fast path, one-statement "
+      f"create on PostgreSQL, history pages pinned to (webinar_id, id); bench/findings.md). Before and after are different runs "
       f"on a shared machine; the per-core figures are the comparable ones. Raw data: "
       f"`bench/results/before.json`.")
     w("")

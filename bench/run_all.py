@@ -349,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
         selected = args.only.split(",") if args.only else list(BENCHES)
         previous = json.loads(results_path.read_text()) if results_path.exists() and args.only \
             else {}
+        if "fanout" in selected:
+            common.ensure_socketio_installed()  # before machine_info, which reads its version
         data = {"command": command, "quick": args.quick, "params": params,
                 "machine": common.machine_info(), "results": previous.get("results", {}),
                 "durations_s": previous.get("durations_s", {})}
