@@ -23,6 +23,16 @@ def backend() -> str:
     return "sqlite"
 
 
+async def expect_slow_consumer_close(stalled: ClientConnection) -> None:
+    """Let a client that stopped reading read again: what is queued ends with close 4008."""
+    stalled.transport.resume_reading()  # type: ignore[attr-defined]
+    with pytest.raises(ConnectionClosed) as info:
+        while True:
+            await asyncio.wait_for(stalled.recv(), 10)
+    assert info.value.rcvd is not None
+    assert (info.value.rcvd.code, info.value.rcvd.reason) == (4008, "slow consumer")
+
+
 class Client:
     """A minimal realtime test client that records every frame."""
 
@@ -282,12 +292,7 @@ class TestSlowConsumer:
                 if not state.connections:
                     break
             assert not state.connections, "the stalled connection was never closed"
-            stalled.transport.resume_reading()  # type: ignore[attr-defined]
-            with pytest.raises(ConnectionClosed) as info:
-                while True:
-                    await asyncio.wait_for(stalled.recv(), 10)
-            assert info.value.rcvd is not None
-            assert (info.value.rcvd.code, info.value.rcvd.reason) == (4008, "slow consumer")
+            await expect_slow_consumer_close(stalled)
 
 
 class TestLongRoomTick:
