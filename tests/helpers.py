@@ -147,13 +147,13 @@ class RunningServer:
                                     log_level="warning")
         self._server.config.timeout_graceful_shutdown = 1
         self._task = asyncio.create_task(self._server.serve())
-        deadline = time.monotonic() + 10
-        while not self._server.started:
+        ready = asyncio.create_task(self._server.ready.wait())
+        await asyncio.wait({ready, self._task}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        if not ready.done():
+            ready.cancel()
             if self._task.done():
-                self._task.result()
-            if time.monotonic() > deadline:
-                raise TimeoutError("server did not start")
-            await asyncio.sleep(0.01)
+                self._task.result()  # raises what stopped the start-up
+            raise TimeoutError("server did not start")
 
     async def stop(self) -> None:
         if self._server is not None and self._task is not None:

@@ -7,6 +7,7 @@ with 1001 "server shutting down" so clients reconnect with backoff and replay fr
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import socket
 
@@ -23,6 +24,12 @@ class ChatServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
         super().__init__(config)
         self.chat_app = app
+        self.ready = asyncio.Event()  # set once the sockets listen (embedders and tests await it)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self.ready.set()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         state = getattr(self.chat_app.state, "chat", None)
