@@ -646,8 +646,9 @@ def before_after(w: Callable[[str], None], before: dict[str, Any], after: dict[s
       f"changes are merged (first round, 37fee60: one thread hop per write, tick after flush, "
       f"encode once, long-poll memo, token cache, uvloop + httptools) together with the second "
       f"round (sliced fan-out straight to the transports, long-poll fast path, one-statement "
-      f"create on PostgreSQL, history pages pinned to (webinar_id, id); bench/findings.md). Before and after are different runs "
-      f"on a shared machine; the per-core figures are the comparable ones. Raw data: "
+      f"create on PostgreSQL, history pages pinned to (webinar_id, id); bench/findings.md). "
+      f"Before and after are different runs on a shared machine; the per-core figures are the "
+      f"comparable ones. Raw data: "
       f"`bench/results/before.json`.")
     w("")
     w("| figure | target | before | proposed (same run as before) | after (now) |")

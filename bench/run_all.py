@@ -104,6 +104,22 @@ def log(msg: str) -> None:
 
 # --- benchmarks ----------------------------------------------------------------------------------
 
+def measure(work: Path, config: dict[str, Any], *, users: int, run: int, kind: str = "sqlite",
+            variant: str | None = None) -> dict[str, Any]:
+    """One load-generator run against its own server on a fresh database seeded with `users`
+    (the current code, or the patched copy `variant`); the result tagged with run and variant."""
+    db = new_database(kind)
+    try:
+        seed(db, users=users)
+        with chat_server(db, work, variant) as srv:
+            r = run_loadgen({**config, "port": srv.port, "server_pid": srv.pid})
+    finally:
+        db.close()
+    r["run"] = run
+    r["variant"] = variant
+    return r
+
+
 def bench_fanout(p: dict[str, Any], work: Path) -> list[dict[str, Any]]:
     """Ours (current code, then each proposed variant) and Socket.IO, side by side in each run."""
     common.ensure_socketio_installed()
@@ -115,18 +131,10 @@ def bench_fanout(p: dict[str, Any], work: Path) -> list[dict[str, Any]]:
                     "sample_every": SAMPLE_EVERY, "sender_conns": SENDER_CONNS,
                     "sender_ids": list(range(n + 1, n + 1 + SENDERS))}
             for variant in variants(p, "fanout"):
-                db = new_database("sqlite")
-                try:
-                    seed(db, users=n + SENDERS)
-                    with chat_server(db, work, variant) as srv:
-                        r = run_loadgen({**base, "kind": "chat", "port": srv.port,
-                                         "server_pid": srv.pid})
-                        r["run"] = run
-                        r["variant"] = variant
-                        out.append(r)
-                        log(f"fanout ours{'+' + variant if variant else ''} n={n}: {brief(r)}")
-                finally:
-                    db.close()
+                r = measure(work, {**base, "kind": "chat"}, users=n + SENDERS, run=run,
+                            variant=variant)
+                out.append(r)
+                log(f"fanout ours{tag(variant)} n={n}: {brief(r)}")
             with socketio_server(work) as srv:
                 r = run_loadgen({**base, "kind": "socketio", "port": srv.port, "server_pid": srv.pid})
                 r["run"] = run
@@ -146,18 +154,10 @@ def bench_idle(p: dict[str, Any], work: Path) -> list[dict[str, Any]]:
     n = p["idle_connections"]
     for run in range(p["runs"]):
         for variant in variants(p, "idle"):
-            db = new_database("sqlite")
-            try:
-                seed(db, users=n + 2)
-                with chat_server(db, work, variant) as srv:
-                    r = run_loadgen({"mode": "idle", "connections": n, "port": srv.port,
-                                     "server_pid": srv.pid})
-                    r["run"] = run
-                    r["variant"] = variant
-                    out.append(r)
-                    log(f"idle{tag(variant)}: {r}")
-            finally:
-                db.close()
+            r = measure(work, {"mode": "idle", "connections": n}, users=n + 2, run=run,
+                        variant=variant)
+            out.append(r)
+            log(f"idle{tag(variant)}: {r}")
     return out
 
 
@@ -167,22 +167,13 @@ def bench_send(p: dict[str, Any], work: Path) -> list[dict[str, Any]]:
     for run in range(p["runs"]):
         for kind in kinds:
             for variant in variants(p, "send"):
-                db = new_database(kind)
-                try:
-                    seed(db, users=SEND_CONCURRENCY)
-                    with chat_server(db, work, variant) as srv:
-                        r = run_loadgen({"mode": "send", "db": kind, "rate": SEND_RATE,
-                                         "concurrency": SEND_CONCURRENCY,
-                                         "seconds": p["send_seconds"],
-                                         "sender_ids": list(range(1, SEND_CONCURRENCY + 1)),
-                                         "port": srv.port, "server_pid": srv.pid})
-                        r["run"] = run
-                        r["variant"] = variant
-                        out.append(r)
-                        log(f"send {kind}{tag(variant)}: p50={r['p50_ms']} p99={r['p99_ms']} "
-                            f"creates/s={r['creates_per_s']} per core={r['creates_per_core_s']}")
-                finally:
-                    db.close()
+                r = measure(work, {"mode": "send", "db": kind, "rate": SEND_RATE,
+                                   "concurrency": SEND_CONCURRENCY, "seconds": p["send_seconds"],
+                                   "sender_ids": list(range(1, SEND_CONCURRENCY + 1))},
+                            users=SEND_CONCURRENCY, run=run, kind=kind, variant=variant)
+                out.append(r)
+                log(f"send {kind}{tag(variant)}: p50={r['p50_ms']} p99={r['p99_ms']} "
+                    f"creates/s={r['creates_per_s']} per core={r['creates_per_core_s']}")
     return out
 
 
@@ -191,47 +182,31 @@ def bench_longpoll(p: dict[str, Any], work: Path) -> list[dict[str, Any]]:
     n = p["longpoll_pollers"]
     for run in range(p["runs"]):
         for variant in variants(p, "longpoll"):
-            db = new_database("sqlite")
-            try:
-                seed(db, users=n + 4)
-                with chat_server(db, work, variant) as srv:
-                    r = run_loadgen({"mode": "longpoll", "pollers": n, "rate": LONGPOLL_RATE,
-                                     "warmup": 3.0, "window": p["longpoll_window"],
-                                     "sender_ids": list(range(n + 1, n + 5)),
-                                     "port": srv.port, "server_pid": srv.pid})
-                    r["run"] = run
-                    r["variant"] = variant
-                    out.append(r)
-                    log(f"longpoll{tag(variant)}: p50={r['p50_ms']} p99={r['p99_ms']} "
-                        f"commit p99={r['commit_p99_ms']} complete={r['complete_pollers']}/{n} "
-                        f"req/s={r['poll_req_per_s']} cpu={r['server_cpu_util']} "
-                        f"gen={r['gen_cpu_util']} post p99={r['post_p99_ms']} errors={r['errors']}")
-            finally:
-                db.close()
+            r = measure(work, longpoll_config(p, n), users=n + 4, run=run, variant=variant)
+            out.append(r)
+            log(f"longpoll{tag(variant)}: p50={r['p50_ms']} p99={r['p99_ms']} "
+                f"commit p99={r['commit_p99_ms']} complete={r['complete_pollers']}/{n} "
+                f"req/s={r['poll_req_per_s']} cpu={r['server_cpu_util']} "
+                f"gen={r['gen_cpu_util']} post p99={r['post_p99_ms']} errors={r['errors']}")
     return out
 
 
+def longpoll_config(p: dict[str, Any], n: int) -> dict[str, Any]:
+    return {"mode": "longpoll", "pollers": n, "rate": LONGPOLL_RATE, "warmup": 3.0,
+            "window": p["longpoll_window"], "sender_ids": list(range(n + 1, n + 5))}
+
+
 def bench_longpoll_scale(p: dict[str, Any], work: Path) -> list[dict[str, Any]]:
-    """The long-poll benchmark at smaller sizes: how many pollers one process serves within the
-    1 s target (the 10,000 of the target are far beyond it: bench/findings.md, finding 5)."""
+    """The long-poll benchmark at smaller sizes (current code): how delivery latency grows with
+    the number of pollers below the target's 10,000."""
     out = []
     for run in range(p["runs"]):
         for n in p["longpoll_scale"]:
-            db = new_database("sqlite")
-            try:
-                seed(db, users=n + 4)
-                with chat_server(db, work) as srv:
-                    r = run_loadgen({"mode": "longpoll", "pollers": n, "rate": LONGPOLL_RATE,
-                                     "warmup": 3.0, "window": p["longpoll_window"],
-                                     "sender_ids": list(range(n + 1, n + 5)),
-                                     "port": srv.port, "server_pid": srv.pid})
-                    r["run"] = run
-                    out.append(r)
-                    log(f"longpoll n={n}: p50={r['p50_ms']} p99={r['p99_ms']} commit p99="
-                        f"{r['commit_p99_ms']} req/s={r['poll_req_per_s']} post p99="
-                        f"{r['post_p99_ms']} unanswered={r['posts_unanswered']}")
-            finally:
-                db.close()
+            r = measure(work, longpoll_config(p, n), users=n + 4, run=run)
+            out.append(r)
+            log(f"longpoll n={n}: p50={r['p50_ms']} p99={r['p99_ms']} commit p99="
+                f"{r['commit_p99_ms']} req/s={r['poll_req_per_s']} post p99="
+                f"{r['post_p99_ms']} unanswered={r['posts_unanswered']}")
     return out
 
 
@@ -239,23 +214,15 @@ def bench_poll(p: dict[str, Any], work: Path) -> list[dict[str, Any]]:
     out = []
     for run in range(p["runs"]):
         for variant in variants(p, "poll"):
-            db = new_database("sqlite")
-            try:
-                seed(db, users=POLL_CONNECTIONS + 4)
-                with chat_server(db, work, variant) as srv:
-                    r = run_loadgen({"mode": "poll", "connections": POLL_CONNECTIONS,
-                                     "seconds": p["poll_seconds"], "rounds": p["poll_rounds"],
-                                     "history": 200,
-                                     "sender_ids": list(range(POLL_CONNECTIONS + 1,
-                                                              POLL_CONNECTIONS + 5)),
-                                     "port": srv.port, "server_pid": srv.pid})
-                    r["run"] = run
-                    r["variant"] = variant
-                    out.append(r)
-                    log(f"poll{tag(variant)}: bare={r['bare_req_per_core_s']}/core "
-                        f"poll={r['poll_req_per_core_s']}/core ratio={r['ratio_per_core']}")
-            finally:
-                db.close()
+            r = measure(work, {"mode": "poll", "connections": POLL_CONNECTIONS,
+                               "seconds": p["poll_seconds"], "rounds": p["poll_rounds"],
+                               "history": 200,
+                               "sender_ids": list(range(POLL_CONNECTIONS + 1,
+                                                        POLL_CONNECTIONS + 5))},
+                        users=POLL_CONNECTIONS + 4, run=run, variant=variant)
+            out.append(r)
+            log(f"poll{tag(variant)}: bare={r['bare_req_per_core_s']}/core "
+                f"poll={r['poll_req_per_core_s']}/core ratio={r['ratio_per_core']}")
     return out
 
 
@@ -294,19 +261,11 @@ def bench_storm(p: dict[str, Any], work: Path) -> list[dict[str, Any]]:
     n = p["storm_attendees"]
     for run in range(p["runs"]):
         for variant in variants(p, "storm"):
-            db = new_database("sqlite")
-            try:
-                seed(db, users=n + 8)
-                with chat_server(db, work, variant) as srv:
-                    r = run_loadgen({"mode": "storm", "attendees": n, **STORM,
-                                     "sender_ids": list(range(n + 1, n + 9)),
-                                     "port": srv.port, "server_pid": srv.pid})
-                    r["run"] = run
-                    r["variant"] = variant
-                    out.append(r)
-                    log(f"storm{'+' + variant if variant else ''}: {r}")
-            finally:
-                db.close()
+            r = measure(work, {"mode": "storm", "attendees": n, **STORM,
+                               "sender_ids": list(range(n + 1, n + 9))},
+                        users=n + 8, run=run, variant=variant)
+            out.append(r)
+            log(f"storm{tag(variant)}: {r}")
     return out
 
 
