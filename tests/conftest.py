@@ -3,16 +3,37 @@ server on a free port, an HTTP client, and a `world` of tenants and users."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
 
+from webinar_chat import logs
 from webinar_chat.auth.tokens import TokenService
+from webinar_chat.settings import Settings
 from webinar_chat.store import Store, open_store
 
 from .helpers import JWT_SECRET, RunningServer, World, fresh_database, make_world, test_settings
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The process's logging as `webinar-chat serve` installs it, in the format this run's
+    environment selects (scripts/test runs the API and realtime suites once per format), for the
+    tests that start no server too (store, SDK)."""
+    settings = Settings.from_env()
+    logs.configure_logging(settings.log_level, json=settings.log_json)
+
+
+@pytest.fixture(autouse=True)
+def no_log_call_fails() -> Iterator[None]:
+    """Fails any test during which a log call could not be formatted or written — in the test
+    servers, the SDK, the store or the test code (logs.failures() counts them process-wide)."""
+    failures = logs.failures()
+    before = failures.count
+    yield
+    new = failures.count - before
+    assert new == 0, f"{new} log call(s) failed: {list(failures.recent)[-new:]}"
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

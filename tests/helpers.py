@@ -70,7 +70,9 @@ async def fresh_database(backend: str, tmp_path: Any) -> AsyncIterator[str]:
 
 
 def test_settings(database_url: str, **overrides: Any) -> Settings:
-    return Settings(database_url=database_url, jwt_secret=JWT_SECRET, **overrides)
+    """The settings `webinar-chat serve` would read from this environment (LOG_FORMAT, LOG_LEVEL
+    included), on `database_url`, with the test secret and `overrides`."""
+    return Settings.from_env(database_url=database_url, jwt_secret=JWT_SECRET, **overrides)
 
 
 @dataclass
@@ -119,7 +121,9 @@ async def make_world(store: Store, tokens: TokenService, **webinar_kwargs: Any) 
 
 
 class RunningServer:
-    """uvicorn + create_app in this event loop, on a free port, with the raw-frame WS protocol."""
+    """The production server (`runner.build_server`, as `webinar-chat serve` builds it: logging,
+    protocols, app) in this event loop, on a free port. For the CLI process itself — signals,
+    kill -9, a server that shares nothing with the test process — see `tests/serve.py`."""
 
     def __init__(self, settings: Settings, port: int | None = None) -> None:
         self.settings = settings
@@ -143,8 +147,7 @@ class RunningServer:
     async def start(self) -> None:
         from webinar_chat.server.runner import build_server
 
-        self._server = build_server(self.settings.with_(host="127.0.0.1", port=self.port),
-                                    log_level="warning")
+        self._server = build_server(self.settings.with_(host="127.0.0.1", port=self.port))
         self._server.config.timeout_graceful_shutdown = 1
         self._task = asyncio.create_task(self._server.serve())
         ready = asyncio.create_task(self._server.ready.wait())

@@ -75,6 +75,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .store.migrate import migrate
 
     settings = _settings(args)
+    # Before the migration and the demo data, so that their log lines use the pipeline too
+    # (build_server installs the same configuration again).
     configure_logging(settings.log_level, json=settings.log_json)
     if settings.is_sqlite or args.migrate:
         migrate(settings.database_url)

@@ -1,30 +1,209 @@
-"""Structured logging: structlog over the standard library, key=value in development, JSON lines
-in production (`LOG_FORMAT=json`). Context (webinar_id, user_id, client_msg_id, request id) is
-passed as keyword arguments at each call site."""
+"""Structured logging: one pipeline for structlog, the standard library and uvicorn.
+
+Every record — `structlog.get_logger(__name__).info("event", key=value)` in our code, and the
+stdlib records of uvicorn, asyncio and the libraries — ends in one `logging` handler on the root
+logger, whose `structlog.stdlib.ProcessorFormatter` renders it as `key=value` text (default) or
+as one JSON object per line (`LOG_FORMAT=json`). Context (request id, webinar_id, user_id,
+client_msg_id) comes from keyword arguments and from `structlog.contextvars` (the request id,
+bound by server/middleware.py).
+
+A log call must never raise into the code that logs: a heartbeat loop or a gap fetch that dies
+because a log line could not be written takes the whole room or process down with it (this
+happened: docs/operations.md, "Logging"). So both ends are guarded: the bound logger catches any
+error in the structlog processors, the handler any error while formatting or writing. Each such
+failure is counted in `failures()` (tests assert it stays empty; `/metrics` exports it as
+`webinar_chat_log_failures_total`) and reported by one plain fallback line on stderr.
+"""
 
 from __future__ import annotations
 
+import collections
 import logging
 import sys
+import threading
+from typing import Any, TextIO
 
 import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
 
 
-def configure_logging(level: str = "INFO", *, json: bool = False) -> None:
-    processors: list[structlog.typing.Processor] = [
+class LogFailures:
+    """Log calls that failed in this process (process-wide, like `logging` itself)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.recent: collections.deque[str] = collections.deque(maxlen=20)
+        self._lock = threading.Lock()  # logging may be called from the database threads
+
+    def record(self, where: str, error: BaseException | None, event: object) -> None:
+        with self._lock:
+            self.count += 1
+            self.recent.append(f"{where}: {error!r} while logging {_short(event)}")
+        _fallback_line(f"logging_failed where={where} error={error!r} event={_short(event)}")
+
+
+_FAILURES = LogFailures()
+
+
+def failures() -> LogFailures:
+    return _FAILURES
+
+
+def _short(value: object) -> str:
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<unprintable {type(value).__name__}>"
+    return text[:300]
+
+
+def _fallback_line(text: str) -> None:
+    """Last resort when the pipeline itself failed: a plain line on the real stderr."""
+    try:
+        stream = sys.stderr or sys.__stderr__
+        if stream is not None:
+            stream.write(text + "\n")
+            stream.flush()
+    except Exception:
+        pass  # nowhere left to write; the failure is still counted
+
+
+class _SafeProcessing:
+    """Mixed into structlog's filtering bound logger: a processor or handler that raises is
+    counted and reported instead of raising into the caller."""
+
+    def _proxy_to_logger(self, method_name: str, event: str | None = None,
+                         **event_kw: Any) -> Any:
+        try:
+            return super()._proxy_to_logger(method_name, event, **event_kw)  # type: ignore[misc]
+        except Exception as exc:
+            _FAILURES.record("structlog", exc, event)
+            return None
+
+
+def _safe_bound_logger(level: int) -> type[Any]:
+    base = structlog.make_filtering_bound_logger(level)
+    return type(f"Safe{base.__name__}", (_SafeProcessing, base), {})
+
+
+class PipelineHandler(logging.Handler):
+    """Writes formatted records to `sys.stderr` as it is *at the time of the write* (or to a
+    fixed stream): a stream captured at configuration time may be closed later (test capture,
+    a replaced stderr)."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        super().__init__()
+        self._stream = stream
+
+    @property
+    def stream(self) -> TextIO:
+        return self._stream if self._stream is not None else sys.stderr
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+            stream = self.stream
+            stream.write(line + "\n")
+            stream.flush()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        # Instead of logging's "--- Logging error ---" dump: count it, one fallback line.
+        _FAILURES.record("handler", sys.exc_info()[1], record.msg)
+
+
+def _resolve_exc_info(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    """`exc_info=True` / an exception instance → the (type, value, traceback) tuple, at the call
+    site, while the exception is still being handled."""
+    exc_info = event_dict.get("exc_info")
+    if exc_info is True:
+        event_dict["exc_info"] = sys.exc_info()
+    elif isinstance(exc_info, BaseException):
+        event_dict["exc_info"] = (type(exc_info), exc_info, exc_info.__traceback__)
+    elif not exc_info and "exc_info" in event_dict:
+        del event_dict["exc_info"]
+    return event_dict
+
+
+def _add_level(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    """The level from structlog's method name, or from the stdlib record for foreign records
+    (`add_log_level` would report "exception" for uvicorn's `logger.exception`)."""
+    record = event_dict.get("_record")
+    if record is not None and not event_dict.get("_from_structlog"):
+        event_dict["level"] = record.levelname.lower()
+    else:
+        event_dict.setdefault("level", "error" if method_name == "exception" else method_name)
+    return event_dict
+
+
+def _add_logger_name(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    record = event_dict.get("_record")
+    if record is not None:
+        event_dict.setdefault("logger", record.name)
+    else:
+        name = getattr(logger, "name", None)
+        if name:
+            event_dict.setdefault("logger", name)
+    return event_dict
+
+
+_TIMESTAMP = structlog.processors.TimeStamper(fmt="iso", utc=True)
+_OUR_HANDLER_ATTR = "_webinar_chat_pipeline"
+
+
+def configure_logging(level: str = "INFO", *, json: bool = False,
+                      stream: TextIO | None = None) -> None:
+    """Install the one pipeline for this process (idempotent: a second call replaces the first).
+    `webinar-chat serve` calls it through `server.runner.build_server`, and so does every test
+    server. uvicorn must then be configured with `log_config=None` so that its loggers propagate
+    to the root logger instead of getting handlers of their own."""
+    numeric_level = logging.getLevelName(level.upper())
+    if not isinstance(numeric_level, int):
+        raise ValueError(f"unknown LOG_LEVEL {level!r}")
+    shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
-        structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-        structlog.processors.format_exc_info,
+        _add_level,
+        _add_logger_name,
+        _TIMESTAMP,
     ]
-    renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    renderer: Processor
+    if json:
+        renderer = structlog.processors.JSONRenderer()
+        render_chain: list[Processor] = [structlog.processors.format_exc_info, renderer]
+    else:
+        # ConsoleRenderer formats exc_info itself (a plain traceback under the line).
+        renderer = structlog.dev.ConsoleRenderer(colors=False)
+        render_chain = [renderer]
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *render_chain],
     )
+    handler = PipelineHandler(stream)
+    handler.setFormatter(formatter)
+    setattr(handler, _OUR_HANDLER_ATTR, True)
+
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, _OUR_HANDLER_ATTR, False)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(numeric_level)
+    # uvicorn's own default configuration (or an earlier server in this process) may have given
+    # its loggers handlers and turned propagation off: they must reach the root handler. uvicorn
+    # then only sets their levels and, without access logs, detaches "uvicorn.access" again.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi"):
+        uvicorn_logger = logging.getLogger(name)
+        uvicorn_logger.handlers.clear()
+        uvicorn_logger.propagate = True
+
     structlog.configure(
-        processors=[*processors, renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
+        processors=[*shared, _resolve_exc_info,
+                    structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        wrapper_class=_safe_bound_logger(numeric_level),
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        # Not cached: a reconfiguration (tests switch formats) must reach loggers made earlier.
+        # The cost is one config lookup per call.
+        cache_logger_on_first_use=False,
     )
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from ..helpers import PASSWORD, World, auth
 
@@ -76,13 +77,20 @@ async def test_unknown_route_wrong_method_and_bad_body_are_json(http: httpx.Asyn
 
 
 async def test_unexpected_exception_is_a_logged_json_500(http: httpx.AsyncClient, world: World,
-                                                         server: object) -> None:
+                                                         server: object,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
     state = server.app_state  # type: ignore[attr-defined]
     await state.store.db.close()  # the database goes away under the running server
     r = await http.get(f"/api/webinars/{world.webinar.id}/messages",
-                       headers=auth(world.alice.token))
+                       headers={**auth(world.alice.token), "X-Request-ID": "req-db-gone-1"})
     assert r.status_code == 500
-    assert r.json() == {"success": False, "error": "Internal server error", "code": "internal"}
+    assert r.headers["content-type"] == "application/json"
+    assert r.headers["x-request-id"] == "req-db-gone-1"
+    assert r.json() == {"success": False, "error": "Internal server error", "code": "internal",
+                        "request_id": "req-db-gone-1"}
+    # One log line for it (the production pipeline: text or JSON), carrying the request id.
+    lines = [line for line in capsys.readouterr().err.splitlines() if "unhandled_error" in line]
+    assert len(lines) == 1 and "req-db-gone-1" in lines[0] and "error" in lines[0]
     ready = await http.get("/readyz")
     assert ready.status_code == 503 and ready.json()["checks"]["database"].startswith("error")
 

@@ -54,6 +54,18 @@ def poll_request(webinar_id: int, token: str, query: str, *, extra: str = "") ->
             f"Authorization: Bearer {token}\r\n{extra}\r\n").encode()
 
 
+# The same id in a slow and a fast request: their answers can be compared byte for byte.
+SAME_ID = "X-Request-ID: compare-fast-and-slow\r\n"
+
+
+def header_value(response: bytes, name: bytes) -> bytes:
+    for line in response.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]:
+        key, _, value = line.partition(b": ")
+        if key.lower() == name:
+            return value
+    return b""
+
+
 def status(response: bytes) -> int:
     return int(response[9:12])
 
@@ -111,6 +123,14 @@ def test_parse_poll_takes_only_plain_valid_long_polls() -> None:
         PollRequest(7, "abc", 3, 500, 20.0)
     assert parse_poll("GET", "/api/webinars/7/changes", b"wait=0.5&limit=10&after_seq=0",
                       [(b"authorization", b"bearer  abc ")], 25) == PollRequest(7, "abc", 0, 10, 0.5)
+    # X-Request-ID: the first one, if sane (else None: the server generates one), as the
+    # middleware of the slow path reads it
+    for headers, expected in (([*HEADERS, (b"x-request-id", b"req-1")], b"req-1"),
+                              ([*HEADERS, (b"x-request-id", b"a b\r\nx: y")], None),
+                              ([*HEADERS, (b"x-request-id", b"")], None),
+                              ([*HEADERS, (b"x-request-id", b"1"), (b"x-request-id", b"2")], b"1")):
+        request = parse_poll("GET", "/api/webinars/7/changes", b"wait=1", headers, 25)
+        assert request is not None and request.request_id == expected, headers
     for method, path, query, headers in (
         ("HEAD", "/api/webinars/7/changes", b"wait=1", HEADERS),
         ("GET", "/api/webinars/7/messages", b"wait=1", HEADERS),
@@ -138,10 +158,11 @@ def test_parse_poll_takes_only_plain_valid_long_polls() -> None:
 
 def test_json_response_is_what_uvicorn_writes_for_starlette() -> None:
     default = [(b"date", b"Sun, 22 Nov 2026 07:00:00 GMT"), (b"server", b"uvicorn")]
-    assert json_response(default, b"{}") == (
+    assert json_response(default, b"{}", request_id=b"r1") == (
         b"HTTP/1.1 200 OK\r\ndate: Sun, 22 Nov 2026 07:00:00 GMT\r\nserver: uvicorn\r\n"
-        b"content-length: 2\r\ncontent-type: application/json\r\n\r\n{}")
-    assert b"connection: close\r\n\r\n{}" in json_response(default, b"{}", keep_alive=False)
+        b"content-length: 2\r\ncontent-type: application/json\r\nx-request-id: r1\r\n\r\n{}")
+    assert b"x-request-id: r1\r\nconnection: close\r\n\r\n{}" in json_response(
+        default, b"{}", request_id=b"r1", keep_alive=False)
 
 
 # --- against the server --------------------------------------------------------------------------
@@ -165,10 +186,12 @@ async def test_fast_answer_is_byte_identical_to_the_slow_answer(
 
     async def immediate() -> tuple[bytes, bytes]:
         before = fast_count(server)
-        conn.send(poll_request(world.webinar.id, fresh_token(world.bob), "after_seq=1&wait=5"))
+        conn.send(poll_request(world.webinar.id, fresh_token(world.bob), "after_seq=1&wait=5",
+                               extra=SAME_ID))
         slow = await conn.response()
         assert fast_count(server) == before
-        conn.send(poll_request(world.webinar.id, world.bob.token, "after_seq=1&wait=5"))
+        conn.send(poll_request(world.webinar.id, world.bob.token, "after_seq=1&wait=5",
+                               extra=SAME_ID))
         fast = await conn.response()
         assert fast_count(server) == before + 1
         return slow, fast
@@ -184,9 +207,10 @@ async def test_fast_answer_is_byte_identical_to_the_slow_answer(
         head = await _head(http, world)
         before = fast_count(server)
         query = f"after_seq={head}&wait=20"
-        slow_conn.send(poll_request(world.webinar.id, fresh_token(world.bob), query))
+        slow_conn.send(poll_request(world.webinar.id, fresh_token(world.bob), query,
+                                    extra=SAME_ID))
         await eventually(lambda: waiters(server, world) == 1)
-        conn.send(poll_request(world.webinar.id, world.bob.token, query))
+        conn.send(poll_request(world.webinar.id, world.bob.token, query, extra=SAME_ID))
         await eventually(lambda: waiters(server, world) == 2)
         await post(http, world, "wake")
         a, b = await slow_conn.response(), await conn.response()
@@ -201,8 +225,9 @@ async def test_fast_answer_is_byte_identical_to_the_slow_answer(
     async def timed_out() -> tuple[bytes, bytes]:
         head = await _head(http, world)
         query = f"after_seq={head}&wait=0.3"
-        slow_conn.send(poll_request(world.webinar.id, fresh_token(world.bob), query))
-        conn.send(poll_request(world.webinar.id, world.bob.token, query))
+        slow_conn.send(poll_request(world.webinar.id, fresh_token(world.bob), query,
+                                    extra=SAME_ID))
+        conn.send(poll_request(world.webinar.id, world.bob.token, query, extra=SAME_ID))
         return await slow_conn.response(), await conn.response()
 
     before = fast_count(server)
@@ -212,6 +237,15 @@ async def test_fast_answer_is_byte_identical_to_the_slow_answer(
                           "has_more": False}
     assert fast == slow
     assert waiters(server, world) == 0
+
+    # without X-Request-ID, each path generates its own
+    before = fast_count(server)
+    conn.send(poll_request(world.webinar.id, fresh_token(world.bob), "after_seq=1&wait=5"))
+    conn.send(poll_request(world.webinar.id, world.bob.token, "after_seq=1&wait=5"))
+    generated = [await conn.response(), await conn.response()]
+    assert fast_count(server) == before + 1
+    ids = {header_value(r, b"x-request-id") for r in generated}
+    assert len(ids) == 2 and all(ids)
     conn.close()
     slow_conn.close()
 
@@ -417,7 +451,12 @@ async def test_many_parked_pollers_share_one_answer(server: RunningServer,
     await eventually(lambda: waiters(server, world) == n)
     await post(http, world, "to all")
     answers = [await conn.response() for conn in conns]
-    assert len(set(answers)) == 1 and body(answers[0])["changes"][0]["new"]["content"] == "to all"
+    # one answer, but each with its own request id
+    ids = [header_value(answer, b"x-request-id") for answer in answers]
+    assert len(set(ids)) == n and all(ids)
+    shared = {answer.replace(b"x-request-id: " + rid + b"\r\n", b"")
+              for answer, rid in zip(answers, ids, strict=True)}
+    assert len(shared) == 1 and body(answers[0])["changes"][0]["new"]["content"] == "to all"
     for conn in conns:
         conn.close()
 

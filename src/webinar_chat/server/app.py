@@ -11,10 +11,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import structlog
+from prometheus_client import CONTENT_TYPE_LATEST as METRICS_CONTENT_TYPE
 from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
@@ -26,11 +27,12 @@ from ..store import Store, open_store
 from . import admin_api, http_api, schemas
 from .errors import ApiError, JSONResponse, api_error_handler, error_response
 from .hub import Hub
+from .metrics import Metrics
+from .middleware import RequestContext
 from .pages import page_routes
 from .realtime import RealtimeConnection, heartbeat_loop, realtime_endpoint
+from .request_ids import RequestIds
 from .ws_protocol import text_frame
-
-log = structlog.get_logger(__name__)
 
 
 @dataclass
@@ -40,6 +42,8 @@ class AppState:
     bus: Bus
     hub: Hub
     tokens: TokenService
+    metrics: Metrics
+    request_ids: RequestIds
     connections: set[RealtimeConnection] = field(default_factory=set)
     access_cache: dict[tuple[int, int], Any] = field(default_factory=dict)
     access_rechecks: dict[tuple[int, int], None] = field(default_factory=dict)  # read_access
@@ -186,32 +190,35 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
                           headers=dict(exc.headers) if exc.headers else None)
 
 
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled_error", path=request.url.path, method=request.method,
-                  exc_info=exc)
-    return error_response(500, "internal", "Internal server error")
+async def _metrics(request: Request) -> Response:
+    state: AppState = request.app.state.chat
+    return Response(state.metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
 
 def build_routes(extra: list[BaseRoute] | None = None) -> list[BaseRoute]:
     routes: list[BaseRoute] = [Route(ep.path, ep.handler, methods=[ep.method]) for ep in ENDPOINTS]
     routes += [Route("/api/openapi.json", _openapi, methods=["GET"]),
                Route("/openapi.json", _openapi, methods=["GET"]),
+               Route("/metrics", _metrics, methods=["GET"]),
                WebSocketRoute("/realtime", realtime_endpoint)]
     return routes + page_routes() + (extra or [])
 
 
 def create_app(settings: Settings, *, bus: Bus | None = None,
                extra_routes: list[BaseRoute] | None = None) -> Starlette:
+    metrics = Metrics()
+    request_ids = RequestIds()
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         store = await open_store(settings.database_url)
         chat_bus = bus if bus is not None else create_bus(settings.extra.get("bus_url"))
         hub = Hub(store, chat_bus, tick_s=settings.realtime_tick_ms / 1000, wire=text_frame,
                   slice_size=settings.realtime_flush_slice,
-                  max_buffer=settings.realtime_max_buffer)
+                  max_buffer=settings.realtime_max_buffer, metrics=metrics)
         await hub.start()
         tokens = TokenService(resolve_jwt_secret(settings), settings.access_token_ttl_s)
-        state = AppState(settings, store, chat_bus, hub, tokens)
+        state = AppState(settings, store, chat_bus, hub, tokens, metrics, request_ids)
         app.state.chat = state
         app.state.openapi = openapi_document()
         heartbeat = asyncio.create_task(heartbeat_loop(state))
@@ -229,6 +236,7 @@ def create_app(settings: Settings, *, bus: Bus | None = None,
     return Starlette(
         routes=build_routes(extra_routes),
         lifespan=lifespan,
-        exception_handlers={ApiError: api_error_handler, HTTPException: _http_exception,
-                            Exception: _unexpected},
+        # Unexpected errors: RequestContext (one log line with the request id, JSON 500).
+        middleware=[Middleware(RequestContext, metrics=metrics, request_ids=request_ids)],
+        exception_handlers={ApiError: api_error_handler, HTTPException: _http_exception},
     )

@@ -147,12 +147,22 @@ def _recheck_soon(state: AppState, key: tuple[int, int]) -> None:
 
 
 async def _recheck(state: AppState) -> None:
-    """Re-check queued read permissions, up to RECHECK_BATCH at once."""
-    while state.access_rechecks:
-        keys = list(itertools.islice(state.access_rechecks, RECHECK_BATCH))
-        await asyncio.gather(*(_recheck_one(state, key) for key in keys))
-        for key in keys:
-            del state.access_rechecks[key]
+    """Re-check queued read permissions, up to RECHECK_BATCH at once. The queue is emptied in
+    every outcome: a key left behind would stop `_recheck_soon` from ever starting this task
+    again, and every long-poller's permission would go stale."""
+    try:
+        while state.access_rechecks:
+            keys = list(itertools.islice(state.access_rechecks, RECHECK_BATCH))
+            try:
+                await asyncio.gather(*(_recheck_one(state, key) for key in keys))
+            finally:
+                for key in keys:
+                    state.access_rechecks.pop(key, None)
+    except Exception as exc:
+        state.metrics.background_failure("access_recheck", exc)
+        for key in list(state.access_rechecks):
+            state.access_cache.pop(key, None)  # the slow path decides
+        state.access_rechecks.clear()
 
 
 async def _recheck_one(state: AppState, key: tuple[int, int]) -> None:

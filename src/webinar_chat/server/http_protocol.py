@@ -24,7 +24,6 @@ does (`response_complete`, close unless keep-alive, `on_response()`). Select it 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -44,16 +43,17 @@ class FastPoll:
     """One long-poll answered by the fast path: parked in `room` until a flush, its timeout, the
     client leaving or shutdown."""
 
-    __slots__ = ("protocol", "cycle", "app", "room", "key", "slot")
+    __slots__ = ("protocol", "cycle", "app", "room", "key", "slot", "request_id")
 
     def __init__(self, protocol: WebinarChatHttpProtocol, cycle: RequestResponseCycle, app: Any,
-                 room: Room, key: PollKey) -> None:
+                 room: Room, key: PollKey, request_id: bytes) -> None:
         self.protocol = protocol
         self.cycle = cycle
         self.app = app
         self.room = room
         self.key = key
         self.slot = 0
+        self.request_id = request_id
 
     def answer(self) -> None:
         """Answer with what the room has now — the slow path's answer after its wait."""
@@ -66,7 +66,12 @@ class FastPoll:
         if body is None:
             self.protocol.to_slow_path(self)  # older than the ring: the database answers
         else:
-            self.protocol.finish(self, self.room.parked.response(self.key, body))
+            self.protocol.finish(self, self.room.parked.response(self.key, body, self.request_id))
+
+    def abort(self) -> None:
+        if self.protocol.parked_poll is self:
+            self.protocol.parked_poll = None
+        self.protocol.transport.abort()
 
 
 class WebinarChatHttpProtocol(HttpToolsProtocol):
@@ -74,8 +79,10 @@ class WebinarChatHttpProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self.parked_poll: FastPoll | None = None
         self._chat: AppState | None = None
-        # The fast path writes no access-log line: off where uvicorn would log one (development).
-        self._fast = not (self.access_log and self.access_logger.isEnabledFor(logging.INFO))
+        # The fast path writes no access-log line: off where access logs are configured
+        # (development). From the setting, not from `self.access_log`: that one is true as soon
+        # as any handler is attached to "uvicorn.access" (test tools attach their own).
+        self._fast = not self.config.access_log
         # Keep-alive after fast answers: one lazy timer per connection instead of uvicorn's
         # call_later per response (a poller re-polls at once, so that timer is nearly always
         # cancelled right away — at 10,000 pollers it was ~8 % of the server's CPU).
@@ -141,7 +148,8 @@ class WebinarChatHttpProtocol(HttpToolsProtocol):
             return False  # ahead of this process: the feed decides (slow path)
         room.last_used = now
         key = (access.audience, request.after_seq, request.limit)
-        poll = FastPoll(self, cycle, app, room, key)
+        request_id = request.request_id or state.request_ids.new().encode()
+        poll = FastPoll(self, cycle, app, room, key, request_id)
         self.parked_poll = poll
         if request.after_seq < released:
             room.parked.answer_soon(poll, self.server_state, self.loop)

@@ -30,6 +30,7 @@ from ..protocol.sequencer import GAP_TIMEOUT_S, RoomSequencer
 from ..protocol.session import Batch, Subscription
 from ..store import Store
 from .longpoll import ParkedPolls
+from .metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
@@ -40,6 +41,10 @@ RING_SIZE = 2000
 # A room nobody listens to is dropped after this idle time (keeps memory bounded; long-pollers
 # re-request within the 3 s fallback interval, so they keep their room alive).
 ROOM_IDLE_S = 60.0
+# A gap fetch that failed (database down, a bug) is retried after GAP_TIMEOUT_S × 2^failures, at
+# most this many doublings (6.4 s): soon enough that a room recovers within seconds of the
+# database, slow enough not to hammer a database that is down.
+GAP_RETRY_DOUBLINGS = 5
 
 
 GONE: Any = object()  # a subscriber that left the room
@@ -73,8 +78,9 @@ class Delivery:
 
 
 class Room:
-    def __init__(self, webinar_id: int) -> None:
+    def __init__(self, webinar_id: int, metrics: Metrics) -> None:
         self.webinar_id = webinar_id
+        self.metrics = metrics
         self.topic = topic_name(webinar_id)
         self.sequencer: RoomSequencer | None = None  # None until the head seq is read
         self.early: list[Change] = []  # offered before the sequencer existed
@@ -87,6 +93,8 @@ class Room:
         self.slice_handle: asyncio.Handle | None = None
         self.unchecked_bytes = 0  # fan-out bytes since the last write-buffer check
         self.gap_handle: asyncio.TimerHandle | None = None
+        self.gap_fetching = False  # a feed read for the gap is in flight
+        self.gap_failures = 0  # consecutive failed gap fetches (retry backoff)
         self.last_flush = 0.0
         self.ring: collections.deque[Change] = collections.deque(maxlen=RING_SIZE)
         # Long-poll answers since the last flush, by (audience, after_seq, limit): the pollers a
@@ -118,9 +126,11 @@ class Room:
 
 class Hub:
     def __init__(self, store: Store, bus: Bus, *, tick_s: float, wire: Callable[[bytes], bytes],
-                 slice_size: int = 100, max_buffer: int = 1 << 20):
+                 slice_size: int = 100, max_buffer: int = 1 << 20,
+                 metrics: Metrics | None = None):
         self.store = store
         self.bus = bus
+        self.metrics = metrics if metrics is not None else Metrics()
         self.tick_s = tick_s
         self._wire = wire  # payload → the WebSocket frame bytes written to raw transports
         self.slice_size = max(1, slice_size)
@@ -133,11 +143,13 @@ class Hub:
         self._loop = asyncio.get_running_loop()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.deliveries = 0  # frames written to subscribers (a metrics seam)
+        self._closed = False
 
     async def start(self) -> None:
         await self.bus.start(self.on_change)
 
     async def close(self) -> None:
+        self._closed = True
         for room in self.rooms.values():
             for handle in (room.flush_handle, room.gap_handle, room.slice_handle):
                 if handle:
@@ -166,7 +178,7 @@ class Hub:
     async def room(self, webinar_id: int) -> Room:
         room = self.rooms.get(webinar_id)
         if room is None:
-            room = self.rooms[webinar_id] = Room(webinar_id)
+            room = self.rooms[webinar_id] = Room(webinar_id, self.metrics)
             try:
                 head = await self.store.head_seq(webinar_id)
             except BaseException:
@@ -228,31 +240,45 @@ class Hub:
 
     def _fill_gap(self, room: Room) -> None:
         room.gap_handle = None
-        if room.sequencer is None or room.sequencer.gap is None:
+        if room.sequencer is None or room.sequencer.gap is None or room.gap_fetching:
             return
+        room.gap_fetching = True
         task = self._loop.create_task(self._fetch_gap(room))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _fetch_gap(self, room: Room) -> None:
-        assert room.sequencer is not None
-        gap = room.sequencer.gap
-        if gap is None:
-            return
-        after, upto = gap
+        """Read the missing range from the feed and release what it completes. Whatever happens
+        (the read fails, a log call or the release raises, the task is cancelled), the room is
+        left able to fetch again: `gap_fetching` is reset and, while a gap remains, the next
+        attempt is scheduled, with backoff after failures."""
+        after = upto = -1
+        failed = False
         try:
+            assert room.sequencer is not None
+            gap = room.sequencer.gap
+            if gap is None:
+                return
+            after, upto = gap
             page = await self.store.changes_after(room.webinar_id, after, limit=upto - after)
-        except Exception:
-            log.exception("gap_fetch_failed", webinar_id=room.webinar_id, after_seq=after)
-            page = None
-        if page is not None:
-            log.info("gap_filled", webinar_id=room.webinar_id, after_seq=after, up_to_seq=upto,
-                     fetched=len(page.changes))
             released = room.sequencer.fill(page.changes)
             if released:
+                self.metrics.gap_repairs.inc()
                 self._queue(room, released)
-        if room.sequencer.gap is not None and room.gap_handle is None:
-            room.gap_handle = self._loop.call_later(GAP_TIMEOUT_S, self._fill_gap, room)
+            log.info("gap_filled", webinar_id=room.webinar_id, after_seq=after, up_to_seq=upto,
+                     fetched=len(page.changes), released=len(released))
+        except Exception as exc:
+            failed = True
+            self.metrics.background_failure("gap_fetch", exc, webinar_id=room.webinar_id,
+                                            after_seq=after, up_to_seq=upto)
+        finally:
+            room.gap_fetching = False
+            room.gap_failures = room.gap_failures + 1 if failed else 0
+            if (not self._closed and self.rooms.get(room.webinar_id) is room
+                    and room.sequencer is not None and room.sequencer.gap is not None
+                    and room.gap_handle is None):
+                delay = GAP_TIMEOUT_S * 2 ** min(room.gap_failures, GAP_RETRY_DOUBLINGS)
+                room.gap_handle = self._loop.call_later(delay, self._fill_gap, room)
 
     def _queue(self, room: Room, released: list[Change]) -> None:
         room.pending.extend(released)
@@ -276,18 +302,53 @@ class Hub:
             if room.flush_handle is not None:
                 room.flush_handle.cancel()
                 room.flush_handle = None
-            self._seal(room)
-            if room.delivery is None:
-                self._deliver_next(room, at_once=False)
+            try:
+                self._seal(room)
+                if room.delivery is None:
+                    self._deliver_next(room, at_once=False)
+            except Exception as exc:
+                self._reset_room(room, "room_flush", exc)
 
     # --- fan-out ---------------------------------------------------------------------------------
 
     def _flush(self, room: Room) -> None:
         room.flush_handle = None
-        if room.pending:
-            self._seal(room)
-        if room.delivery is None:
-            self._deliver_next(room, at_once=True)
+        try:
+            if room.pending:
+                self._seal(room)
+            if room.delivery is None:
+                self._deliver_next(room, at_once=True)
+        except Exception as exc:
+            self._reset_room(room, "room_flush", exc)
+
+    def _reset_room(self, room: Room, loop: str, error: BaseException) -> None:
+        """A flush or delivery of this room raised (a bug, or an encoding no test foresaw).
+        What the room holds in memory can no longer be trusted to be complete, so it is dropped:
+        its subscribers are closed (1011) and resume from their last seq by replay from the feed,
+        its long-polls are answered now and re-read the feed, and the next change starts a new
+        ring. Other rooms and the loop that called us go on."""
+        self.metrics.background_failure(loop, error, webinar_id=room.webinar_id,
+                                        released_seq=room.released_seq)
+        for handle in (room.flush_handle, room.slice_handle):
+            if handle is not None:
+                handle.cancel()
+        room.flush_handle = room.slice_handle = None
+        room.pending = []
+        room.sealed.clear()
+        room.delivery = None
+        room.ring.clear()
+        room.poll_bodies.clear()
+        subscribers, room.subscribers = list(room.subscribers), {}
+        for sub in subscribers:
+            listener: Listener = sub.owner
+            try:
+                listener.close(1011, "internal error")
+            except Exception as exc:
+                self.metrics.background_failure(loop, exc, webinar_id=room.webinar_id)
+        if room.changed is not None and not room.changed.done():
+            room.changed.set_result(None)
+        room.changed = None
+        room.parked.expire_all()
 
     def _seal(self, room: Room) -> None:
         """Pending changes → one batch: into the ring (redacting), encoded once per audience, and
@@ -342,6 +403,12 @@ class Hub:
             room.slice_handle = self._loop.call_soon(self._deliver_slice, room)
 
     def _deliver_slice(self, room: Room) -> None:
+        try:
+            self._serve_slice(room)
+        except Exception as exc:
+            self._reset_room(room, "fanout", exc)
+
+    def _serve_slice(self, room: Room) -> None:
         room.slice_handle = None
         delivery = room.delivery
         if delivery is None:
@@ -362,19 +429,25 @@ class Hub:
                 if transport is GONE:
                     continue  # left, replaced or closed since the delivery began
                 listener: Listener = sub.owner
-                if sub.take_shared(first, last):
-                    if transport is None:
-                        listener.write(frames[sub.audience])
-                    elif not transport.is_closing():  # closing: its connection is going away
-                        transport.write(wires[sub.audience])
-                        listener.last_sent = now
-                        if check and transport.get_write_buffer_size() > max_buffer:
-                            slow.append(listener)
-                    delivered += 1
-                else:
-                    listener.on_batch(sub, batch)
+                try:
+                    if sub.take_shared(first, last):
+                        if transport is None:
+                            listener.write(frames[sub.audience])
+                        elif not transport.is_closing():  # closing: its connection is going away
+                            transport.write(wires[sub.audience])
+                            listener.last_sent = now
+                            if check and transport.get_write_buffer_size() > max_buffer:
+                                slow.append(listener)
+                        delivered += 1
+                    else:
+                        listener.on_batch(sub, batch)
+                except Exception as exc:
+                    self._subscriber_failed(room, sub, exc)
             for listener in slow:
-                listener.close(4008, "slow consumer")
+                try:
+                    listener.close(4008, "slow consumer")
+                except Exception as exc:
+                    self.metrics.background_failure("fanout", exc, webinar_id=room.webinar_id)
         finally:
             # Even after an error the room moves on (a subscriber this slice skipped sees a seq
             # gap in the next batch and reads it from the feed).
@@ -387,6 +460,17 @@ class Hub:
                 # A batch sealed by settle() meanwhile starts on the next pass; else the room
                 # idles until its next tick.
                 self._deliver_next(room, at_once=False)
+
+    def _subscriber_failed(self, room: Room, sub: Subscription, error: BaseException) -> None:
+        """Writing one subscriber's frame raised: close that connection (it resumes by replay),
+        the batch goes on to the others."""
+        self.metrics.background_failure("fanout", error, webinar_id=room.webinar_id)
+        room.subscribers.pop(sub, None)
+        listener: Listener = sub.owner
+        try:
+            listener.close(1011, "internal error")
+        except Exception as exc:
+            self.metrics.background_failure("fanout", exc, webinar_id=room.webinar_id)
 
     @staticmethod
     def _redact_ring(room: Room, change: Change) -> None:

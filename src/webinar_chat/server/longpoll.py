@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from ..protocol.events import Audience
+from .request_ids import REQUEST_ID_HEADER, sane_request_id
 
 if TYPE_CHECKING:
     from .hub import Room
@@ -46,6 +47,7 @@ class PollRequest:
     after_seq: int
     limit: int
     wait: float
+    request_id: bytes | None = None  # a sane incoming X-Request-ID, else one is generated
 
 
 def parse_poll(method: str, path: str, query: bytes, headers: Iterable[tuple[bytes, bytes]],
@@ -84,10 +86,16 @@ def parse_poll(method: str, path: str, query: bytes, headers: Iterable[tuple[byt
             return None
         limit = int(raw)
     token = None
+    request_id: bytes | None = None
+    seen_request_id = False
     for name, value in headers:
         if name == b"authorization":
             if token is None:
                 token = value  # Starlette reads the first one
+        elif name == REQUEST_ID_HEADER:
+            if not seen_request_id:  # the middleware reads the first one too
+                seen_request_id = True
+                request_id = sane_request_id(value)
         elif name in (b"content-length", b"transfer-encoding", b"expect"):
             return None  # a GET with a body: rare, and the slow path knows what to do
     if token is None:
@@ -96,7 +104,7 @@ def parse_poll(method: str, path: str, query: bytes, headers: Iterable[tuple[byt
     credentials = credentials.strip()
     if scheme.lower() != "bearer" or not credentials:
         return None
-    return PollRequest(int(match[1]), credentials, after_seq, limit, wait)
+    return PollRequest(int(match[1]), credentials, after_seq, limit, wait, request_id)
 
 
 # --- bodies --------------------------------------------------------------------------------------
@@ -125,20 +133,33 @@ def ring_body(room: Room, key: PollKey) -> bytes | None:
     return body
 
 
-def json_response(default_headers: Iterable[tuple[bytes, bytes]], body: bytes, *,
-                  keep_alive: bool = True) -> bytes:
-    """The exact bytes uvicorn writes for Starlette's `JSONResponse(body)` (errors.py): uvicorn's
-    default headers (date, server), then content-length and content-type as Starlette's
-    `Response.init_headers` orders them, then `connection: close` when uvicorn adds it."""
+def response_parts(default_headers: Iterable[tuple[bytes, bytes]], body: bytes
+                   ) -> tuple[bytes, bytes]:
+    """The answer for `body` cut where the per-request `x-request-id` line goes: the status line
+    and headers as uvicorn writes them for Starlette's `JSONResponse(body)` (errors.py) —
+    uvicorn's default headers (date, server), then content-length and content-type as
+    Starlette's `Response.init_headers` orders them — and the blank line + body. The middleware
+    appends `x-request-id` after Starlette's headers, so it goes between the two parts."""
     parts = [b"HTTP/1.1 200 OK\r\n"]
     for name, value in default_headers:
         parts += (name, b": ", value, b"\r\n")
     parts += (b"content-length: ", str(len(body)).encode(), b"\r\n",
               b"content-type: application/json\r\n")
+    return b"".join(parts), b"\r\n" + body
+
+
+def with_request_id(head: bytes, tail: bytes, request_id: bytes) -> bytes:
+    return b"".join((head, REQUEST_ID_HEADER, b": ", request_id, b"\r\n", tail))
+
+
+def json_response(default_headers: Iterable[tuple[bytes, bytes]], body: bytes, *,
+                  request_id: bytes, keep_alive: bool = True) -> bytes:
+    """The exact bytes the slow path writes for `body`, with `connection: close` where uvicorn
+    adds it (the fast path inserts that line itself: http_protocol.py `finish`)."""
+    head, tail = response_parts(default_headers, body)
     if not keep_alive:
-        parts.append(b"connection: close\r\n")
-    parts += (b"\r\n", body)
-    return b"".join(parts)
+        tail = b"connection: close\r\n" + tail
+    return with_request_id(head, tail, request_id)
 
 
 # --- parked polls --------------------------------------------------------------------------------
@@ -152,6 +173,9 @@ class ParkedPoll(Protocol):
     def answer(self) -> None:
         """Answer now with what the room has (`ParkedPolls.response`), or hand the request to the
         slow path if the ring cannot answer it. Called once, after the poll left the room."""
+
+    def abort(self) -> None:
+        """Drop the request's connection (its answer raised; the client re-polls)."""
 
 
 class HeaderSource(Protocol):
@@ -192,7 +216,8 @@ class ParkedPolls:
         self.draining = False
         self.headers: HeaderSource | None = None  # set by the first park()/answer_soon()
         self.loop: asyncio.AbstractEventLoop | None = None  # likewise
-        self.responses: dict[PollKey, tuple[bytes, list[tuple[bytes, bytes]], bytes]] = {}
+        self.responses: dict[PollKey, tuple[bytes, list[tuple[bytes, bytes]],
+                                            tuple[bytes, bytes]]] = {}
 
     def __bool__(self) -> bool:
         return bool(self.groups)
@@ -234,16 +259,18 @@ class ParkedPolls:
         self._left(1)
         return True
 
-    def response(self, key: PollKey, body: bytes) -> bytes:
-        """The full HTTP answer for `body`, built once per body and `date`."""
+    def response(self, key: PollKey, body: bytes, request_id: bytes) -> bytes:
+        """The full HTTP answer for `body`; all but the request id is built once per body and
+        `date`."""
         assert self.headers is not None
         headers = self.headers.default_headers
         memo = self.responses.get(key)
         if memo is not None and memo[0] is body and memo[1] is headers:
-            return memo[2]
-        response = json_response(headers, body)
-        self.responses[key] = (body, headers, response)
-        return response
+            head, tail = memo[2]
+        else:
+            head, tail = response_parts(headers, body)
+            self.responses[key] = (body, headers, (head, tail))
+        return with_request_id(head, tail, request_id)
 
     def _unslot(self, poll: ParkedPoll) -> None:
         expiring = self.slots.get(poll.slot)
@@ -255,10 +282,12 @@ class ParkedPolls:
         self.room.last_used = time.monotonic()
 
     def _expire_slot(self, slot: int) -> None:
-        for poll in list(self.slots.pop(slot, ())):
-            if self.remove(poll):
-                self.ready.append(poll)
-        self._drain_soon()
+        try:
+            for poll in list(self.slots.pop(slot, ())):
+                if self.remove(poll):
+                    self.ready.append(poll)
+        finally:
+            self._drain_soon()
 
     def release(self) -> None:
         """After a flush put new changes in the ring: queue every group that has something new.
@@ -280,9 +309,25 @@ class ParkedPolls:
     def _drain(self) -> None:
         self.draining = False
         ready = self.ready
-        for _ in range(min(ANSWER_SLICE, len(ready))):
-            ready.popleft().answer()
-        self._drain_soon()
+        try:
+            for _ in range(min(ANSWER_SLICE, len(ready))):
+                self._answer(ready.popleft())
+        finally:
+            self._drain_soon()
+
+    def _answer(self, poll: ParkedPoll) -> None:
+        try:
+            poll.answer()
+        except Exception as exc:
+            # One poll whose answer failed loses its connection (the client re-polls from its
+            # last seq); the rest of the queue is answered as usual.
+            self.room.metrics.background_failure("longpoll_answer", exc,
+                                                 webinar_id=self.room.webinar_id)
+            try:
+                poll.abort()
+            except Exception as abort_error:
+                self.room.metrics.background_failure("longpoll_answer", abort_error,
+                                                     webinar_id=self.room.webinar_id)
 
     def expire_all(self) -> None:
         """Answer every parked and queued poll now, with what it has (shutdown)."""
@@ -292,4 +337,4 @@ class ParkedPolls:
             self._left(len(group))
             self.ready.extend(group)
         while self.ready:
-            self.ready.popleft().answer()
+            self._answer(self.ready.popleft())

@@ -104,6 +104,11 @@ class RealtimeConnection:
                 self.perform(self.session.on_text(text or "", time.time()))
         except WebSocketDisconnect:
             pass
+        except Exception as exc:
+            # One bad frame or a bug in its handling closes this connection, never the server's
+            # others; the client reconnects and resumes from its last seq.
+            self.state.metrics.background_failure("realtime_read", exc, user_id=self.user_id)
+            self.abort()
         finally:
             self.closed = True
             self.state.connections.discard(self)
@@ -143,18 +148,35 @@ class RealtimeConnection:
             self.queue.append(payload)
             self.queue_ready.set()
 
+    @property
+    def user_id(self) -> int | None:
+        return self.session.identity.user_id if self.session.identity else None
+
     def close(self, code: int, reason: str) -> None:
         if self.closed:
             return
         self.closed = True
-        log.info("realtime_close", code=code, reason=reason,
-                 user_id=self.session.identity.user_id if self.session.identity else None)
         for sub in list(self.session.subscriptions.values()):
             self.state.hub.unsubscribe(sub)
         if self.raw is not None:
             self.raw.close(code, reason)
         else:
             self._spawn(self.websocket.close(code, reason))
+        log.info("realtime_close", code=code, reason=reason, user_id=self.user_id)
+
+    def abort(self) -> None:
+        """Close after an internal error, whatever state the connection is in: a close that
+        cannot fail (the transport is dropped if the closing handshake cannot be started)."""
+        try:
+            self.close(1011, "internal error")
+        except Exception:
+            self.closed = True
+            if self.raw is not None:
+                self.raw.transport.abort()
+        finally:
+            self.state.connections.discard(self)
+            for sub in list(self.session.subscriptions.values()):
+                self.state.hub.unsubscribe(sub)
 
     def on_batch(self, sub: Subscription, batch: Batch) -> None:
         self.perform(self.session.on_batch(sub, batch))
@@ -185,11 +207,14 @@ class RealtimeConnection:
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self.tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("realtime_task_failed", exc_info=task.exception())
-            self.write(orjson.dumps({"type": "error", "code": "internal",
-                                     "message": "Internal error; reconnect"}))
-            self.close(1011, "internal error")
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            self.state.metrics.background_failure("connection_task", error, user_id=self.user_id)
+            try:
+                self.write(orjson.dumps({"type": "error", "code": "internal",
+                                         "message": "Internal error; reconnect"}))
+            finally:
+                self.abort()
 
     async def _check_access(self, action: CheckAccess) -> None:
         hub = self.state.hub
@@ -260,7 +285,11 @@ class RealtimeConnection:
 
     def _expiry_due(self) -> None:
         self.expiry_timer = None
-        self.perform(self.session.on_token_expiry_due(time.time()))
+        try:
+            self.perform(self.session.on_token_expiry_due(time.time()))
+        except Exception as exc:
+            self.state.metrics.background_failure("token_expiry", exc, user_id=self.user_id)
+            self.abort()
 
     # --- heartbeats (called by the app's heartbeat task) -----------------------------------------
 
@@ -282,15 +311,29 @@ async def realtime_endpoint(websocket: WebSocket) -> None:
 
 
 async def heartbeat_loop(state: AppState) -> None:
+    """Every heartbeat interval: heartbeats and idle closes, the idle-room sweep, and the expiry
+    of the read-access cache. Runs for the life of the app: nothing one connection or room does
+    may stop it (docs/operations.md, "Background work")."""
     interval = state.settings.heartbeat_interval_s
     while True:
         await asyncio.sleep(interval)
-        now = time.monotonic()
-        for connection in list(state.connections):
-            connection.heartbeat(now, state.settings.client_idle_timeout_s, interval)
+        heartbeat_round(state, time.monotonic())
+
+
+def heartbeat_round(state: AppState, now: float) -> None:
+    settings = state.settings
+    for connection in list(state.connections):
+        try:
+            connection.heartbeat(now, settings.client_idle_timeout_s, settings.heartbeat_interval_s)
+        except Exception as exc:
+            state.metrics.background_failure("heartbeat", exc, user_id=connection.user_id)
+            connection.abort()
+    try:
         state.hub.sweep()
         # (the long-poll fast path uses entries longer than their TTL: http_api.read_access)
         horizon = now + ACCESS_CACHE_TTL_S - LONG_POLL_ACCESS_MAX_AGE_S
         expired = [key for key, (until, _) in state.access_cache.items() if until <= horizon]
         for key in expired:
             del state.access_cache[key]
+    except Exception as exc:
+        state.metrics.background_failure("idle_sweep", exc)

@@ -1,5 +1,9 @@
 """Running the app under uvicorn: the one configuration the CLI, the tests and the benchmarks use.
 
+`build_server(settings)` is the whole production set-up of a server — logging included — and
+`webinar-chat serve` is `build_server` + `tune_gc` + `run`; every test server is built by the same
+function (tests/helpers.py), so a configuration that breaks production breaks the tests first.
+
 `ChatServer` drains the application before uvicorn's own shutdown: long-polls in progress are
 answered at once (empty) instead of being cancelled after the grace period, and sockets are closed
 with 1001 "server shutting down" so clients reconnect with backoff and replay from `last_seq`.
@@ -14,6 +18,7 @@ import socket
 import uvicorn
 from starlette.applications import Starlette
 
+from ..logs import configure_logging
 from ..settings import Settings
 from .app import create_app
 from .http_protocol import WebinarChatHttpProtocol
@@ -53,7 +58,10 @@ def tune_gc() -> None:
     gc.freeze()
 
 
-def build_server(settings: Settings, *, log_level: str | None = None) -> ChatServer:
+def build_server(settings: Settings) -> ChatServer:
+    """The server `webinar-chat serve` runs: installs the process's logging (LOG_LEVEL,
+    LOG_FORMAT; uvicorn's loggers go through the same pipeline) and builds the app."""
+    configure_logging(settings.log_level, json=settings.log_json)
     app = create_app(settings)
     config = uvicorn.Config(
         app,
@@ -65,7 +73,8 @@ def build_server(settings: Settings, *, log_level: str | None = None) -> ChatSer
         ws_per_message_deflate=False,  # costs GBs at thousands of sockets (PERFORMANCE.md)
         ws_ping_interval=None,  # the app sends its own heartbeats (browsers cannot see pings)
         lifespan="on",
-        log_level=(log_level or settings.log_level).lower(),
+        log_config=None,  # logs.configure_logging owns the handlers (one pipeline)
+        log_level=settings.log_level.lower(),
         access_log=settings.development,
         timeout_graceful_shutdown=5,
     )
