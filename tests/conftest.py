@@ -3,7 +3,8 @@ server on a free port, an HTTP client, and a `world` of tenants and users."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,6 +16,9 @@ from webinar_chat.settings import Settings
 from webinar_chat.store import Store, open_store
 
 from .helpers import JWT_SECRET, RunningServer, World, fresh_database, make_world, test_settings
+from .serve import ServeProcess
+
+CliServerFactory = Callable[..., Awaitable[ServeProcess]]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -89,3 +93,26 @@ async def server(database_url: str, world: World, server_overrides: dict[str, An
 async def http(server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
         yield client
+
+
+@pytest.fixture
+async def cli_server(database_url: str, world: object, tmp_path: Path
+                     ) -> AsyncIterator[CliServerFactory]:
+    """`await cli_server(HEARTBEAT_INTERVAL="0.3", …)` → a started `ServeProcess` on the test's
+    database (the `world` is created first). Stopped at the end of the test, and its log is
+    checked: no traceback, no failed log call, no error record (pass `allowed_errors=(event,…)`
+    for a test that provokes some)."""
+    started: list[tuple[ServeProcess, tuple[str, ...]]] = []
+
+    async def factory(allowed_errors: tuple[str, ...] = (), **env: str) -> ServeProcess:
+        server = ServeProcess(database_url, tmp_path / f"server-{len(started)}.log", env=env)
+        started.append((server, allowed_errors))
+        await server.start()
+        return server
+
+    yield factory
+    for server, _ in started:
+        await server.stop()
+    for server, allowed in started:
+        problems = server.problems(allowed)
+        assert not problems, "server log:\n" + "\n".join(problems[:20])

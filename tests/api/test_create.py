@@ -71,6 +71,10 @@ async def test_missing_client_msg_id_is_accepted_as_null(http: httpx.AsyncClient
     ({"webinarId": 1, "content": 5}, "content"),
     ({"webinarId": 1, "content": "x", "clientMsgId": 7}, "clientMsgId"),
     ([1, 2], ""),
+    # beyond a 64-bit id: a 400 before the database driver overflows (was a 500)
+    ({"webinarId": 2**63, "content": "x"}, "webinarId"),
+    ({"webinarId": 2**70, "content": "x"}, "webinarId"),
+    ({"webinarId": 99999999999999999999, "content": "x"}, "webinarId"),
 ])
 async def test_bad_input_is_400_and_stores_nothing(http: httpx.AsyncClient, world: World,
                                                    body: Any, fragment: str) -> None:

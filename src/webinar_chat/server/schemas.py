@@ -8,12 +8,17 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 
 
+# A database id: positive and within a signed 64-bit column (a larger one is a 400, not a driver
+# overflow on the way to the database).
+Id = Annotated[StrictInt, Field(ge=1, le=2**63 - 1)]
+
+
 class Body(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
 
 
 class CreateMessage(Body):
-    webinarId: Annotated[StrictInt, Field(ge=1)]
+    webinarId: Id
     content: StrictStr
     clientMsgId: StrictStr | None = Field(default=None, description="UUID chosen by the client once "
                                           "per message; re-sends reuse it (idempotency key)")
@@ -57,12 +62,12 @@ class CreateAgency(Body):
 
 
 class CreateClient(Body):
-    agency_id: Annotated[StrictInt, Field(ge=1)]
+    agency_id: Id
     name: Annotated[StrictStr, Field(min_length=1, max_length=200)]
 
 
 class CreateWebinar(Body):
-    client_id: Annotated[StrictInt, Field(ge=1)]
+    client_id: Id
     title: Annotated[StrictStr, Field(min_length=1, max_length=200)]
     chat_open: StrictBool = True
     slow_mode_seconds: Annotated[StrictInt, Field(ge=0, le=3600)] = 0
@@ -81,12 +86,12 @@ class CreateUser(Body):
 
 
 class CreateRegistration(Body):
-    webinar_id: Annotated[StrictInt, Field(ge=1)]
-    user_id: Annotated[StrictInt, Field(ge=1)]
+    webinar_id: Id
+    user_id: Id
     role: Literal["attendee", "moderator", "host"] = "attendee"
 
 
 class SetBanned(Body):
-    webinar_id: Annotated[StrictInt, Field(ge=1)]
-    user_id: Annotated[StrictInt, Field(ge=1)]
+    webinar_id: Id
+    user_id: Id
     banned: StrictBool
