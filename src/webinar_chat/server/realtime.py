@@ -317,7 +317,10 @@ async def heartbeat_loop(state: AppState) -> None:
     interval = state.settings.heartbeat_interval_s
     while True:
         await asyncio.sleep(interval)
-        heartbeat_round(state, time.monotonic())
+        try:
+            heartbeat_round(state, time.monotonic())
+        except Exception as exc:  # heartbeat_round contains its own; this is the last line
+            state.metrics.background_failure("heartbeat", exc)
 
 
 def heartbeat_round(state: AppState, now: float) -> None:

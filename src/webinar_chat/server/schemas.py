@@ -7,7 +7,6 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 
-
 # A database id: positive and within a signed 64-bit column (a larger one is a 400, not a driver
 # overflow on the way to the database).
 Id = Annotated[StrictInt, Field(ge=1, le=2**63 - 1)]
