@@ -120,7 +120,21 @@ async def make_world(store: Store, tokens: TokenService, **webinar_kwargs: Any) 
                  people["bob"], people["outsider"], people["admin"], people)
 
 
-class RunningServer:
+class LocalServer:
+    """A server of ours listening on 127.0.0.1:`port`."""
+
+    port: int
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/realtime"
+
+
+class RunningServer(LocalServer):
     """The production server (`runner.build_server`, as `webinar-chat serve` builds it: logging,
     protocols, app) in this event loop, on a free port. For the CLI process itself — signals,
     kill -9, a server that shares nothing with the test process — see `tests/serve.py`."""
@@ -130,14 +144,6 @@ class RunningServer:
         self.port = port or free_port()
         self._server: ChatServer | None = None
         self._task: asyncio.Task[None] | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/realtime"
 
     @property
     def app_state(self) -> Any:

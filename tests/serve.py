@@ -20,13 +20,13 @@ from typing import Any
 
 import httpx
 
-from .helpers import JWT_SECRET, free_port
+from .helpers import JWT_SECRET, LocalServer, free_port
 
 # Lines that must never appear in a healthy server's log.
 _BROKEN = ("Traceback (most recent call last)", "logging_failed", "--- Logging error ---")
 
 
-class ServeProcess:
+class ServeProcess(LocalServer):
     def __init__(self, database_url: str, log_path: Path, env: dict[str, str] | None = None,
                  port: int | None = None) -> None:
         self.database_url = database_url
@@ -36,14 +36,6 @@ class ServeProcess:
                     **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/realtime"
 
     @property
     def json_logs(self) -> bool:

@@ -4,6 +4,7 @@ Chromium is Debian's (/usr/bin/chromium) driven by Playwright; nothing is downlo
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -36,13 +37,20 @@ def server_overrides() -> dict[str, Any]:
 @pytest.fixture
 async def browser(server: RunningServer) -> AsyncIterator[Browser]:
     """Chromium for one test; closed before the server stops, so no long-poll is cut off."""
+    async with chromium() as launched:
+        yield launched
+
+
+@contextlib.asynccontextmanager
+async def chromium() -> AsyncIterator[Browser]:
+    """Debian's Chromium, headless, with the flags this machine needs."""
     async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+        launched = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
                                                     args=CHROMIUM_ARGS)
         try:
-            yield chromium
+            yield launched
         finally:
-            await chromium.close()
+            await launched.close()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -9,13 +9,13 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from playwright.async_api import Browser, async_playwright, expect
+from playwright.async_api import Browser, expect
 
 from ..conftest import CliServerFactory
 from ..helpers import World, new_id, send
 from ..liveness.test_liveness import socket
 from .chat import FAST, open_chat
-from .conftest import CHROMIUM, CHROMIUM_ARGS
+from .conftest import chromium
 
 # The page declares a socket dead after FAST["silenceMs"] (2 s) without a frame; heartbeats every
 # 0.5 s keep a healthy one far inside that, as 5 s do for the 10 s rule in production.
@@ -32,13 +32,10 @@ new MutationObserver(() => {
 
 @pytest.fixture
 async def cli_browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                                    args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
+    """Chromium for a test whose server is the CLI process (the `browser` fixture needs the
+    in-process `server`); the `cli_server` fixture stops that process after this closes."""
+    async with chromium() as launched:
+        yield launched
 
 
 async def test_a_quiet_room_keeps_every_page_live(cli_server: CliServerFactory, world: World,
