@@ -187,9 +187,10 @@ class RealtimeLink:
             self._joined.clear()
             self._joining.clear()
             self.state.live = False
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                    await ws.close()
+            # Closed in the background: the failure, and the fallback it may turn on, count now,
+            # not after up to CLOSE_TIMEOUT_S of a closing handshake with a peer that may never
+            # answer (a frozen server: the fallback came ~1 s after the silence was noticed).
+            self._spawn(_close_quietly(ws))
 
     async def _session(self, ws: RealtimeSocket, token: str) -> None:
         # The token goes in the first frame, not the URL: URLs end up in proxy and access logs.
@@ -332,6 +333,12 @@ class RealtimeLink:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+
+async def _close_quietly(ws: RealtimeSocket) -> None:
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(CLOSE_TIMEOUT_S):
+            await ws.close()
 
 
 def _topic_id(topic: Any) -> int | None:
