@@ -211,11 +211,14 @@ class TestSlicedFanout:
                     settled.append(room.delivery.batch.last_seq)
 
             watcher = Watcher(server, wid, settle_mid)
-            total = 40
+            # Up to 120 bursts: the test stops as soon as three settles happened mid-delivery;
+            # on a loaded machine that can take many bursts (it needs a send to land between
+            # two slices).
+            total = 120
             for i in range(total):
                 # Unawaited bursts keep changes pending while batches are delivered.
                 await asyncio.gather(*(send(http, world.alice, wid, f"m{i}-{k}", new_id())
-                                       for k in range(2)))
+                                       for k in range(3)))
                 if len(settled) >= 3:
                     break
             sent = hub.rooms[wid].released_seq
