@@ -50,6 +50,20 @@ class Settings:
     client_idle_timeout_s: float = 30.0
     # Upper bound for `/changes?wait=`: below common proxy idle timeouts (30–60 s).
     long_poll_max_wait_s: float = 25.0
+    # The bus between server processes: unset (one process, in memory) or redis://host:6379/0.
+    bus_url: str = ""
+    # Redis channel prefix: processes of one deployment share it; two deployments on one Redis
+    # (or parallel test runs) must not (pub/sub ignores the database number).
+    bus_channel: str = "webinar-chat"
+    # This process's id on the bus (default: host-pid-random, new at every start).
+    node_id: str = ""
+    # A node that received nothing on the bus for this long probes it (a message to itself) ...
+    bus_probe_idle_s: float = 5.0
+    # ... and counts it silent (not ready, reconnect) if the probe is not back in this long.
+    bus_probe_timeout_s: float = 2.0
+    # Every listened-to room's head is re-read this often and caught up from the feed if it is
+    # ahead: it covers a wake-up lost while the bus looked healthy. One indexed read per room.
+    bus_safety_poll_s: float = 5.0
     log_level: str = "INFO"
     log_json: bool = False
     development: bool = False
@@ -71,6 +85,12 @@ class Settings:
             "heartbeat_interval_s": _env_float("HEARTBEAT_INTERVAL", 5.0),
             "client_idle_timeout_s": _env_float("CLIENT_IDLE_TIMEOUT", 30.0),
             "long_poll_max_wait_s": _env_float("LONG_POLL_MAX_WAIT", 25.0),
+            "bus_url": os.environ.get("BUS_URL", ""),
+            "bus_channel": os.environ.get("BUS_CHANNEL") or "webinar-chat",
+            "node_id": os.environ.get("NODE_ID", ""),
+            "bus_probe_idle_s": _env_float("BUS_PROBE_IDLE", 5.0),
+            "bus_probe_timeout_s": _env_float("BUS_PROBE_TIMEOUT", 2.0),
+            "bus_safety_poll_s": _env_float("BUS_SAFETY_POLL", 5.0),
             "log_level": os.environ.get("LOG_LEVEL", "INFO").upper(),
             "log_json": os.environ.get("LOG_FORMAT", "").lower() == "json",
             "development": os.environ.get("WEBINAR_CHAT_ENV", "").lower() == "development",

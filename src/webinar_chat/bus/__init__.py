@@ -1,50 +1,61 @@
-"""Publish/subscribe of committed changes between server processes.
+"""Publish/subscribe of committed changes (and access changes) between server processes.
 
-`Bus.publish(change)` must deliver the change to the handler given to `start` in *every* server
-process, including this one, at least once (the room sequencer drops duplicates and fetches what a
-lossy bus dropped, so at-least-once with loss detection is enough). Implementations:
-`MemoryBus` (one process — the embedded default and tests). A Redis implementation for several
-processes plugs in here (stamp messages with the node id, deliver locally, drop the own echo).
+`Bus` is what the app uses; the one implementation is `BusNode` (bus/node.py) over a transport:
+`MemoryTransport` (one process: the embedded default, and the contract tests' several nodes in
+one process) or `RedisTransport` (`BUS_URL=redis://…`: several processes, on one host or many).
+The change feed in the database stays the truth; the bus is a wake-up that may lose messages,
+and the hub catches up from the feed (docs/delivery.md, "Several processes").
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol
+import os
+import secrets
+import socket
+from typing import TYPE_CHECKING, Protocol
 
 from ..protocol.events import Change
+from .memory import MemoryBroker, MemoryTransport
+from .node import BusListener, BusNode, BusNotReady, Transport
 
-ChangeHandler = Callable[[Change], None]
+if TYPE_CHECKING:
+    from ..server.metrics import Metrics
+    from ..settings import Settings
+
+__all__ = ["Bus", "BusListener", "BusNode", "BusNotReady", "MemoryBroker", "MemoryTransport",
+           "Transport", "create_bus", "new_node_id"]
 
 
 class Bus(Protocol):
-    async def start(self, handler: ChangeHandler) -> None: ...
+    node_id: str
+    # Seconds between the hub's re-reads of its rooms' heads (0: the bus cannot lose anything).
+    safety_poll_s: float
+
+    async def start(self, listener: BusListener) -> None: ...
     async def publish(self, change: Change) -> None: ...
+    async def publish_access(self, webinar_id: int, user_id: int | None) -> None: ...
     async def ping(self) -> None: ...
     async def close(self) -> None: ...
 
 
-class MemoryBus:
-    """Single-process bus: publish calls the handler directly."""
-
-    def __init__(self) -> None:
-        self._handler: ChangeHandler | None = None
-
-    async def start(self, handler: ChangeHandler) -> None:
-        self._handler = handler
-
-    async def publish(self, change: Change) -> None:
-        if self._handler is not None:
-            self._handler(change)
-
-    async def ping(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        self._handler = None
+def new_node_id() -> str:
+    """Unique per process: host, pid, and a random part (a pid is reused after a restart)."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
-def create_bus(url: str | None) -> Bus:
+def create_bus(settings: Settings, metrics: Metrics | None = None) -> BusNode:
+    url = settings.bus_url
+    transport: Transport
     if not url or url == "memory://":
-        return MemoryBus()
-    raise ValueError(f"unsupported BUS_URL {url!r} (this build has the in-process bus only)")
+        transport = MemoryTransport()
+    elif url.startswith(("redis://", "rediss://", "unix://")):
+        from .redis import RedisTransport
+
+        transport = RedisTransport(url, f"{settings.bus_channel}:changes")
+    else:
+        raise ValueError(f"unsupported BUS_URL {url!r}: use redis://host:6379/0 (or leave it unset "
+                         "for one process)")
+    return BusNode(transport, settings.node_id or new_node_id(), metrics=metrics,
+                   probe_idle_s=settings.bus_probe_idle_s,
+                   probe_timeout_s=settings.bus_probe_timeout_s,
+                   safety_poll_s=settings.bus_safety_poll_s)

@@ -65,7 +65,7 @@ async def update_webinar(request: Request) -> Response:
                                              slow_mode_seconds=body.slow_mode_seconds)
     except NotFound:
         raise ApiError(404, "not_found", "Webinar not found") from None
-    state.access_cache.clear()
+    await state.bus.publish_access(w.id, None)
     return ok(webinar={"id": w.id, "title": w.title, "chat_open": w.chat_open,
                        "slow_mode_seconds": w.slow_mode_seconds})
 
@@ -90,7 +90,7 @@ async def create_registration(request: Request) -> Response:
         reg = await state.store.register(body.webinar_id, body.user_id, body.role)
     except NotFound as exc:
         raise ApiError(404, "not_found", f"{str(exc).capitalize()} not found") from None
-    state.access_cache.clear()
+    await state.bus.publish_access(reg.webinar_id, reg.user_id)
     return ok(registration={"webinar_id": reg.webinar_id, "user_id": reg.user_id,
                             "role": reg.role})
 
@@ -102,5 +102,5 @@ async def set_banned(request: Request) -> Response:
         await state.store.set_banned(body.webinar_id, body.user_id, body.banned)
     except NotFound:
         raise ApiError(404, "not_found", "Registration not found") from None
-    state.access_cache.clear()
+    await state.bus.publish_access(body.webinar_id, body.user_id)
     return ok()

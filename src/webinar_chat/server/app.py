@@ -25,6 +25,7 @@ from ..bus import Bus, create_bus
 from ..settings import Settings, resolve_jwt_secret
 from ..store import Store, open_store
 from . import admin_api, http_api, schemas
+from .access_changes import access_changed
 from .errors import ApiError, JSONResponse, api_error_handler, error_response
 from .hub import Hub
 from .metrics import Metrics
@@ -212,13 +213,15 @@ def create_app(settings: Settings, *, bus: Bus | None = None,
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         store = await open_store(settings.database_url)
-        chat_bus = bus if bus is not None else create_bus(settings.extra.get("bus_url"))
+        chat_bus = bus if bus is not None else create_bus(settings, metrics)
         hub = Hub(store, chat_bus, tick_s=settings.realtime_tick_ms / 1000, wire=text_frame,
                   slice_size=settings.realtime_flush_slice,
                   max_buffer=settings.realtime_max_buffer, metrics=metrics)
         await hub.start()
         tokens = TokenService(resolve_jwt_secret(settings), settings.access_token_ttl_s)
         state = AppState(settings, store, chat_bus, hub, tokens, metrics, request_ids)
+        hub.access_changed = lambda webinar_id, user_id: access_changed(state, webinar_id,
+                                                                         user_id)
         app.state.chat = state
         app.state.openapi = openapi_document()
         heartbeat = asyncio.create_task(heartbeat_loop(state))

@@ -358,6 +358,9 @@ async def list_changes(request: Request) -> Response:
     room = await state.hub.room(webinar_id)
     if wait > 0:
         await state.hub.wait_for_change(room, after_seq, wait)
+        # A ban during the wait: the answer must not carry what the user may no longer see
+        # (a cache hit when nothing changed; access_changes.py drops the entry when it did).
+        access = await _access(request, webinar_id, user_id, cached=True)
     state.hub.settle(room)
     body = ring_body(room, (access.audience, after_seq, limit))
     if body is None:  # older than the room's ring: read the feed (not memoized)
@@ -440,7 +443,7 @@ async def update_webinar(request: Request) -> Response:
         raise ApiError(403, "forbidden", "Only hosts can change chat settings")
     webinar = await state.store.update_webinar(webinar_id, chat_open=body.chat_open,
                                                slow_mode_seconds=body.slow_mode_seconds)
-    state.access_cache.clear()
+    await state.bus.publish_access(webinar_id, None)
     return ok(webinar=_webinar_json(perm.WebinarAccess(webinar, user_id, access.role,
                                                        access.display_name)))
 

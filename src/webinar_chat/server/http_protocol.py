@@ -43,10 +43,10 @@ class FastPoll:
     """One long-poll answered by the fast path: parked in `room` until a flush, its timeout, the
     client leaving or shutdown."""
 
-    __slots__ = ("protocol", "cycle", "app", "room", "key", "slot", "request_id")
+    __slots__ = ("protocol", "cycle", "app", "room", "key", "slot", "request_id", "user_id")
 
     def __init__(self, protocol: WebinarChatHttpProtocol, cycle: RequestResponseCycle, app: Any,
-                 room: Room, key: PollKey, request_id: bytes) -> None:
+                 room: Room, key: PollKey, request_id: bytes, user_id: int) -> None:
         self.protocol = protocol
         self.cycle = cycle
         self.app = app
@@ -54,6 +54,7 @@ class FastPoll:
         self.key = key
         self.slot = 0
         self.request_id = request_id
+        self.user_id = user_id
 
     def answer(self) -> None:
         """Answer with what the room has now — the slow path's answer after its wait."""
@@ -67,6 +68,9 @@ class FastPoll:
             self.protocol.to_slow_path(self)  # older than the ring: the database answers
         else:
             self.protocol.finish(self, self.room.parked.response(self.key, body, self.request_id))
+
+    def recheck(self) -> None:
+        self.protocol.to_slow_path(self)
 
     def abort(self) -> None:
         if self.protocol.parked_poll is self:
@@ -149,7 +153,7 @@ class WebinarChatHttpProtocol(HttpToolsProtocol):
         room.last_used = now
         key = (access.audience, request.after_seq, request.limit)
         request_id = request.request_id or state.request_ids.new().encode()
-        poll = FastPoll(self, cycle, app, room, key, request_id)
+        poll = FastPoll(self, cycle, app, room, key, request_id, claims.user_id)
         self.parked_poll = poll
         if request.after_seq < released:
             room.parked.answer_soon(poll, self.server_state, self.loop)

@@ -45,6 +45,8 @@ ROOM_IDLE_S = 60.0
 # most this many doublings (6.4 s): soon enough that a room recovers within seconds of the
 # database, slow enough not to hammer a database that is down.
 GAP_RETRY_DOUBLINGS = 5
+# Changes read per feed query when a room catches up after a bus reconnect or a safety poll.
+CATCH_UP_PAGE = 500
 
 
 GONE: Any = object()  # a subscriber that left the room
@@ -94,6 +96,7 @@ class Room:
         self.unchecked_bytes = 0  # fan-out bytes since the last write-buffer check
         self.gap_handle: asyncio.TimerHandle | None = None
         self.gap_fetching = False  # a feed read for the gap is in flight
+        self.catch_up_wanted = False  # read the feed after released_seq (bus resync, safety poll)
         self.gap_failures = 0  # consecutive failed gap fetches (retry backoff)
         self.last_flush = 0.0
         self.ring: collections.deque[Change] = collections.deque(maxlen=RING_SIZE)
@@ -144,9 +147,16 @@ class Hub:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.deliveries = 0  # frames written to subscribers (a metrics seam)
         self._closed = False
+        # Called with (webinar_id, user_id | None) when the bus says what someone may see there
+        # changed (a ban, a role, the chat closed); set by the app (server/app.py).
+        self.access_changed: Callable[[int, int | None], None] | None = None
 
     async def start(self) -> None:
-        await self.bus.start(self.on_change)
+        await self.bus.start(self)
+        if self.bus.safety_poll_s > 0:
+            task = self._loop.create_task(self._safety_poll_loop(self.bus.safety_poll_s))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
         self._closed = True
@@ -219,6 +229,44 @@ class Hub:
                     room.gap_handle.cancel()
                 del self.rooms[webinar_id]
 
+    # --- the bus listener ------------------------------------------------------------------------
+
+    def on_access(self, webinar_id: int, user_id: int | None) -> None:
+        if self.access_changed is not None:
+            self.access_changed(webinar_id, user_id)
+
+    def on_resync(self) -> None:
+        """The bus (re)subscribed: what was published meanwhile is lost to us, so every room
+        reads the feed after what it released."""
+        for room in list(self.rooms.values()):
+            if room.sequencer is not None:
+                self.catch_up(room)
+
+    def catch_up(self, room: Room) -> None:
+        room.catch_up_wanted = True
+        if room.gap_handle is not None:
+            room.gap_handle.cancel()
+            room.gap_handle = None
+        self._fill_gap(room)
+
+    async def _safety_poll_loop(self, interval: float) -> None:
+        """Re-read the head of every room with listeners; a room whose head is ahead of what it
+        released lost a wake-up that no later change revealed: catch it up."""
+        while True:
+            await asyncio.sleep(interval)
+            for room in list(self.rooms.values()):
+                if room.sequencer is None or (not room.subscribers and room.waiters == 0):
+                    continue
+                try:
+                    head = await self.store.head_seq(room.webinar_id)
+                except Exception as exc:
+                    self.metrics.background_failure("safety_poll", exc, webinar_id=room.webinar_id)
+                    continue
+                if head is not None and head > room.released_seq and not room.gap_fetching:
+                    log.info("safety_poll_behind", webinar_id=room.webinar_id, head_seq=head,
+                             released_seq=room.released_seq)
+                    self.catch_up(room)
+
     # --- changes in ------------------------------------------------------------------------------
 
     def on_change(self, change: Change) -> None:
@@ -240,7 +288,9 @@ class Hub:
 
     def _fill_gap(self, room: Room) -> None:
         room.gap_handle = None
-        if room.sequencer is None or room.sequencer.gap is None or room.gap_fetching:
+        if room.sequencer is None or room.gap_fetching:
+            return
+        if room.sequencer.gap is None and not room.catch_up_wanted:
             return
         room.gap_fetching = True
         task = self._loop.create_task(self._fetch_gap(room))
@@ -248,36 +298,54 @@ class Hub:
         task.add_done_callback(self._tasks.discard)
 
     async def _fetch_gap(self, room: Room) -> None:
-        """Read the missing range from the feed and release what it completes. Whatever happens
-        (the read fails, a log call or the release raises, the task is cancelled), the room is
-        left able to fetch again: `gap_fetching` is reset and, while a gap remains, the next
+        """Read the missing range from the feed (a gap: up to the first held change; a catch-up:
+        a page after the released seq) and release what it completes. Whatever happens (the read
+        fails, a log call or the release raises, the task is cancelled), the room is left able to
+        fetch again: `gap_fetching` is reset and, while a gap or a catch-up remains, the next
         attempt is scheduled, with backoff after failures."""
         after = upto = -1
         failed = False
         try:
             assert room.sequencer is not None
             gap = room.sequencer.gap
-            if gap is None:
+            if gap is not None:
+                after, upto = gap
+                limit = upto - after
+            elif room.catch_up_wanted:
+                room.catch_up_wanted = False
+                after = room.sequencer.released_seq
+                limit = CATCH_UP_PAGE
+            else:
                 return
-            after, upto = gap
-            page = await self.store.changes_after(room.webinar_id, after, limit=upto - after)
+            page = await self.store.changes_after(room.webinar_id, after, limit=limit)
+            if gap is None and page.has_more:
+                room.catch_up_wanted = True  # the next page at once
             released = room.sequencer.fill(page.changes)
             if released:
                 self.metrics.gap_repairs.inc()
                 self._queue(room, released)
-            log.info("gap_filled", webinar_id=room.webinar_id, after_seq=after, up_to_seq=upto,
-                     fetched=len(page.changes), released=len(released))
+            if gap is not None or released:
+                log.info("gap_filled" if gap is not None else "caught_up",
+                         webinar_id=room.webinar_id, after_seq=after, up_to_seq=upto,
+                         fetched=len(page.changes), released=len(released))
         except Exception as exc:
             failed = True
+            if upto == -1:
+                room.catch_up_wanted = True  # a catch-up that failed is retried too
             self.metrics.background_failure("gap_fetch", exc, webinar_id=room.webinar_id,
                                             after_seq=after, up_to_seq=upto)
         finally:
             room.gap_fetching = False
             room.gap_failures = room.gap_failures + 1 if failed else 0
             if (not self._closed and self.rooms.get(room.webinar_id) is room
-                    and room.sequencer is not None and room.sequencer.gap is not None
-                    and room.gap_handle is None):
-                delay = GAP_TIMEOUT_S * 2 ** min(room.gap_failures, GAP_RETRY_DOUBLINGS)
+                    and room.sequencer is not None and room.gap_handle is None
+                    and (room.sequencer.gap is not None or room.catch_up_wanted)):
+                if room.gap_failures:
+                    delay = GAP_TIMEOUT_S * 2 ** min(room.gap_failures, GAP_RETRY_DOUBLINGS)
+                elif room.sequencer.gap is not None:
+                    delay = GAP_TIMEOUT_S  # the held change's predecessor may still arrive
+                else:
+                    delay = 0.0  # the next catch-up page
                 room.gap_handle = self._loop.call_later(delay, self._fill_gap, room)
 
     def _queue(self, room: Room, released: list[Change]) -> None:

@@ -169,6 +169,7 @@ class ParkedPoll(Protocol):
 
     key: PollKey
     slot: int  # its timeout's EXPIRY_SLOT_S slot, set by park()
+    user_id: int
 
     def answer(self) -> None:
         """Answer now with what the room has (`ParkedPolls.response`), or hand the request to the
@@ -176,6 +177,10 @@ class ParkedPoll(Protocol):
 
     def abort(self) -> None:
         """Drop the request's connection (its answer raised; the client re-polls)."""
+
+    def recheck(self) -> None:
+        """Hand the request to the slow path, which checks the permission fresh. Called once,
+        after the poll left the room."""
 
 
 class HeaderSource(Protocol):
@@ -280,6 +285,19 @@ class ParkedPolls:
     def _left(self, count: int) -> None:
         self.room.waiters -= count
         self.room.last_used = time.monotonic()
+
+    def recheck(self, user_id: int) -> None:
+        """`user_id`'s permission changed: their parked polls leave the room for the slow path
+        (server/access_changes.py)."""
+        mine = [poll for group in self.groups.values() for poll in group
+                if poll.user_id == user_id]
+        for poll in mine:
+            if self.remove(poll):
+                try:
+                    poll.recheck()
+                except Exception as exc:
+                    self.room.metrics.background_failure("longpoll_answer", exc,
+                                                         webinar_id=self.room.webinar_id)
 
     def _expire_slot(self, slot: int) -> None:
         try:

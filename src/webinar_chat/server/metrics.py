@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -26,7 +26,18 @@ log = structlog.get_logger(__name__)
 # What a background failure interrupted; the label values of `background_errors`.
 BACKGROUND_LOOPS = ("heartbeat", "idle_sweep", "room_flush", "fanout", "gap_fetch",
                     "longpoll_answer", "access_recheck", "token_expiry", "connection_task",
-                    "realtime_read")
+                    "realtime_read", "bus_reader", "safety_poll")
+# Bus counters: webinar_chat_bus_<name>_total.
+BUS_COUNTERS = {
+    "published": "Messages published to the bus (one per change or access change)",
+    "publish_failures": "Messages that could not be published (the feed covers them)",
+    "dropped": "Messages dropped because the publish queue was full",
+    "received": "Messages received from other nodes",
+    "bad_messages": "Unparseable bus messages, dropped",
+    "probes": "Probes sent after the bus was idle",
+    "probe_timeouts": "Probes that did not come back in time (bus silent: reconnect)",
+    "reconnects": "Bus (re)subscriptions after a failure",
+}
 
 
 class _LogFailures(Collector):
@@ -52,7 +63,14 @@ class Metrics:
         self.http_unhandled_errors = Counter(
             "webinar_chat_http_unhandled_errors",
             "HTTP requests that raised an unexpected error (answered 500)", registry=self.registry)
+        self._bus = {name: Counter(f"webinar_chat_bus_{name}", text, registry=self.registry)
+                     for name, text in BUS_COUNTERS.items()}
+        self.bus_ready = Gauge("webinar_chat_bus_ready",
+                               "1 while this node's bus subscription works", registry=self.registry)
         self.registry.register(_LogFailures())
+
+    def bus_counter(self, name: str) -> Counter:
+        return self._bus[name]
 
     def background_failure(self, loop: str, error: BaseException, **context: Any) -> None:
         """Report an error that background work caught: one log line with the traceback and the

@@ -248,6 +248,24 @@ class RealtimeConnection:
         self.perform(self.session.on_access(action.webinar_id, action.generation, access.audience,
                                             access.role, head_seq))
 
+    def recheck_access(self, webinar_id: int) -> None:
+        """What this user may see in the webinar changed (server/access_changes.py): check the
+        live subscription again, fresh from the database."""
+        sub = self.session.subscriptions.get(webinar_id)
+        if sub is not None and self.user_id is not None:
+            self._spawn(self._recheck(sub, self.user_id))
+
+    async def _recheck(self, sub: Subscription, user_id: int) -> None:
+        try:
+            access = await check_access(self.state.store, sub.webinar_id, user_id)
+        except Denied as exc:
+            if self.session.subscriptions.get(sub.webinar_id) is sub and not self.closed:
+                self.perform(self.session.on_access_denied(sub.webinar_id, sub.generation,
+                                                           exc.code, exc.message))
+            return
+        if self.session.subscriptions.get(sub.webinar_id) is sub:
+            sub.audience = access.audience  # a role change: redaction from the next frame on
+
     def _cached_access(self, action: CheckAccess) -> WebinarAccess | None:
         """A grant from the read path's cache (server/http_api.py `_access`), or None. Refusals
         are checked fresh: joins that fail are rare, and a new registration must work at once."""

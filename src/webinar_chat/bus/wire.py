@@ -1,0 +1,148 @@
+"""The bytes of a bus message between server processes (pure: no I/O).
+
+Every message is one JSON object stamped with its sender's node id:
+
+    {"v": 1, "node": "<node id>", "kind": "change", "change": {webinar_id, seq, op, message_id,
+        "message": {id, agency_id, client_id, webinar_id, user_id, content, created_at, hidden,
+                    client_msg_id, seq, display_name} | null}}
+    {"v": 1, "node": "…", "kind": "access", "webinar_id": 7, "user_id": 12 | null}
+    {"v": 1, "node": "…", "kind": "probe", "probe": 3}
+
+A change carries the message's state so that a receiving node needs no database read to deliver
+it; the change feed stays the truth (docs/delivery.md, "Several processes"). `decode` raises
+`BadMessage` for anything it cannot read completely; the caller logs, counts and drops it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from ..protocol.events import Change, ChangeOp, Message, iso_utc
+
+VERSION = 1
+
+
+class BadMessage(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeMessage:
+    node: str
+    change: Change
+
+
+@dataclass(frozen=True, slots=True)
+class AccessMessage:
+    """What a user (or, with user_id None, everybody) may see in a webinar has changed."""
+
+    node: str
+    webinar_id: int
+    user_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeMessage:
+    node: str
+    probe: int
+
+
+BusMessage = ChangeMessage | AccessMessage | ProbeMessage
+
+
+def encode_change(node: str, change: Change) -> bytes:
+    message = change.message
+    return orjson.dumps({
+        "v": VERSION, "node": node, "kind": "change",
+        "change": {"webinar_id": change.webinar_id, "seq": change.seq, "op": change.op.value,
+                   "message_id": change.message_id,
+                   "message": None if message is None else _message_fields(message)},
+    })
+
+
+def encode_access(node: str, webinar_id: int, user_id: int | None) -> bytes:
+    return orjson.dumps({"v": VERSION, "node": node, "kind": "access", "webinar_id": webinar_id,
+                         "user_id": user_id})
+
+
+def encode_probe(node: str, probe: int) -> bytes:
+    return orjson.dumps({"v": VERSION, "node": node, "kind": "probe", "probe": probe})
+
+
+def decode(data: bytes) -> BusMessage:
+    try:
+        raw = orjson.loads(data)
+        if not isinstance(raw, dict) or raw.get("v") != VERSION:
+            raise BadMessage(f"not a version {VERSION} bus message")
+        node = _str(raw, "node")
+        kind = raw.get("kind")
+        if kind == "change":
+            return ChangeMessage(node, _change(_dict(raw, "change")))
+        if kind == "access":
+            user_id = raw.get("user_id")
+            if user_id is not None:
+                user_id = _int(raw, "user_id")
+            return AccessMessage(node, _int(raw, "webinar_id"), user_id)
+        if kind == "probe":
+            return ProbeMessage(node, _int(raw, "probe"))
+        raise BadMessage(f"unknown kind {kind!r}")
+    except BadMessage:
+        raise
+    except (ValueError, TypeError, KeyError) as exc:
+        raise BadMessage(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _message_fields(message: Message) -> dict[str, Any]:
+    return {"id": message.id, "agency_id": message.agency_id, "client_id": message.client_id,
+            "webinar_id": message.webinar_id, "user_id": message.user_id,
+            "content": message.content, "created_at": iso_utc(message.created_at),
+            "hidden": message.hidden, "client_msg_id": message.client_msg_id,
+            "seq": message.seq, "display_name": message.display_name}
+
+
+def _change(raw: dict[str, Any]) -> Change:
+    message_raw = raw.get("message")
+    message = None if message_raw is None else _message(_dict(raw, "message"))
+    try:
+        op = ChangeOp(str(raw.get("op")))
+    except ValueError:
+        raise BadMessage(f"unknown op {raw.get('op')!r}") from None
+    return Change(_int(raw, "webinar_id"), _int(raw, "seq"), op, _int(raw, "message_id"), message)
+
+
+def _message(raw: dict[str, Any]) -> Message:
+    client_msg_id = raw.get("client_msg_id")
+    if client_msg_id is not None and not isinstance(client_msg_id, str):
+        raise BadMessage("client_msg_id: not a string")
+    hidden = raw.get("hidden")
+    if not isinstance(hidden, bool):
+        raise BadMessage("hidden: not a boolean")
+    created = datetime.fromisoformat(_str(raw, "created_at").replace("Z", "+00:00"))
+    return Message(_int(raw, "id"), _int(raw, "agency_id"), _int(raw, "client_id"),
+                   _int(raw, "webinar_id"), _int(raw, "user_id"), _str(raw, "content"), created,
+                   hidden, client_msg_id, _int(raw, "seq"), _str(raw, "display_name"))
+
+
+def _dict(raw: dict[str, Any], key: str) -> dict[str, Any]:
+    value = raw.get(key)
+    if not isinstance(value, dict):
+        raise BadMessage(f"{key}: not an object")
+    return value
+
+
+def _int(raw: dict[str, Any], key: str) -> int:
+    value = raw.get(key)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise BadMessage(f"{key}: not an integer")
+    return value
+
+
+def _str(raw: dict[str, Any], key: str) -> str:
+    value = raw.get(key)
+    if not isinstance(value, str):
+        raise BadMessage(f"{key}: not a string")
+    return value
