@@ -103,6 +103,7 @@ class BusNode:
         self._probe_out: tuple[int, float] | None = None  # (probe id, sent at)
         self._last_received = time.monotonic()
         self._tasks: list[asyncio.Task[None]] = []
+        self._publisher: asyncio.Task[None] | None = None
         self._closed = False
         self._rng = random.Random()
 
@@ -121,8 +122,6 @@ class BusNode:
             self._set_ready(False, f"bus unavailable: {type(exc).__name__}")
             log.warning("bus_unavailable", attempts=1, error=f"{type(exc).__name__}: {exc}")
         self._tasks = [asyncio.create_task(self._read_loop(first), name="bus-reader")]
-        if self.transport.has_peers:
-            self._tasks.append(asyncio.create_task(self._publish_loop(), name="bus-publisher"))
 
     async def publish(self, change: Change) -> None:
         """Deliver a committed change here at once, and to the other nodes soon. Never raises."""
@@ -176,6 +175,11 @@ class BusNode:
             return
         self._queue.append(payload)
         self._queued.set()
+        if self._publisher is None and not self._closed:
+            # Started with the first message: a node alone on its broker never needs one.
+            self._publisher = asyncio.get_running_loop().create_task(self._publish_loop(),
+                                                                     name="bus-publisher")
+            self._tasks.append(self._publisher)
 
     def _set_ready(self, ready: bool, reason: str = "") -> None:
         self.ready = ready
@@ -276,14 +280,7 @@ class BusNode:
                 self._enqueue_probe(wire.encode_probe(self.node_id, probe))
 
     def _enqueue_probe(self, payload: bytes) -> None:
-        if self.transport.has_peers:
-            self._enqueue(payload)
-        else:  # one node: the probe goes through the transport all the same
-            asyncio.get_running_loop().create_task(self._publish_direct(payload))
-
-    async def _publish_direct(self, payload: bytes) -> None:
-        with contextlib.suppress(Exception):
-            await self.transport.publish([payload])
+        self._enqueue(payload)  # through the transport even for a node alone on its broker
 
     def _receive(self, data: bytes) -> None:
         try:
