@@ -104,8 +104,10 @@ async def cli_server(database_url: str, world: object, tmp_path: Path
     for a test that provokes some)."""
     started: list[tuple[ServeProcess, tuple[str, ...]]] = []
 
-    async def factory(allowed_errors: tuple[str, ...] = (), **env: str) -> ServeProcess:
-        server = ServeProcess(database_url, tmp_path / f"server-{len(started)}.log", env=env)
+    async def factory(allowed_errors: tuple[str, ...] = (), args: tuple[str, ...] = (),
+                      **env: str) -> ServeProcess:
+        server = ServeProcess(database_url, tmp_path / f"server-{len(started)}.log", env=env,
+                              args=args)
         started.append((server, allowed_errors))
         await server.start()
         return server

@@ -28,8 +28,9 @@ _BROKEN = ("Traceback (most recent call last)", "logging_failed", "--- Logging e
 
 class ServeProcess(LocalServer):
     def __init__(self, database_url: str, log_path: Path, env: dict[str, str] | None = None,
-                 port: int | None = None) -> None:
+                 port: int | None = None, args: tuple[str, ...] = ()) -> None:
         self.database_url = database_url
+        self.args = args  # more `serve` arguments, e.g. ("--workers", "2")
         self.log_path = log_path
         self.port = port or free_port()
         self.env = {**os.environ, "JWT_SECRET": JWT_SECRET, "PYTHONUNBUFFERED": "1",
@@ -50,7 +51,8 @@ class ServeProcess(LocalServer):
             # Popen returns once the child is forked: nothing here waits on the child.
             self.process = subprocess.Popen(  # noqa: ASYNC220
                 [sys.executable, "-m", "webinar_chat", "serve", "--database-url",
-                 self.database_url, "--host", "127.0.0.1", "--port", str(self.port)],
+                 self.database_url, "--host", "127.0.0.1", "--port", str(self.port),
+                 *self.args],
                 stdout=log, stderr=subprocess.STDOUT, env=self.env)
         deadline = time.monotonic() + timeout
         async with httpx.AsyncClient(timeout=2) as http:

@@ -85,6 +85,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         info = asyncio.run(_with_store(settings, lambda s: ensure_demo(s, _base_url(settings))))
         _print_demo(info, False)
+    if args.workers > 1:
+        from .server.workers import serve_workers
+
+        return serve_workers(settings, args.workers)
     server = build_server(settings)
     tune_gc()
     server.run()
@@ -152,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--demo", action="store_true", help="create the demo data first")
     serve.add_argument("--migrate", action="store_true",
                        help="run migrations first (always done for SQLite)")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="server processes sharing the port (needs BUS_URL); default 1")
     serve.set_defaults(fn=cmd_serve)
 
     migrate = sub.add_parser("migrate", help="apply database migrations")

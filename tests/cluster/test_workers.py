@@ -1,0 +1,107 @@
+"""`webinar-chat serve --workers 2` on PostgreSQL + a private Redis, as an operator runs it: two
+worker processes behind one port, each its own node on the bus; a change reaches the sockets of
+both; a worker killed with -9 is replaced and the chat goes on; SIGTERM stops them all."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ..conftest import CliServerFactory
+from ..helpers import World, eventually, new_id, send
+from ..realtime.test_realtime import Client, realtime, seqs
+from ..redis_server import RedisProcess
+
+
+@pytest.fixture
+def backend() -> str:
+    return "postgres"
+
+
+@pytest.fixture
+async def redis(tmp_path: Path) -> AsyncIterator[RedisProcess]:
+    server = RedisProcess(tmp_path / "redis")
+    await server.start()
+    yield server
+    await server.stop()
+
+
+async def nodes_answering(base_url: str, want: int, timeout: float = 15.0) -> dict[str, int]:
+    """node id → pid of the workers that answer /healthz on fresh connections."""
+    seen: dict[str, int] = {}
+
+    async def enough() -> bool:
+        async with httpx.AsyncClient(base_url=base_url, timeout=5) as http:
+            body = (await http.get("/healthz", headers={"Connection": "close"})).json()
+        seen[body["node"]] = body["pid"]
+        return len(seen) >= want
+
+    await eventually(enough, timeout=timeout, interval=0.01,
+                     message=f"fewer than {want} workers answered")
+    return seen
+
+
+async def test_two_workers_share_the_port_and_the_bus_and_survive_a_kill(
+        cli_server: CliServerFactory, world: World, redis: RedisProcess) -> None:
+    server = await cli_server(args=("--workers", "2"), allowed_errors=("worker_died",),
+                              BUS_URL=redis.url, BUS_CHANNEL=f"wc-test-{uuid.uuid4().hex[:8]}",
+                              HEARTBEAT_INTERVAL="0.5")
+    wid = world.webinar.id
+    workers = await nodes_answering(server.base_url, 2)
+    async with Sockets(server, world, 12) as viewers, \
+            httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+        for viewer in viewers:
+            await viewer.join(wid, last_seq=0)
+        assert (await send(http, world.alice, wid, "to both workers", new_id())).status_code == 200
+        for viewer in viewers:
+            await viewer.wait_for(lambda c: seqs(c.events()) == [1], timeout=10)
+        # kill -9 one worker: its sockets drop, the supervisor starts another
+        victim_node, victim_pid = next(iter(workers.items()))
+        os.kill(victim_pid, signal.SIGKILL)
+        await eventually(lambda: any(v.closed is not None for v in viewers), timeout=10)
+        replaced = await nodes_answering(server.base_url, 2, timeout=20)
+        assert victim_node not in replaced or len(replaced) > 2
+        survivors = [v for v in viewers if v.closed is None]
+        # the sockets were spread over both workers (the kernel hands each accept to either;
+        # all 12 on one is a 1-in-2,000 chance)
+        assert 0 < len(survivors) < len(viewers)
+        assert (await send(http, world.alice, wid, "after the kill", new_id())).status_code == 200
+        for viewer in survivors:
+            await viewer.wait_for(lambda c: seqs(c.events()) == [1, 2], timeout=10)
+    # a client that was on the killed worker resumes anywhere from its last seq
+    async with realtime(server, world.bob.token) as again:
+        await again.join(wid, last_seq=1)
+        await again.wait_for(lambda c: seqs(c.events()) == [2], timeout=10)
+    assert server.process is not None
+    server.process.send_signal(signal.SIGTERM)
+    for _ in range(300):
+        if server.process.poll() is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert server.process.returncode == 0
+
+
+class Sockets:
+    """`n` raw sockets as alice and bob alternately, each on a fresh connection (so the kernel
+    spreads them over the workers)."""
+
+    def __init__(self, server: object, world: World, n: int) -> None:
+        self.managers = [realtime(server, (world.alice if i % 2 else world.bob).token)  # type: ignore[arg-type]
+                         for i in range(n)]
+
+    async def __aenter__(self) -> list[Client]:
+        return [await m.__aenter__() for m in self.managers]
+
+    async def __aexit__(self, *exc: object) -> None:
+        for manager in reversed(self.managers):
+            try:
+                await manager.__aexit__(None, None, None)
+            except Exception:  # a socket the killed worker dropped
+                pass
