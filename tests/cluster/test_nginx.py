@@ -8,21 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from webinar_chat.client import ChatClient, ClientConfig, Room
 
-from ..conftest import CliServerFactory
 from ..helpers import PASSWORD, World, auth, eventually, new_id, send
 from ..nginx_proxy import NginxProxy
 from ..realtime.test_realtime import Client, realtime, seqs
-from ..redis_server import RedisProcess
 from ..serve import ServeProcess
 
 HEARTBEAT_S = 0.5
@@ -30,31 +24,6 @@ VIEWER = ClientConfig(silence_timeout=4 * HEARTBEAT_S, heartbeat_interval=HEARTB
                       reconnect_base=0.05, reconnect_cap=0.5, connect_timeout=2.0,
                       send_timeout=2.0, send_retry_base=0.1, send_retry_cap=0.5,
                       poll_wait=2.0, poll_retry=0.2, poll_retry_jitter=0.05, http_timeout=5.0)
-
-
-@pytest.fixture
-def backend() -> str:
-    return "postgres"
-
-
-@pytest.fixture
-async def redis(tmp_path: Path) -> AsyncIterator[RedisProcess]:
-    server = RedisProcess(tmp_path / "redis")
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
-async def cluster(cli_server: CliServerFactory, redis: RedisProcess, tmp_path: Path
-                  ) -> AsyncIterator[tuple[NginxProxy, list[ServeProcess]]]:
-    env = {"BUS_URL": redis.url, "BUS_CHANNEL": f"wc-test-{uuid.uuid4().hex[:8]}",
-           "HEARTBEAT_INTERVAL": str(HEARTBEAT_S), "BUS_SAFETY_POLL": "1"}
-    processes = list(await asyncio.gather(*(cli_server(**env) for _ in range(3))))
-    proxy = NginxProxy(tmp_path / "nginx", [p.port for p in processes])
-    await proxy.start()
-    yield proxy, processes
-    await proxy.stop()
 
 
 async def test_clients_spread_by_nginx_see_everything_and_a_ban_reaches_every_process(

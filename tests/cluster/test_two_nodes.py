@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,19 +19,6 @@ from ..helpers import RunningServer, World, auth, eventually, new_id, send
 from ..helpers import test_settings as settings_for
 from ..realtime.test_realtime import realtime, seqs
 from ..redis_server import RedisProcess
-
-
-@pytest.fixture
-def backend() -> str:
-    return "postgres"
-
-
-@pytest.fixture
-async def redis(tmp_path: Path) -> AsyncIterator[RedisProcess]:
-    server = RedisProcess(tmp_path / "redis")
-    await server.start()
-    yield server
-    await server.stop()
 
 
 @pytest.fixture

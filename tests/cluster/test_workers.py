@@ -8,29 +8,13 @@ import asyncio
 import os
 import signal
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
-import pytest
 
 from ..conftest import CliServerFactory
 from ..helpers import World, eventually, new_id, send
 from ..realtime.test_realtime import Client, realtime, seqs
 from ..redis_server import RedisProcess
-
-
-@pytest.fixture
-def backend() -> str:
-    return "postgres"
-
-
-@pytest.fixture
-async def redis(tmp_path: Path) -> AsyncIterator[RedisProcess]:
-    server = RedisProcess(tmp_path / "redis")
-    await server.start()
-    yield server
-    await server.stop()
 
 
 async def nodes_answering(base_url: str, want: int, timeout: float = 15.0) -> dict[str, int]:
