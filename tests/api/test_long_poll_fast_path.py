@@ -476,15 +476,12 @@ async def test_idle_keep_alive_connection_is_closed_after_a_fast_answer(
 
 
 async def test_a_ban_from_elsewhere_reaches_fast_pollers_after_the_recheck(
-        server: RunningServer, http: httpx.AsyncClient, world: World,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    from webinar_chat.server import http_api
-
+        server: RunningServer, http: httpx.AsyncClient, world: World) -> None:
     await warm(server, http, world, world.bob)
     # Banned in the database behind this process's back (another process, the CLI): the cached
     # decision stays until it is re-checked; make every fast-path use re-check it.
     await server.app_state.store.set_banned(world.webinar.id, world.bob.user_id, True)
-    monkeypatch.setattr(http_api, "LONG_POLL_RECHECK_AGE_S", 0.0)
+    server.app_state.access.fast_recheck_age_s = 0.0
     url = f"/api/webinars/{world.webinar.id}/changes"
 
     async def refused() -> bool:
@@ -493,4 +490,4 @@ async def test_a_ban_from_elsewhere_reaches_fast_pollers_after_the_recheck(
         return r.status_code == 403 and r.json()["code"] == "forbidden"
 
     await eventually(refused, timeout=5, interval=0.05, message="ban never reached the poller")
-    assert not server.app_state.access_rechecks
+    assert not server.app_state.access._rechecks

@@ -327,11 +327,11 @@ class TestHeartbeatSkip:
 async def test_join_uses_the_read_path_access_cache_without_a_stale_head(
         server: RunningServer, world: World, http: httpx.AsyncClient) -> None:
     wid = world.webinar.id
-    cache = server.app_state.access_cache
+    cache = server.app_state.access
     # An HTTP read caches bob's access, with the webinar row as it was then (last_seq 0).
     assert (await http.get(f"/api/webinars/{wid}/messages",
                            headers=auth(world.bob.token))).status_code == 200
-    assert (wid, world.bob.user_id) in cache
+    assert cache.grant(wid, world.bob.user_id) is not None
     for i in range(3):
         await send(http, world.alice, wid, f"m{i}", new_id())
     async with realtime(server, world.bob.token) as c:

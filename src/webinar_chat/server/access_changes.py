@@ -17,14 +17,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .app import AppState
+    from .state import AppState
 
 
 def access_changed(state: AppState, webinar_id: int, user_id: int | None) -> None:
-    stale = [key for key in state.access_cache
-             if key[0] == webinar_id and (user_id is None or key[1] == user_id)]
-    for key in stale:
-        del state.access_cache[key]
+    state.access.invalidate(webinar_id, user_id)
     if user_id is None:
         return
     for connection in list(state.connections):

@@ -16,7 +16,7 @@ from .errors import ApiError
 from .http_api import _body, _path_id, _state, _user_id, ok
 
 if TYPE_CHECKING:
-    from .app import AppState
+    from .state import AppState
 
 
 async def _admin(request: Request) -> AppState:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST as METRICS_CONTENT_TYPE
@@ -20,10 +20,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
+from ..auth.access_cache import AccessCache
 from ..auth.tokens import TokenService
 from ..bus import Bus, create_bus
 from ..settings import Settings, resolve_jwt_secret
-from ..store import Store, open_store
+from ..store import open_store
 from . import admin_api, http_api, schemas
 from .access_changes import access_changed
 from .errors import ApiError, JSONResponse, api_error_handler, error_response
@@ -31,32 +32,10 @@ from .hub import Hub
 from .metrics import Metrics
 from .middleware import RequestContext
 from .pages import page_routes
-from .realtime import RealtimeConnection, heartbeat_loop, realtime_endpoint
+from .realtime import heartbeat_loop, realtime_endpoint
 from .request_ids import RequestIds
+from .state import AppState
 from .ws_protocol import text_frame
-
-
-@dataclass
-class AppState:
-    settings: Settings
-    store: Store
-    bus: Bus
-    hub: Hub
-    tokens: TokenService
-    metrics: Metrics
-    request_ids: RequestIds
-    connections: set[RealtimeConnection] = field(default_factory=set)
-    access_cache: dict[tuple[int, int], Any] = field(default_factory=dict)
-    access_rechecks: dict[tuple[int, int], None] = field(default_factory=dict)  # read_access
-    background: set[asyncio.Task[Any]] = field(default_factory=set)
-    fast_polls: int = 0  # long-polls answered without ASGI (http_protocol.py; a metrics seam)
-
-    def drain(self) -> None:
-        """Shutdown has begun: close every socket with 1001 and answer every long-poll now."""
-        for connection in list(self.connections):
-            connection.close(1001, "server shutting down")
-        self.hub.wake_waiters()
-
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -219,7 +198,8 @@ def create_app(settings: Settings, *, bus: Bus | None = None,
                   max_buffer=settings.realtime_max_buffer, metrics=metrics)
         await hub.start()
         tokens = TokenService(resolve_jwt_secret(settings), settings.access_token_ttl_s)
-        state = AppState(settings, store, chat_bus, hub, tokens, metrics, request_ids)
+        access = AccessCache(store, on_error=metrics.background_failure)
+        state = AppState(settings, store, chat_bus, hub, tokens, metrics, request_ids, access)
         hub.access_changed = lambda webinar_id, user_id: access_changed(state, webinar_id,
                                                                          user_id)
         app.state.chat = state
@@ -233,6 +213,7 @@ def create_app(settings: Settings, *, bus: Bus | None = None,
                 task.cancel()
             for connection in list(state.connections):
                 connection.close(1001, "server shutting down")
+            await access.close()
             await hub.close()
             await store.close()
 

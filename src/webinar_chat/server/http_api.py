@@ -4,10 +4,8 @@ publish → JSON. Every failure is an `ApiError` (errors.py) so every branch end
 from __future__ import annotations
 
 import asyncio
-import itertools
 import math
 import os
-import time
 import uuid
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -28,30 +26,12 @@ from .errors import ApiError, JSONResponse, validation_message
 from .longpoll import changes_body, ring_body
 
 if TYPE_CHECKING:
-    from .app import AppState
+    from .state import AppState
 
 B = TypeVar("B", bound=BaseModel)
 log = structlog.get_logger(__name__)
 
 MAX_BODY = 64 * 1024
-# Read-path permission decisions are cached this long: a long-poll fallback with thousands of
-# attendees must not cost a database query per request. A ban reaches readers within this time;
-# writes (create, hide, delete) always check fresh.
-ACCESS_CACHE_TTL_S = 5.0
-# The long-poll fast path (http_protocol.py) uses a cached read decision up to this old, and
-# re-checks it in the background (one query, off the request) once it is older than
-# LONG_POLL_RECHECK_AGE_S. With a 5 s TTL, 10,000 pollers would need 2,000 permission queries/s:
-# on SQLite they queue on the one database thread ahead of every send's statements, and sends
-# starved. So a ban or role change made by *another* process reaches long-pollers within ~30 s
-# (this process's own admin/webinar changes clear the cache at once, as before); every other read
-# path keeps the 5 s TTL.
-LONG_POLL_ACCESS_MAX_AGE_S = 30.0
-LONG_POLL_RECHECK_AGE_S = 20.0
-# Background re-checks in flight at once: enough to keep up with 10,000 pollers while a loop pass
-# is long, few enough that a send's statements never queue behind thousands of them.
-RECHECK_BATCH = 64
-
-
 def _state(request: Request) -> AppState:
     return request.app.state.chat  # type: ignore[no-any-return]
 
@@ -101,81 +81,11 @@ def _path_id(request: Request, name: str) -> int:
 
 async def _access(request: Request, webinar_id: int, user_id: int, *, cached: bool
                   ) -> perm.WebinarAccess:
-    state = _state(request)
-    key = (webinar_id, user_id)
-    now = time.monotonic()
-    if cached:
-        hit = state.access_cache.get(key)
-        if hit is not None and hit[0] > now:
-            if isinstance(hit[1], perm.Denied):
-                raise ApiError(hit[1].status, hit[1].code, hit[1].message)
-            cached_access: perm.WebinarAccess = hit[1]
-            return cached_access
+    """Read access through the app's cache (auth/access_cache.py); a refusal is an ApiError."""
     try:
-        access = await perm.check_access(state.store, webinar_id, user_id)
+        return await _state(request).access.check(webinar_id, user_id, cached=cached)
     except perm.Denied as exc:
-        state.access_cache[key] = (now + ACCESS_CACHE_TTL_S, exc)
         raise ApiError(exc.status, exc.code, exc.message) from None
-    state.access_cache[key] = (now + ACCESS_CACHE_TTL_S, access)
-    return access
-
-
-def read_access(state: AppState, webinar_id: int, user_id: int, now: float
-                ) -> perm.WebinarAccess | None:
-    """The cached read permission for the long-poll fast path, without awaiting: None when
-    there is no usable entry (then the slow path checks, and answers any refusal). See
-    LONG_POLL_ACCESS_MAX_AGE_S for how old an entry it uses."""
-    hit = state.access_cache.get((webinar_id, user_id))
-    if hit is None or not isinstance(hit[1], perm.WebinarAccess):
-        return None
-    age = now - hit[0] + ACCESS_CACHE_TTL_S
-    if age >= LONG_POLL_RECHECK_AGE_S:
-        if age >= LONG_POLL_ACCESS_MAX_AGE_S:
-            return None
-        _recheck_soon(state, (webinar_id, user_id))
-    access: perm.WebinarAccess = hit[1]
-    return access
-
-
-def _recheck_soon(state: AppState, key: tuple[int, int]) -> None:
-    if key in state.access_rechecks:
-        return
-    state.access_rechecks[key] = None
-    if len(state.access_rechecks) == 1:
-        task = asyncio.get_running_loop().create_task(_recheck(state))
-        state.background.add(task)
-        task.add_done_callback(state.background.discard)
-
-
-async def _recheck(state: AppState) -> None:
-    """Re-check queued read permissions, up to RECHECK_BATCH at once. The queue is emptied in
-    every outcome: a key left behind would stop `_recheck_soon` from ever starting this task
-    again, and every long-poller's permission would go stale."""
-    try:
-        while state.access_rechecks:
-            keys = list(itertools.islice(state.access_rechecks, RECHECK_BATCH))
-            try:
-                await asyncio.gather(*(_recheck_one(state, key) for key in keys))
-            finally:
-                for key in keys:
-                    state.access_rechecks.pop(key, None)
-    except Exception as exc:
-        state.metrics.background_failure("access_recheck", exc)
-        for key in list(state.access_rechecks):
-            state.access_cache.pop(key, None)  # the slow path decides
-        state.access_rechecks.clear()
-
-
-async def _recheck_one(state: AppState, key: tuple[int, int]) -> None:
-    try:
-        access: Any = await perm.check_access(state.store, *key)
-    except perm.Denied as exc:
-        access = exc
-    except Exception:
-        log.warning("access_recheck_failed", webinar_id=key[0], user_id=key[1], exc_info=True)
-        state.access_cache.pop(key, None)  # the slow path decides
-        return
-    state.access_cache[key] = (time.monotonic() + ACCESS_CACHE_TTL_S, access)
 
 
 def _denied(exc: perm.Denied) -> ApiError:

@@ -29,12 +29,11 @@ from typing import TYPE_CHECKING, Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-from .http_api import read_access
 from .longpoll import PollKey, parse_poll, ring_body
 
 if TYPE_CHECKING:
-    from .app import AppState
     from .hub import Room
+    from .state import AppState
 
 _CLOSE = b"connection: close\r\n"
 
@@ -141,7 +140,7 @@ class WebinarChatHttpProtocol(HttpToolsProtocol):
         if claims is None:
             return False
         now = time.monotonic()
-        access = read_access(state, request.webinar_id, claims.user_id, now)
+        access = state.access.for_fast_path(request.webinar_id, claims.user_id, now)
         if access is None:
             return False
         room = state.hub.rooms.get(request.webinar_id)

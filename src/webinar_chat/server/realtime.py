@@ -16,7 +16,7 @@ import orjson
 import structlog
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ..auth.permissions import Denied, WebinarAccess, check_access
+from ..auth.permissions import Denied, check_access
 from ..auth.tokens import TokenError, TokenService
 from ..protocol.session import (
     Action,
@@ -33,11 +33,10 @@ from ..protocol.session import (
     Unsubscribe,
     WatchTokenExpiry,
 )
-from .http_api import ACCESS_CACHE_TTL_S, LONG_POLL_ACCESS_MAX_AGE_S
 from .ws_protocol import RAW_FRAMES_EXTENSION, TOKEN_EXTENSION, RawFrameWriter, text_frame
 
 if TYPE_CHECKING:
-    from .app import AppState
+    from .state import AppState
 
 log = structlog.get_logger(__name__)
 
@@ -218,7 +217,9 @@ class RealtimeConnection:
 
     async def _check_access(self, action: CheckAccess) -> None:
         hub = self.state.hub
-        access = self._cached_access(action)
+        # A grant from the read path's cache (refusals are checked fresh: a join that fails is
+        # rare, and a new registration must work at once).
+        access = self.state.access.grant(action.webinar_id, action.user_id)
         if access is not None:
             # The cached decision is as fresh as the HTTP read path's (same cache, same expiry,
             # cleared by bans and registrations); its webinar row is not, so the head comes from
@@ -231,15 +232,12 @@ class RealtimeConnection:
                 access = None  # maybe beyond a stale head, maybe a reset database: ask the store
         if access is None:
             try:
-                access = await check_access(self.state.store, action.webinar_id, action.user_id)
+                access = await self.state.access.check(action.webinar_id, action.user_id,
+                                                       cached=False)
             except Denied as exc:
-                self.state.access_cache[(action.webinar_id, action.user_id)] = (
-                    time.monotonic() + ACCESS_CACHE_TTL_S, exc)
                 self.perform(self.session.on_access_denied(action.webinar_id, action.generation,
                                                            exc.code, exc.message))
                 return
-            self.state.access_cache[(action.webinar_id, action.user_id)] = (
-                time.monotonic() + ACCESS_CACHE_TTL_S, access)
             head_seq = access.webinar.last_seq
         # The room must exist before the session subscribes to it (synchronously, below).
         await hub.room(action.webinar_id)
@@ -265,17 +263,6 @@ class RealtimeConnection:
             return
         if self.session.subscriptions.get(sub.webinar_id) is sub:
             sub.audience = access.audience  # a role change: redaction from the next frame on
-
-    def _cached_access(self, action: CheckAccess) -> WebinarAccess | None:
-        """A grant from the read path's cache (server/http_api.py `_access`), or None. Refusals
-        are checked fresh: joins that fail are rare, and a new registration must work at once."""
-        hit = self.state.access_cache.get((action.webinar_id, action.user_id))
-        if hit is None or hit[0] <= time.monotonic():
-            return None
-        if isinstance(hit[1], Denied):
-            return None  # refusals are re-checked: a join is rare, a fresh answer is cheap
-        cached: WebinarAccess = hit[1]
-        return cached
 
     async def _load_changes(self, action: LoadChanges) -> None:
         room = self.state.hub.rooms.get(action.webinar_id)
@@ -351,10 +338,6 @@ def heartbeat_round(state: AppState, now: float) -> None:
             connection.abort()
     try:
         state.hub.sweep()
-        # (the long-poll fast path uses entries longer than their TTL: http_api.read_access)
-        horizon = now + ACCESS_CACHE_TTL_S - LONG_POLL_ACCESS_MAX_AGE_S
-        expired = [key for key, (until, _) in state.access_cache.items() if until <= horizon]
-        for key in expired:
-            del state.access_cache[key]
+        state.access.expire(now)
     except Exception as exc:
         state.metrics.background_failure("idle_sweep", exc)

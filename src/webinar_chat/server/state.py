@@ -1,0 +1,42 @@
+"""`AppState`: what one running application holds (settings, store, bus, hub, caches,
+connections). Its own module, outside the routes' import circle: the routes, the realtime
+endpoint and the protocols import it; it imports none of them at run time."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..auth.access_cache import AccessCache
+from ..auth.tokens import TokenService
+from ..bus import Bus
+from ..settings import Settings
+from ..store import Store
+from .hub import Hub
+from .metrics import Metrics
+from .request_ids import RequestIds
+
+if TYPE_CHECKING:
+    from .realtime import RealtimeConnection
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    store: Store
+    bus: Bus
+    hub: Hub
+    tokens: TokenService
+    metrics: Metrics
+    request_ids: RequestIds
+    access: AccessCache
+    connections: set[RealtimeConnection] = field(default_factory=set)
+    background: set[asyncio.Task[Any]] = field(default_factory=set)
+    fast_polls: int = 0  # long-polls answered without ASGI (http_protocol.py; a metrics seam)
+
+    def drain(self) -> None:
+        """Shutdown has begun: close every socket with 1001 and answer every long-poll now."""
+        for connection in list(self.connections):
+            connection.close(1001, "server shutting down")
+        self.hub.wake_waiters()
