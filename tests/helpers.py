@@ -36,6 +36,22 @@ def password_hash() -> str:
     return _PASSWORD_HASH[0]
 
 
+async def wait_for_port(port: int, process: Any, what: str, timeout: float = 10.0) -> None:
+    """Until 127.0.0.1:`port` accepts a connection; raises if `process` (a Popen) exits first
+    or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            await writer.wait_closed()
+            return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not start") from None
+            await asyncio.sleep(0.05)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -9,10 +9,9 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
-from .helpers import LocalServer, free_port
+from .helpers import LocalServer, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SITE_CONF = ROOT / "deploy" / "nginx" / "webinar-chat.conf"
@@ -64,18 +63,10 @@ http {{
         with (self.workdir / "nginx.out").open("ab") as out:
             self.process = subprocess.Popen(  # noqa: ASYNC220 - returns once forked
                 [NGINX, "-p", str(self.workdir), "-c", str(conf)], stdout=out, stderr=out)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                writer.close()
-                await writer.wait_closed()
-                return
-            except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("nginx did not start: "
-                                       + (self.workdir / "error.log").read_text()) from None
-                await asyncio.sleep(0.05)
+        try:
+            await wait_for_port(self.port, self.process, "nginx")
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}: {(self.workdir / 'error.log').read_text()}") from None
 
     async def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

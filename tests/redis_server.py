@@ -10,10 +10,9 @@ import contextlib
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
-from .helpers import free_port
+from .helpers import free_port, wait_for_port
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
@@ -34,17 +33,7 @@ class RedisProcess:
             self.process = subprocess.Popen(  # noqa: ASYNC220 - returns once forked
                 [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                  "--appendonly", "no", "--dir", str(self.workdir)], stdout=log, stderr=log)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                writer.close()
-                await writer.wait_closed()
-                return
-            except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("redis-server did not start") from None
-                await asyncio.sleep(0.05)
+        await wait_for_port(self.port, self.process, "redis-server")
 
     async def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

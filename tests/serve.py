@@ -100,11 +100,10 @@ class ServeProcess(LocalServer):
 
     async def _wait(self, timeout: float) -> None:
         assert self.process is not None
-        deadline = time.monotonic() + timeout
-        while self.process.poll() is None:
-            if time.monotonic() > deadline:
-                raise TimeoutError("server did not exit")
-            await asyncio.sleep(0.02)
+        try:
+            await asyncio.to_thread(self.process.wait, timeout)
+        except subprocess.TimeoutExpired:
+            raise TimeoutError("server did not exit") from None
 
     # --- the server's log ------------------------------------------------------------------------
 

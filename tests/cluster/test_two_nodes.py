@@ -70,9 +70,11 @@ async def test_a_ban_on_one_node_stops_delivery_on_the_other_within_a_second(
         nodes: list[RunningServer], world: World) -> None:
     a, b = nodes
     wid = world.webinar.id
-    async with realtime(b, world.bob.token) as bob_on_b, client(a) as http_a, \
+    async with realtime(b, world.bob.token) as bob_on_b, \
+            realtime(b, world.moderator.token) as witness, client(a) as http_a, \
             client(b) as http_b:
         await bob_on_b.join(wid, last_seq=0)
+        await witness.join(wid, last_seq=0)
         # bob's parked long-poll on node b, too
         poll = asyncio.create_task(http_b.get(f"/api/webinars/{wid}/changes",
                                               params={"after_seq": 0, "wait": 20},
@@ -92,7 +94,8 @@ async def test_a_ban_on_one_node_stops_delivery_on_the_other_within_a_second(
         assert answer.status_code == 403
         # and nothing more reaches him
         assert (await send(http_a, world.alice, wid, "after the ban", new_id())).status_code == 200
-        await asyncio.sleep(0.5)  # the time a live frame would take
+        # once it reached a socket beside his on the same node, it would have reached his
+        await witness.wait_for(lambda c: seqs(c.events()) == [1], timeout=5)
         assert bob_on_b.events() == []
 
 

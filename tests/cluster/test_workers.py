@@ -65,11 +65,7 @@ async def test_two_workers_share_the_port_and_the_bus_and_survive_a_kill(
         await again.wait_for(lambda c: seqs(c.events()) == [2], timeout=10)
     assert server.process is not None
     server.process.send_signal(signal.SIGTERM)
-    for _ in range(300):
-        if server.process.poll() is not None:
-            break
-        await asyncio.sleep(0.05)
-    assert server.process.returncode == 0
+    assert await asyncio.to_thread(server.process.wait, 15) == 0
 
 
 class Sockets:
