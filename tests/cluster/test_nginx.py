@@ -115,6 +115,7 @@ async def test_a_killed_and_a_frozen_process_lose_nothing_for_clients_behind_ngi
         async with httpx.AsyncClient(base_url=proxy.base_url, timeout=10) as http:
             r = await http.get(f"/api/webinars/{wid}/messages", params={"limit": 100},
                                headers=auth(world.moderator.token))
+            assert r.status_code == 200, (r.status_code, r.headers, r.text)
             stored = [(m["id"], m["content"]) for m in r.json()["messages"]]
         assert len(stored) == total  # each acknowledged send stored once
         for viewer in viewers:
