@@ -101,9 +101,17 @@ async def test_a_killed_and_a_frozen_process_lose_nothing_for_clients_behind_ngi
         await send_some(5, "before")
         await processes[0].kill()  # kill -9: its clients reconnect through nginx elsewhere
         await send_some(5, "after-kill")
-        processes[1].pause()  # frozen: its sockets fall silent, its clients move
-        await asyncio.gather(send_some(10, "while-frozen"), asyncio.sleep(5))
-        processes[1].resume()
+        # Frozen for 5 s whatever the sends do: its sockets fall silent and its clients move. A
+        # request that nginx hands to the frozen process waits for it (least_conn sees it idle), so
+        # the resume must not wait for the sends: that would deadlock.
+        async def freeze_for(seconds: float) -> None:
+            processes[1].pause()
+            try:
+                await asyncio.sleep(seconds)
+            finally:
+                processes[1].resume()
+
+        await asyncio.gather(send_some(10, "while-frozen"), freeze_for(5))
         await processes[0].start()  # back on its port; nginx uses it again
         await send_some(5, "after")
         total = len(sent)
