@@ -32,6 +32,7 @@ VENV_BIN = Path(sys.executable).parent
 # 2-core machines of ../shared/PERFORMANCE.md this keeps the generator from stealing server CPU.
 SERVER_CPU = 0
 LOAD_CPU = 1
+REDIS_SERVER = os.environ.get("BENCH_REDIS_SERVER", "/usr/bin/redis-server")
 PG_ADMIN_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 JWT_SECRET = "bench-secret-" + "x" * 40  # HS256 key given to the server and to the generator
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -91,7 +92,14 @@ def core_busy_seconds() -> list[float]:
 def postgres_cpu_seconds() -> float:
     """CPU of every PostgreSQL server process (backends, WAL writer…): the database's share of a
     create on PostgreSQL, which runs outside the server process."""
-    total = 0.0
+    return sum(postgres_cpu_by_pid().values())
+
+
+def postgres_cpu_by_pid() -> dict[int, float]:
+    """utime + stime of each PostgreSQL server process. Over a window, sum the differences of
+    the pids present at both ends: on a shared server other people's backends come and go, and
+    one that exits would take its CPU out of a plain total."""
+    out = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -103,8 +111,8 @@ def postgres_cpu_seconds() -> float:
         name = raw[raw.find("(") + 1:raw.rfind(")")]
         if name.startswith("postgres"):
             fields = raw.rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / CLK_TCK
-    return total
+            out[int(entry)] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return out
 
 
 # --- statistics ----------------------------------------------------------------------------------
@@ -351,14 +359,16 @@ def variant_source(name: str, workdir: Path) -> str:
 
 
 @contextlib.contextmanager
-def chat_server(db: Database, workdir: Path, variant: str | None = None,
+def chat_server(db: Database, workdir: Path, variant: str | None = None, health: str = "/healthz",
                 **env: str) -> Iterator[ServerProcess]:
-    """`webinar-chat serve` on `db`; with `variant`, the patched copy of the code instead."""
+    """`webinar-chat serve` on `db`; with `variant`, the patched copy of the code instead. `env`
+    is added to the server's environment (e.g. BUS_URL for a node of a cluster, whose start
+    waits for `health="/readyz"`: database and bus reachable)."""
     port = free_port()
     if variant:
         env["PYTHONPATH"] = variant_source(variant, workdir)
     server = ServerProcess([str(VENV_BIN / "webinar-chat"), "serve", "--database-url", db.url,
-                            "--port", str(port)], port, server_env(**env), "/healthz",
+                            "--port", str(port)], port, server_env(**env), health,
                            workdir / f"server-{port}.log")
     try:
         yield server
@@ -375,6 +385,56 @@ def socketio_server(workdir: Path) -> Iterator[ServerProcess]:
         yield server
     finally:
         server.stop()
+
+
+@dataclass
+class RedisProcess:
+    port: int
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid  # taskset execs redis-server: same pid
+
+
+@contextlib.contextmanager
+def redis_server(workdir: Path) -> Iterator[RedisProcess]:
+    """A private `redis-server` for the cluster benchmark's bus: a free port, no persistence (no
+    fork for RDB saves or AOF writes in the window), its own directory. It runs on LOAD_CPU with
+    the generator, so that its CPU is never counted as, or taken from, the servers' core; it is
+    reported beside them."""
+    port = free_port()
+    home = Path(tempfile.mkdtemp(prefix="redis-", dir=workdir))
+    log = open(home / "redis.log", "wb")
+    proc = subprocess.Popen(["taskset", "-c", str(LOAD_CPU), *NICE, REDIS_SERVER,
+                             "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(home)],
+                            stdout=log, stderr=subprocess.STDOUT, preexec_fn=_preexec, cwd=home)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited: {(home / 'redis.log').read_text()[-2000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("redis-server did not start") from None
+            time.sleep(0.05)
+        yield RedisProcess(port, proc)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # nothing to save: it holds no data
+        proc.wait()
+        log.close()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def ensure_socketio_installed() -> None:
@@ -445,6 +505,28 @@ def machine_info() -> dict[str, str]:
         "http_impl": "httptools" if _importable("httptools") else "h11",
         "loop_impl": "uvloop" if _importable("uvloop") else "asyncio",
     }
+
+
+def backing_versions(bench: str) -> dict[str, str]:
+    """The Redis and PostgreSQL versions the cluster benchmark ran on (nothing for the others)."""
+    if bench != "cluster":
+        return {}
+    out = {}
+    with contextlib.suppress(OSError):
+        v = subprocess.run([REDIS_SERVER, "--version"], capture_output=True, text=True).stdout
+        out["redis"] = v.split("v=", 1)[1].split()[0] if "v=" in v else v.strip()
+    with contextlib.suppress(Exception):
+        import asyncpg
+
+        async def version() -> str:
+            conn = await asyncpg.connect(PG_ADMIN_URL)
+            try:
+                return str(await conn.fetchval("SHOW server_version")).split()[0]
+            finally:
+                await conn.close()
+
+        out["postgresql"] = asyncio.run(version())
+    return out
 
 
 def _importable(name: str) -> bool:

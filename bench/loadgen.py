@@ -65,6 +65,14 @@ def tokens_for(user_ids: list[int]) -> dict[int, str]:
     return {u: service.issue_access(u)[0] for u in user_ids}
 
 
+def server_ports(cfg: dict[str, Any]) -> list[int]:
+    """The servers under test: `ports` (the nodes of a cluster, in order) or the one `port`.
+    Attendees and sender connections are spread over them by index (`k % len(ports)`), so that
+    every node gets the same share of each group."""
+    ports: list[int] = cfg.get("ports") or [cfg["port"]]
+    return ports
+
+
 def auth_header(token: str) -> bytes:
     return b"Authorization: Bearer %s\r\nContent-Type: application/json\r\n" % token.encode()
 
@@ -88,24 +96,28 @@ async def gather_limited(n: int, make: Callable[[int], Awaitable[Any]], limit: i
 
 
 class Snapshot:
-    def __init__(self, server_pid: int, delivered: int) -> None:
+    def __init__(self, server_pid: int | list[int], delivered: int) -> None:
+        pids = server_pid if isinstance(server_pid, list) else [server_pid]
         self.t = time.monotonic()
         self.wall = now()
         self.delivered = delivered
-        self.server_cpu = cpu_seconds(server_pid)
+        # Per server process (the nodes of a cluster), and their sum: all share SERVER_CPU.
+        self.server_cpus = [cpu_seconds(p) for p in pids]
+        self.server_cpu = sum(self.server_cpus)
         self.gen_cpu = cpu_seconds(os.getpid())
-        self.rss = rss_kib(server_pid)
+        self.rss = sum(rss_kib(p) for p in pids)
         self.cores = core_busy_seconds()
 
 
-def other_load(a: Snapshot, b: Snapshot, gen_cpu: float | None = None) -> dict[str, float]:
-    """CPU used on each core by everything except the server (core 0) and the generator (core 1):
-    other people's tests on this shared machine, and the kernel's loopback work. High values
-    mean a noisy run."""
+def other_load(a: Snapshot, b: Snapshot, gen_cpu: float | None = None,
+               load_core_extra: float = 0.0) -> dict[str, float]:
+    """CPU used on each core by everything except the server (core 0) and the generator (core 1;
+    plus `load_core_extra`, e.g. the cluster's Redis pinned there): other people's tests on this
+    shared machine, and the kernel's loopback work. High values mean a noisy run."""
     window = b.t - a.t
     busy = [y - x for x, y in zip(a.cores, b.cores, strict=True)]
     server = b.server_cpu - a.server_cpu
-    gen = gen_cpu if gen_cpu is not None else b.gen_cpu - a.gen_cpu
+    gen = (gen_cpu if gen_cpu is not None else b.gen_cpu - a.gen_cpu) + load_core_extra
     out = {"core0": round(max(0.0, busy[SERVER_CPU] - server) / window, 3)}
     if len(busy) > LOAD_CPU:
         out["core1"] = round(max(0.0, busy[LOAD_CPU] - gen) / window, 3)
@@ -114,16 +126,24 @@ def other_load(a: Snapshot, b: Snapshot, gen_cpu: float | None = None) -> dict[s
 
 # --- senders -------------------------------------------------------------------------------------
 
-class Sender:
-    """Open-loop sender: message i leaves at t0 + i/rate on the first idle keep-alive connection.
-    Content `bench <send time> <i>` carries the send timestamp to the receivers."""
+# A sender's keep-alive connection: (connection, request headers, user id, node index).
+Slot = tuple[HttpConn, bytes, int, int]
 
-    def __init__(self, conns: list[tuple[HttpConn, bytes, int]], kind: str) -> None:
-        self.idle: asyncio.Queue[tuple[HttpConn, bytes, int]] = asyncio.Queue()
+
+class Sender:
+    """Open-loop sender: message i leaves at t0 + i/rate on the first idle keep-alive connection
+    to node i % nodes (so each of a cluster's nodes takes exactly its share of the POSTs, however
+    fast it answers). Content `bench <send time> <i>` carries the send timestamp to the
+    receivers."""
+
+    def __init__(self, conns: list[Slot], kind: str) -> None:
+        nodes = max(c[3] for c in conns) + 1
+        self.idle: list[asyncio.Queue[Slot]] = [asyncio.Queue() for _ in range(nodes)]
         for c in conns:
-            self.idle.put_nowait(c)
+            self.idle[c[3]].put_nowait(c)
         self.kind = kind  # "chat" (our API) | "socketio" (bench/socketio/server.js)
-        self.sent: list[tuple[float, float, int, int]] = []  # (send time, latency, status, seq)
+        # (send time, latency, status, seq, node it was sent through)
+        self.sent: list[tuple[float, float, int, int, int]] = []
         self.tasks: set[asyncio.Task[None]] = set()
         self.counter = 0
         self.unanswered = 0
@@ -141,7 +161,7 @@ class Sender:
             delay = target - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            conn = await self.idle.get()
+            conn = await self.idle[i % len(self.idle)].get()
             task = loop.create_task(self._one(conn))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
@@ -155,11 +175,11 @@ class Sender:
             await asyncio.wait(list(self.tasks), timeout=max(0.0, deadline - time.monotonic()))
         for task in list(self.tasks):
             task.cancel()
-            self.sent.append((0.0, give_up_s, -2, -1))
+            self.sent.append((0.0, give_up_s, -2, -1, -1))
         self.unanswered = len(self.tasks)
 
-    async def _one(self, slot: tuple[HttpConn, bytes, int]) -> None:
-        conn, headers, user_id = slot
+    async def _one(self, slot: Slot) -> None:
+        conn, headers, user_id, node = slot
         self.counter += 1
         sent_at = now()
         content = f"bench {sent_at:.6f} {self.counter}"
@@ -175,27 +195,37 @@ class Sender:
         try:
             status, reply = await conn.request("POST", path, body, headers)
         except HttpError:
-            self.sent.append((sent_at, now() - sent_at, 0, -1))
+            self.sent.append((sent_at, now() - sent_at, 0, -1, node))
             return  # a broken connection leaves the pool
         seq = -1
         if status == 200:
             seq = orjson.loads(reply)["message"]["seq"]
-        self.sent.append((sent_at, now() - sent_at, status, seq))
-        self.idle.put_nowait(slot)
+        self.sent.append((sent_at, now() - sent_at, status, seq, node))
+        self.idle[node].put_nowait(slot)
 
-    def ok(self) -> list[tuple[float, float, int, int]]:
+    def idle_conns(self) -> list[Slot]:
+        """Take every idle connection out of the pools."""
+        out = []
+        for q in self.idle:
+            while not q.empty():
+                out.append(q.get_nowait())
+        return out
+
+    def ok(self) -> list[tuple[float, float, int, int, int]]:
         return [s for s in self.sent if s[2] == 200]
 
 
 async def make_sender(cfg: dict[str, Any], kind: str, n_conns: int) -> Sender:
     senders: list[int] = cfg["sender_ids"]
     toks = tokens_for(senders) if kind == "chat" else {}
+    ports = server_ports(cfg)
     conns = []
     for i in range(n_conns):
         user = senders[i % len(senders)]
-        conn = await http_connect(HOST, cfg["port"])
+        node = i % len(ports)
+        conn = await http_connect(HOST, ports[node])
         headers = auth_header(toks[user]) if kind == "chat" else b"Content-Type: application/json\r\n"
-        conns.append((conn, headers, user))
+        conns.append((conn, headers, user, node))
     return Sender(conns, kind)
 
 
@@ -264,12 +294,14 @@ def fanout_message_handler(kind: str, sampled: bool) -> Callable[[WsClient, byte
 
 async def open_attendees(cfg: dict[str, Any], kind: str, ids: list[int], sampled: bool,
                          lost: list[WsClient]) -> list[WsClient]:
-    """Connect and join attendees `ids` (all parsing if `sampled`, else counting once joined)."""
-    port = cfg["port"]
+    """Connect and join attendees `ids` (all parsing if `sampled`, else counting once joined);
+    attendee i goes to node i % nodes (`server_ports`)."""
+    ports = server_ports(cfg)
     toks = tokens_for(ids) if kind == "chat" else {}
 
     async def make(i: int) -> WsClient:
         handler = fanout_message_handler(kind, sampled)
+        port = ports[i % len(ports)]
         if kind == "chat":
             path = f"/realtime?token={toks[ids[i]]}"
             client = await ws_connect(HOST, port, path, on_message=handler, on_lost=lost.append)
@@ -277,6 +309,7 @@ async def open_attendees(cfg: dict[str, Any], kind: str, ids: list[int], sampled
             client = await ws_connect(HOST, port, "/socket.io/?EIO=4&transport=websocket&webinar=1",
                                       on_message=handler, on_lost=lost.append, ping_payload=b"2")
         client.state["sampled"] = sampled
+        client.state["node"] = i % len(ports)
         client.state["joined"] = asyncio.get_running_loop().create_future()
         if kind == "chat":
             client.send_text(b'{"type":"join","topic":"webinar:1:messages","ref":"j"}')
@@ -302,6 +335,13 @@ async def heartbeats(clients: list[WsClient], kind: str) -> None:
         await asyncio.sleep(HEARTBEAT_EVERY_S)
         for c in clients:
             c.send_text(HEARTBEAT)
+
+
+def count_by_node(clients: list[WsClient], nodes: int) -> list[int]:
+    counts = [0] * nodes
+    for c in clients:
+        counts[int(c.state["node"])] += c.count  # type: ignore[call-overload]
+    return counts
 
 
 def split_attendees(n: int, sample_every: int) -> tuple[list[int], list[int]]:
@@ -336,7 +376,7 @@ async def fanout_bulk(cfg: dict[str, Any]) -> dict[str, Any]:
             return {"error": "parent went away"}
         if line[0] == "snap":
             emit({"count": sum(c.count for c in clients), "gen_cpu": cpu_seconds(os.getpid()),
-                  "wall": now()})
+                  "wall": now(), "by_node": count_by_node(clients, len(server_ports(cfg)))})
         elif line[0] == "stop":
             expected = int(line[1])
             deadline = time.monotonic() + cfg.get("drain", 10)
@@ -381,29 +421,161 @@ class Bulk:
         return await self.read()
 
 
+class Backing:
+    """What a fan-out run on PostgreSQL (and a cluster's Redis bus) costs outside the servers:
+    changes committed (webinar 1's `last_seq`), the CPU of this database's backends and of all
+    `postgres` processes, and Redis's PUBLISH calls, input bytes and CPU, read at both ends of the
+    window (and of the whole send phase, for publishes per change). `subscriptions` counts what
+    the nodes subscribed to."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        self.cfg = cfg
+        self.db: Any = None
+        self.redis: Any = None
+        self.backends: list[int] = []
+
+    async def open(self) -> None:
+        if self.cfg.get("database_url"):
+            import asyncpg
+
+            self.db = await asyncpg.connect(self.cfg["database_url"])
+        if self.cfg.get("redis_url"):
+            import redis.asyncio as aioredis
+
+            self.redis = aioredis.Redis.from_url(self.cfg["redis_url"])
+
+    async def read(self) -> dict[str, Any]:
+        from .common import postgres_cpu_by_pid
+
+        out: dict[str, Any] = {}
+        if self.db is not None:
+            if not self.backends:
+                # The servers' pool connections to this database (not other people's tests on
+                # the shared PostgreSQL, nor this reader): fixed once the run is warm.
+                rows = await self.db.fetch("SELECT pid FROM pg_stat_activity WHERE datname = "
+                                           "current_database() AND pid <> pg_backend_pid()")
+                self.backends = [int(r["pid"]) for r in rows]
+            out["changes"] = int(await self.db.fetchval(
+                "SELECT last_seq FROM webinars WHERE id = 1"))
+            out["db_backend_cpu"] = sum_cpu(self.backends)
+            out["postgres_cpu"] = postgres_cpu_by_pid()
+        if self.redis is not None:
+            commands = await self.redis.info("commandstats")
+            out["publishes"] = int(commands.get("cmdstat_publish", {}).get("calls", 0))
+            stats = await self.redis.info("stats")
+            out["redis_in_bytes"] = int(stats["total_net_input_bytes"])
+            out["redis_cpu"] = sum_cpu([self.cfg["redis_pid"]])
+        return out
+
+    async def subscriptions(self) -> dict[str, Any]:
+        """Every channel and pattern subscription on the bus's Redis, and the connections in
+        pub/sub mode (CLIENT LIST flag P), whatever channel names the nodes chose."""
+        if self.redis is None:
+            return {}
+        channels = await self.redis.pubsub_channels()
+        counts = await self.redis.pubsub_numsub(*channels) if channels else []
+        patterns = int(await self.redis.pubsub_numpat())
+        clients = await self.redis.client_list()
+        return {"channels": sorted(c.decode() for c in channels),
+                "subscriptions": sum(int(n) for _, n in counts) + patterns,
+                "pubsub_clients": sum(1 for c in clients if "P" in c.get("flags", ""))}
+
+    async def close(self) -> None:
+        if self.db is not None:
+            await self.db.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+
+
+def sum_cpu(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            total += cpu_seconds(pid)
+        except OSError:
+            pass  # a backend that went away: its CPU is lost to both readings alike
+    return total
+
+
+def backing_stats(a: dict[str, Any], b: dict[str, Any], start: dict[str, Any],
+                  end: dict[str, Any], subs: dict[str, Any], window: float,
+                  nodes: int) -> dict[str, Any]:
+    """Per-change and per-second figures of `Backing.read`s at both ends of the window (`a`,
+    `b`) and of the send phase (`start`, `end`); empty without a database."""
+    if "changes" not in a:
+        return {}
+    changes = b["changes"] - a["changes"]
+    pg = sum(t - a["postgres_cpu"][pid] for pid, t in b["postgres_cpu"].items()
+             if pid in a["postgres_cpu"])
+    out: dict[str, Any] = {
+        "changes": changes, "changes_per_s": round(changes / window, 1),
+        "db_backend_cpu_util": round((b["db_backend_cpu"] - a["db_backend_cpu"]) / window, 3),
+        "postgres_cpu_util": round(pg / window, 3),
+    }
+    if "publishes" in a:
+        # Per change over the whole send phase: a PUBLISH leaves a moment after its commit, so
+        # the window's edges would cut a few pairs apart; before the first send and after the
+        # last answer nothing is in flight.
+        all_changes = end["changes"] - start["changes"]
+        all_publishes = end["publishes"] - start["publishes"]
+        out.update({
+            "publishes": b["publishes"] - a["publishes"],
+            "changes_sent_phase": all_changes, "publishes_sent_phase": all_publishes,
+            "publishes_per_change": round(all_publishes / all_changes, 4) if all_changes else None,
+            "bus_bytes_per_change": round((b["redis_in_bytes"] - a["redis_in_bytes"]) / changes)
+            if changes else None,
+            "redis_cpu_util": round((b["redis_cpu"] - a["redis_cpu"]) / window, 4),
+            "bus_channels": subs["channels"], "subscriptions": subs["subscriptions"],
+            "subscriptions_per_node": round(subs["subscriptions"] / nodes, 2),
+            "pubsub_clients_per_node": round(subs["pubsub_clients"] / nodes, 2),
+        })
+    return out
+
+
 async def fanout(cfg: dict[str, Any]) -> dict[str, Any]:
     """N attendees in one webinar, `rate` messages/s for warmup + window seconds. Every
     `sample_every`-th attendee (and the senders) live in this process and parse every frame for
-    latency and completeness; the others only count, in a child process (`fanout_bulk`)."""
+    latency and completeness; the others only count, in a child process (`fanout_bulk`).
+
+    With `ports` (and `server_pids`), the servers are the nodes of a cluster: attendees and POSTs
+    are spread over them by index, and each sampled latency is tagged with whether the message
+    was sent through the attendee's own node or another one. With `database_url` (and
+    `redis_url`, `redis_pid`) the window also reads changes committed, PostgreSQL's and Redis's
+    CPU, and the bus's PUBLISH calls and subscriptions (`Backing`)."""
     kind = cfg["kind"]
     n = cfg["attendees"]
-    pid = cfg["server_pid"]
+    pids: list[int] = cfg.get("server_pids") or [cfg["server_pid"]]
+    nodes = len(server_ports(cfg))
     lost: list[WsClient] = []
     bulk, ready = await Bulk.start(cfg)
     sample_ids, _ = split_attendees(n, cfg["sample_every"])
     sampled = await open_attendees(cfg, kind, sample_ids, True, lost)
     hb = asyncio.create_task(heartbeats(sampled, kind))
     sender = await make_sender(cfg, kind, cfg.get("sender_conns", 8))
-    rss_before = rss_kib(pid)
+    backing = Backing(cfg)
+    await backing.open()
+    back_start = await backing.read()
+    rss_before = sum(rss_kib(p) for p in pids)
     send_task = asyncio.create_task(sender.run(cfg["rate"], cfg["warmup"] + cfg["window"]))
     await asyncio.sleep(cfg["warmup"])
     snap_a = await bulk.ask("snap")
-    a = Snapshot(pid, snap_a["count"] + sum(c.count for c in sampled))
+    a = Snapshot(pids, snap_a["count"] + sum(c.count for c in sampled))
+    back_a = await backing.read()
+    sampled_a = count_by_node(sampled, nodes)
     await asyncio.sleep(cfg["window"])
     snap_b = await bulk.ask("snap")
-    b = Snapshot(pid, snap_b["count"] + sum(c.count for c in sampled))
+    b = Snapshot(pids, snap_b["count"] + sum(c.count for c in sampled))
+    back_b = await backing.read()
+    sampled_b = count_by_node(sampled, nodes)
+    subs = await backing.subscriptions()
     await send_task
     await sender.wait()
+    if backing.redis is not None:
+        # A node answers the POST and then PUBLISHes from its queue: let the last ones leave
+        # (far less than the 5 s of silence after which a node would publish a probe).
+        await asyncio.sleep(0.5)
+    back_end = await backing.read()
+    await backing.close()
     expected = len(sender.ok())
     bulk_final = await bulk.ask(f"stop {expected}")
     await bulk.proc.wait()
@@ -411,44 +583,78 @@ async def fanout(cfg: dict[str, Any]) -> dict[str, Any]:
     while time.monotonic() < deadline and any(c.count < expected for c in sampled if c not in lost):  # noqa: ASYNC110
         await asyncio.sleep(0.1)
     hb.cancel()
-    # Completeness: every sampled client saw exactly the seqs the server acknowledged.
+    # Completeness: every sampled client saw exactly the seqs the server acknowledged; in order
+    # = each exactly once, in seq order (what a cluster could break: a node's own changes and
+    # its peers', arriving over the bus, meet in one stream).
     sent_seqs = sorted(s[3] for s in sender.ok())
+    node_of_seq = {s[3]: s[4] for s in sender.ok()}
     latencies: list[float] = []
+    same: list[float] = []
+    other: list[float] = []
     complete_sampled = 0
+    in_order = 0
     frames = 0
     events_in_frames = 0
     for c in sampled:
         seen = c.state.get("seen", [])
         assert isinstance(seen, list)
-        if sorted(s for s, _, _ in seen) == sent_seqs:
+        seqs = [s for s, _, _ in seen]
+        if sorted(seqs) == sent_seqs:
             complete_sampled += 1
+        if seqs == sent_seqs:
+            in_order += 1
         frames += int(c.state.get("frames", 0))  # type: ignore[call-overload]
         events_in_frames += len(seen)
-        latencies += [r - t for _, t, r in seen if a.wall <= t < b.wall]
+        for seq, t, r in seen:
+            if a.wall <= t < b.wall:
+                latencies.append(r - t)
+                (same if node_of_seq.get(seq) == c.state["node"] else other).append(r - t)
     for c in sampled:
         c.abort()
     window = b.t - a.t
     delivered = b.delivered - a.delivered
     server_cpu = b.server_cpu - a.server_cpu
     gen_cpu = (b.gen_cpu - a.gen_cpu) + (snap_b["gen_cpu"] - snap_a["gen_cpu"])
+    backing_out = backing_stats(back_a, back_b, back_start, back_end, subs, window, nodes)
+    changes = backing_out.get("changes")
+    redis_cpu = back_b.get("redis_cpu", 0.0) - back_a.get("redis_cpu", 0.0)
+    by_node = [(snap_b["by_node"][k] + sampled_b[k]) - (snap_a["by_node"][k] + sampled_a[k])
+               for k in range(nodes)]
     return {
-        "kind": kind, "attendees": n, "connected": ready["connected"] + len(sampled),
+        "kind": kind, "attendees": n, "nodes": nodes,
+        "connected": ready["connected"] + len(sampled),
         "connect_s": ready["connect_s"],
         "rate_target": cfg["rate"], "window_s": round(window, 2),
         "sent": len(sender.sent), "sent_ok": expected,
         "send_rate": round(len([s for s in sender.sent if a.wall <= s[0] < b.wall]) / window, 1),
+        "sent_by_node": [sum(1 for s in sender.ok() if s[4] == k) for k in range(nodes)],
         "delivered_per_s": round(delivered / window),
+        "delivered_per_s_by_node": [round(d / window) for d in by_node],
         "server_cpu_util": round(server_cpu / window, 3),
+        "server_cpu_util_by_node": [round((y - x) / window, 3)
+                                    for x, y in zip(a.server_cpus, b.server_cpus, strict=True)],
         "delivered_per_core_s": round(delivered / server_cpu) if server_cpu > 0 else None,
+        "server_cpu_per_change_us": round(server_cpu / changes * 1e6, 1) if changes else None,
+        "server_cpu_per_change_by_node_us": [
+            round((y - x) / changes * 1e6, 1)
+            for x, y in zip(a.server_cpus, b.server_cpus, strict=True)] if changes else None,
         "gen_cpu_util": round(gen_cpu / window, 3),
+        # Its two processes: the latency sample with the senders, and the counting bulk.
+        "gen_cpu_util_split": [round((b.gen_cpu - a.gen_cpu) / window, 3),
+                               round((snap_b["gen_cpu"] - snap_a["gen_cpu"]) / window, 3)],
         "p50_ms": ms(latencies, 50), "p99_ms": ms(latencies, 99), "max_ms": ms(latencies, 100),
-        "latency_samples": len(latencies), "sampled_clients": len(sampled),
-        "sampled_complete": complete_sampled,
+        "p50_same_ms": ms(same, 50), "p99_same_ms": ms(same, 99),
+        "p50_other_ms": ms(other, 50), "p99_other_ms": ms(other, 99),
+        "max_other_ms": ms(other, 100),
+        "latency_samples": len(latencies), "samples_same": len(same), "samples_other": len(other),
+        "sampled_clients": len(sampled),
+        "sampled_complete": complete_sampled, "sampled_in_order": in_order,
         "clients_complete": bulk_final["complete"] + complete_sampled,
         "disconnected": len(lost) + bulk_final["disconnected"],
         "events_per_frame": round(events_in_frames / frames, 2) if frames else None,
         "server_rss_kib": b.rss, "server_rss_before_kib": rss_before,
-        "other_load": other_load(a, b, gen_cpu),
+        "other_load": other_load(a, b, gen_cpu, redis_cpu),
+        **backing_out,
         **sent_stats(sender, a.wall, b.wall),
     }
 
@@ -725,10 +931,7 @@ async def send(cfg: dict[str, Any]) -> dict[str, Any]:
     open_loop = sent_stats(sender)
     open_loop["rate"] = round(len(sender.sent) / (now() - t0), 1)
     open_loop["server_cpu_util"] = round((cpu_seconds(pid) - cpu0) / (now() - t0), 3)
-    conns = []
-    while not sender.idle.empty():
-        c, h, _ = sender.idle.get_nowait()
-        conns.append((c, h))
+    conns = [(c, h) for c, h, _, _ in sender.idle_conns()]
     extra = postgres_cpu_seconds if cfg["db"] == "postgresql" else None
     closed = await closed_loop(
         conns, "POST", lambda k: "/api/messages/create",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -79,6 +80,21 @@ def ok_rows(results: dict[str, Any], name: str) -> list[dict[str, Any]]:
 
 
 # --- plots ---------------------------------------------------------------------------------------
+
+FANOUT_PLOTS = ["fanout-throughput.png", "fanout-latency.png"]
+
+
+def fanout_plots(rows: list[dict[str, Any]]) -> list[str]:
+    """The fan-out plots; without matplotlib (the `bench` extra), the ones already in docs/ are
+    kept, so that re-rendering after an `--only` run of another benchmark does not fail."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print("report: matplotlib is not installed (pip install -e '.[bench]'): the fan-out "
+              "plots in docs/benchmarks/ are left as they are", file=sys.stderr)
+        return [f for f in FANOUT_PLOTS if (PLOTS / f).exists()]
+    return plot_fanout(rows)
+
 
 def plot_fanout(rows: list[dict[str, Any]]) -> list[str]:
     import matplotlib
@@ -222,6 +238,7 @@ def write_report(data: dict[str, Any]) -> Path:
                             "≥ 500,000; ≤ 250 ms; ≥ 2×", f"{s1}; {s2} ms; {s3}×",
                             " / ".join([verdict(v1, 500_000, True), verdict(v2, 250, False),
                                         verdict(v3, 2, True)])))
+    summary += cluster_summary(res)
     idle_all = ok_rows(res, "idle")
     idle = current(idle_all)
     for vname, rows in by_variant(idle_all):
@@ -307,7 +324,7 @@ def write_report(data: dict[str, Any]) -> Path:
             plotted += [{**r, "label": f"webinar-chat before ({old.get('src_commit', '?')})"}
                         for r in ok_rows(old["results"], "fanout")
                         if r["kind"] == "chat" and not r.get("variant")]
-        files = plot_fanout(plotted)
+        files = fanout_plots(plotted)
         w("## Fan-out (WebSocket, one webinar, 100 msgs/s sent, SQLite)")
         w("")
         w(f"Every {fan[0].get('sampled_clients') and 50}th attendee (and the senders) run in a "
@@ -354,6 +371,8 @@ def write_report(data: dict[str, Any]) -> Path:
             w("Generator check: no run had the generator's core ≥ 95 % busy while delivering less "
               "than attendees × sent/s — the delivered figures are the servers'.")
         w("")
+
+    cluster_section(w, data)
 
     if idle:
         w("## Idle connections")
@@ -536,6 +555,206 @@ def write_report(data: dict[str, Any]) -> Path:
     out = DOCS / "benchmarks.md"
     out.write_text("\n".join(lines) + "\n")
     return out
+
+
+# --- two processes + Redis ------------------------------------------------------------------------
+
+CLUSTER_LABELS = {"one": "1 process, no bus", "one+redis": "1 process + Redis bus (own echo)",
+                  "two": "2 processes + Redis bus"}
+# Targets of the cluster benchmark (bench/README.md).
+CLUSTER_RATIO = 90  # % of one process's delivered/s per server core
+CLUSTER_P99_OTHER_MS = 150
+
+
+def cluster_rows(res: dict[str, Any], setup: str) -> list[dict[str, Any]]:
+    return [r for r in ok_rows(res, "cluster") if r.get("setup") == setup]
+
+
+def nth(key: str, k: int) -> Callable[[dict[str, Any]], Any]:
+    """Process k's entry of a per-process list (None where the run has none)."""
+    return lambda r: (r.get(key) or [None] * (k + 1))[k]
+
+
+def all_complete(rows: list[dict[str, Any]]) -> bool:
+    return all(r["sampled_in_order"] == r["sampled_clients"]
+               and r["clients_complete"] == r["attendees"] for r in rows)
+
+
+def cluster_summary(res: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    two = cluster_rows(res, "two")
+    if not two:
+        return []
+    n = two[0]["attendees"]
+    head = f"2 processes + Redis, {n:,} WS attendees, 100 msgs/s, PostgreSQL"
+    out = []
+    v, s = agg(two, lambda r: r["ratio_per_core"] and 100 * r["ratio_per_core"])
+    out.append((f"{head}: delivered/s per server core ÷ 1 process (same run)",
+                f"≥ {CLUSTER_RATIO} %", s + " %", verdict(v, CLUSTER_RATIO, True)))
+    v, s = agg(two, "p99_other_ms", 1)
+    out.append((f"{head}: p99 send→delivered, attendee on the other process",
+                f"≤ {CLUSTER_P99_OTHER_MS} ms", s + " ms",
+                verdict(v, CLUSTER_P99_OTHER_MS, False)))
+    v, s = agg(two, "publishes_per_change", 3)
+    out.append((f"{head}: Redis PUBLISH calls per change committed", "≤ 1", s,
+                verdict(v, 1, False)))
+    v, s = agg(two, "subscriptions_per_node", 2)
+    out.append((f"{head}: Redis subscriptions per node", "≤ 1", s, verdict(v, 1, False)))
+    sampled = min(r["sampled_in_order"] for r in two)
+    complete = min(r["clients_complete"] for r in two)
+    out.append((f"{head}: every message exactly once, in order (sampled); every attendee got "
+                "every message (all)", "all",
+                f"{sampled}/{two[0]['sampled_clients']} sampled; {complete:,}/{n:,} all (worst run)",
+                "**met**" if all_complete(two) else "**missed**"))
+    return out
+
+
+def cluster_section(w: Callable[[str], None], data: dict[str, Any]) -> None:
+    res = data["results"]
+    two = cluster_rows(res, "two")
+    if not two:
+        return
+    r0 = two[0]
+    n = r0["attendees"]
+    m = data["machine"]
+    # This benchmark may come from a later `--only` run merged into the full results.
+    made = data.get("provenance", {}).get("cluster", {})
+    w("## Two processes + Redis (cluster)")
+    w("")
+    w(f"**Command:** `.venv/bin/{made.get('command', data['command'])}`; commit "
+      f"{made.get('commit', m['commit'])}, {made.get('date', m['date'])}; {m['cpu']}, "
+      f"{m['cores']} cores; Redis {made.get('redis', '?')}, PostgreSQL "
+      f"{made.get('postgresql', '?')}. Figures are medians of "
+      f"{len({r['run'] for r in two})} run(s) with [min–max]; ratios and differences are taken "
+      f"within a run, then the median.")
+    w("")
+    w(f"The fan-out workload (one webinar, {r0['rate_target']} msgs/s offered for warm-up + "
+      f"window, every 50th attendee parsing every frame for latency) on **PostgreSQL**, in three "
+      f"set-ups side by side in each run, each on a fresh database: two `webinar-chat serve` "
+      f"processes sharing a private `redis-server` (`BUS_URL`, a channel of their own, "
+      f"`--save '' --appendonly no`), {n // 2:,} attendees and half of the POSTs on each "
+      f"(attendee and sender connection *k* go to process *k* mod 2; message *i* is POSTed to "
+      f"process *i* mod 2); one process with no bus (the baseline: the fan-out section above is "
+      f"on SQLite, a different write path); and one process publishing to Redis and reading back "
+      f"its own echo (the bus's own cost). Each sampled latency is tagged *same* (sent through "
+      f"the attendee's process) or *other* (sent through the other process: committed there, "
+      f"over Redis, then fanned out).")
+    w("")
+    w("**Pinning:** both server processes on core 0, the load generator (and Redis) on core 1. "
+      "The servers then share exactly one core, so \"delivered/s per server core\" = deliveries ÷ "
+      "the sum of both processes' CPU seconds (`/proc/<pid>/stat`) is comparable with one process "
+      "alone on that core, and the generator keeps its own core as in the fan-out benchmark. One "
+      "process per core would have put a server beside the generator (≈ 0.8 of core 1 at 5,000 "
+      "attendees): each would slow the other, and the latency sample would measure the "
+      "generator. The price of this choice: the two processes take turns on core 0, so "
+      "wall-clock capacity does not double here, and the latencies include that sharing. "
+      "PostgreSQL is the machine's shared server and is not pinned: its CPU (this database's "
+      "backends, and all `postgres` processes, which includes other people's tests) and Redis's "
+      "are reported beside.")
+    w("")
+    w("| set-up | delivered/s | per server core | server CPU (by process) | server CPU µs per "
+      "change | events/frame | same process p50 / p99 ms | other process p50 / p99 ms | in order "
+      "(sampled) | complete (all) | sent/s (by process) | POST p99 ms | PostgreSQL CPU: this db "
+      "/ all | Redis CPU | generator CPU | other load c0/c1 |")
+    w("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for setup, name in CLUSTER_LABELS.items():
+        rows = cluster_rows(res, setup)
+        if not rows:
+            continue
+        nodes = rows[0]["nodes"]
+        by_node = " (" + " + ".join(
+            agg(rows, nth("server_cpu_util_by_node", k), 2)[1]
+            for k in range(nodes)) + ")" if nodes > 1 else ""
+        # The whole run's acknowledged POSTs through each process (warm-up included).
+        sent_by = " (" + " / ".join(agg(rows, nth("sent_by_node", k))[1]
+                                    for k in range(nodes)) + " POSTs)" if nodes > 1 else ""
+        other = (f"{agg(rows, 'p50_other_ms', 1)[1]} / {agg(rows, 'p99_other_ms', 1)[1]}"
+                 if nodes > 1 else "–")
+        w(f"| {name} | {agg(rows, 'delivered_per_s')[1]} | {agg(rows, 'delivered_per_core_s')[1]}"
+          f" | {agg(rows, 'server_cpu_util', 2)[1]}{by_node} | "
+          f"{agg(rows, 'server_cpu_per_change_us')[1]} | {agg(rows, 'events_per_frame', 1)[1]} | "
+          f"{agg(rows, 'p50_same_ms', 1)[1]} / {agg(rows, 'p99_same_ms', 1)[1]} | {other} | "
+          f"{min(r['sampled_in_order'] for r in rows)}/{rows[0]['sampled_clients']} | "
+          f"{min(r['clients_complete'] for r in rows):,}/{n:,} | "
+          f"{agg(rows, 'send_rate', 1)[1]}{sent_by} | {agg(rows, 'post_p99_ms', 1)[1]} | "
+          f"{agg(rows, 'db_backend_cpu_util', 2)[1]} / {agg(rows, 'postgres_cpu_util', 2)[1]} | "
+          f"{agg(rows, 'redis_cpu_util', 3)[1] if rows[0].get('bus') else '–'} | "
+          f"{agg(rows, 'gen_cpu_util', 2)[1]} | "
+          f"{agg(rows, lambda r: r['other_load']['core0'], 2)[1]} / "
+          f"{agg(rows, lambda r: r['other_load'].get('core1'), 2)[1]} |")
+    w("")
+    w("The bus, and what two processes cost beyond one (medians of the per-run figures; every "
+      "difference is taken within a run):")
+    w("")
+    w("| figure | target | measured: median [min–max] | verdict |")
+    w("|---|---|---|---|")
+    v, s = agg(two, lambda r: r["ratio_per_core"] and 100 * r["ratio_per_core"])
+    w(f"| delivered/s per server core, 2 processes ÷ 1 process | ≥ {CLUSTER_RATIO} % | {s} % | "
+      f"{verdict(v, CLUSTER_RATIO, True)} |")
+    v, s = agg(two, "p99_other_ms", 1)
+    w(f"| p99 send→delivered, other process (same process: "
+      f"{agg(two, 'p99_same_ms', 1)[1]} ms; 1 process: "
+      f"{agg(cluster_rows(res, 'one'), 'p99_ms', 1)[1]} ms) | ≤ {CLUSTER_P99_OTHER_MS} ms | "
+      f"{s} ms | {verdict(v, CLUSTER_P99_OTHER_MS, False)} |")
+    v, s = agg(two, "publishes_per_change", 3)
+    w(f"| Redis PUBLISH calls ÷ changes committed (`cmdstat_publish` calls; over the whole send "
+      f"phase, from before the first POST to after the last answer, "
+      f"{agg(two, 'changes_sent_phase')[1]} changes) | ≤ 1 | {s} | "
+      f"{verdict(v, 1, False)} |")
+    w(f"| bytes into Redis per change (`total_net_input_bytes`, window) | | "
+      f"{agg(two, 'bus_bytes_per_change')[1]} | |")
+    v, s = agg(two, "subscriptions_per_node", 2)
+    w(f"| subscriptions per node (`PUBSUB NUMSUB` of every channel + `NUMPAT`, ÷ 2) | ≤ 1 | {s} "
+      f"| {verdict(v, 1, False)} |")
+    w(f"| connections in pub/sub mode per node (`CLIENT LIST` flag P, ÷ 2) | | "
+      f"{agg(two, 'pubsub_clients_per_node', 2)[1]} | |")
+    w(f"| server CPU per change beyond 1 process (both processes − 1 process, ÷ changes) | | "
+      f"{agg(two, 'extra_cpu_per_change_us')[1]} µs "
+      f"({agg(two, lambda r: r['extra_cpu_share'] and 100 * r['extra_cpu_share'])[1]} %) | |")
+    w(f"| … of which the bus: 1 process with Redis − without (PUBLISH + read and decode back) | "
+      f"| {agg(two, 'bus_cpu_per_change_us')[1]} µs | |")
+    w(f"| … of which the second process: 2 processes − 1 process with Redis | | "
+      f"{agg(two, 'split_cpu_per_change_us')[1]} µs | |")
+    w("| per process: its CPU per change − half of 1 process's | | " + " / ".join(
+        agg(two, nth("extra_cpu_per_change_by_node_us", k))[1]
+        for k in range(r0["nodes"])) + " µs | |")
+    w("")
+    w("*Bus CPU per change on the receiving process*: each change is PUBLISHed once by the process "
+      "that committed it and received and decoded once by the other. The one-process-with-Redis "
+      "set-up does both for every change (it reads back its own echo and drops it after the "
+      "decode), so its CPU per change minus the no-bus process's is the bus's cost of one change, "
+      "an upper bound on the receiving side's share. The rest of what two processes spend beyond "
+      "one is not the bus: every process repeats the per-change work of its room (ticks, building "
+      "and encoding each frame once for its own sockets) and its fixed costs (heartbeats, the 5 s "
+      "safety poll of each room's head), and the two take turns on one core. These differences "
+      "are small against the run-to-run noise of CPU per change: most of a change's cost is its "
+      "fan-out, which gets cheaper per change when a busier process packs more events into each "
+      "frame (events/frame above), so they are read as medians over runs, not per run.")
+    w("")
+    sqlite = [r for r in ok_rows(res, "fanout") if r["kind"] == "chat" and not r.get("variant")
+              and r["attendees"] == n]
+    if sqlite:
+        w(f"For reference, one process on SQLite (the fan-out section above, {n:,} attendees, "
+          f"from the run of the top of this page): "
+          f"{agg(sqlite, 'delivered_per_core_s')[1]} delivered/s per core, p99 "
+          f"{agg(sqlite, 'p99_ms', 1)[1]} ms.")
+        w("")
+    rows = ok_rows(res, "cluster")
+    noise, _ = agg(rows, lambda r: r["other_load"]["core0"], 2)
+    if noise > 0.15:
+        w(f"**Noisy run:** other processes took a median {noise:.0%} of the servers' core during "
+          f"the windows (other load column). Per-core figures hold up better than latencies, "
+          f"but a server that gets less of its core also packs more events into each frame, "
+          f"which makes its CPU per change lower; compare set-ups within a run.")
+        w("")
+    gen_hot = [r for r in rows if r["gen_cpu_util"] > 0.95
+               and r["delivered_per_s"] < 0.95 * r["attendees"] * r["send_rate"]]
+    if gen_hot:
+        w(f"**Generator limit:** {len(gen_hot)} run(s) had the load generator's core ≥ 95 % busy "
+          f"and fell short of attendees × sent/s.")
+    else:
+        w("Generator check: no run had the generator's core ≥ 95 % busy while delivering less "
+          "than attendees × sent/s.")
+    w("")
 
 
 def ratio_by_run(ours: list[dict[str, Any]], theirs: list[dict[str, Any]], key: str) -> list[float]:

@@ -2,18 +2,21 @@
 
     .venv/bin/python -m bench.run_all            # full: 3 runs of each, ~25 min
     .venv/bin/python -m bench.run_all --quick    # smoke check: 1 short run of each, ~3 min
-    .venv/bin/python -m bench.run_all --only fanout,idle [--runs N]
+    .venv/bin/python -m bench.run_all --only fanout,idle [--runs N]   # merged into latest.json
     .venv/bin/python -m bench.run_all --report-only   # re-render from bench/results/latest.json
 
 Each benchmark starts its server under test (`webinar-chat serve`, or the Node Socket.IO server)
 pinned to core 0 on a fresh database, runs the load generator (bench/loadgen.py) pinned to core 1,
-and keeps the JSON result. Raw results go to bench/results/{latest,quick}.json.
+and keeps the JSON result (the cluster benchmark: two servers sharing core 0 and a private Redis;
+bench/README.md). Raw results go to bench/results/{latest,quick}.json; `--only` merges into them.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import shlex
 import sys
 import tempfile
@@ -49,6 +52,9 @@ FULL = {
     "poll_seconds": 4.0, "poll_rounds": 3,
     "after_messages": 1_000_000, "after_queries": 500,
     "storm_attendees": 5000,
+    # Two `serve` processes + Redis beside one process, on PostgreSQL: the fan-out's workload
+    # (rate, warm-up, window) at the target's 5,000 attendees.
+    "cluster_attendees": 5000,
 }
 QUICK = {
     "runs": 1,
@@ -62,6 +68,7 @@ QUICK = {
     "poll_seconds": 2.0, "poll_rounds": 1,
     "after_messages": 100_000, "after_queries": 200,
     "storm_attendees": 1000,
+    "cluster_attendees": 5000,
 }
 # The target workload: 100 chat messages/s into one webinar (PERFORMANCE.md).
 FANOUT_RATE = 100
@@ -141,6 +148,120 @@ def bench_fanout(p: dict[str, Any], work: Path) -> list[dict[str, Any]]:
                 out.append(r)
                 log(f"fanout socket.io n={n}: {brief(r)}")
     return out
+
+
+# The cluster benchmark's set-ups: (name, server processes, Redis bus). The middle one is one
+# process publishing every change to Redis and reading back (and dropping) its own echo: what the
+# bus itself costs, apart from what splitting the work over two processes costs.
+CLUSTER_SETUPS = [("one", 1, False), ("one+redis", 1, True), ("two", 2, True)]
+
+
+def bench_cluster(p: dict[str, Any], work: Path) -> list[dict[str, Any]]:
+    """Two `serve` processes on one PostgreSQL database sharing a private Redis bus, beside one
+    process on the same workload and database kind (without a bus, and with one), in each run:
+    the fan-out benchmark's single-process rows are on SQLite, so they cannot be the baseline of
+    a cluster on PostgreSQL. The order rotates from run to run, so that a drift of the shared
+    machine does not always favour the same set-up."""
+    if not common.pg_available():
+        raise RuntimeError(f"the cluster benchmark needs PostgreSQL at {common.PG_ADMIN_URL}")
+    out = []
+    n = p["cluster_attendees"]
+    base = {"mode": "fanout", "kind": "chat", "attendees": n, "rate": FANOUT_RATE,
+            "warmup": p["fanout_warmup"], "window": p["fanout_window"],
+            "sample_every": SAMPLE_EVERY, "sender_conns": SENDER_CONNS,
+            "sender_ids": list(range(n + 1, n + 1 + SENDERS))}
+    for run in range(p["runs"]):
+        k = run % len(CLUSTER_SETUPS)
+        rows = {}
+        for setup, nodes, bus in CLUSTER_SETUPS[k:] + CLUSTER_SETUPS[:k]:
+            r = cluster_measure(work, base, nodes=nodes, bus=bus, run=run)
+            r["setup"] = setup
+            rows[setup] = r
+            log(f"cluster {setup} n={n}: {brief(r)}, publishes/change="
+                f"{r.get('publishes_per_change')}, CPU/change={r['server_cpu_per_change_us']} µs")
+        compare_cluster(rows["one"], rows["one+redis"], rows["two"])
+        two = rows["two"]
+        log(f"cluster: per core two/one = {two['ratio_per_core']}, p99 other/same = "
+            f"{two['p99_other_ms']}/{two['p99_same_ms']} ms, publishes/change = "
+            f"{two.get('publishes_per_change')}, subscriptions/node = "
+            f"{two.get('subscriptions_per_node')}, CPU/change beyond one process = "
+            f"{two['extra_cpu_per_change_us']} µs (bus {two['bus_cpu_per_change_us']} µs), "
+            f"in order = {two['sampled_in_order']}/{two['sampled_clients']}, complete = "
+            f"{two['clients_complete']}/{n}")
+        out += list(rows.values())
+    return out
+
+
+def cluster_measure(work: Path, config: dict[str, Any], *, nodes: int, bus: bool,
+                    run: int) -> dict[str, Any]:
+    """`nodes` servers on a fresh PostgreSQL database; with `bus`, each is a node on a private
+    Redis (its own port and channel), and attendees and POSTs are spread over the nodes."""
+    db = new_database("postgresql")
+    try:
+        seed(db, users=config["attendees"] + SENDERS)
+        with contextlib.ExitStack() as stack:
+            env: dict[str, str] = {}
+            extra: dict[str, Any] = {}
+            if bus:
+                redis = stack.enter_context(common.redis_server(work))
+                env = {"BUS_URL": redis.url, "BUS_CHANNEL": f"bench-{os.getpid()}-{run}"}
+                extra = {"redis_url": redis.url, "redis_pid": redis.pid}
+            # Every node on SERVER_CPU (ServerProcess): the nodes share one core, so "per server
+            # core" is exact and compares with one process alone on that core (bench/README.md).
+            # /readyz: database reachable and the node's bus subscription confirmed before any
+            # attendee connects.
+            servers = [stack.enter_context(chat_server(db, work, health="/readyz", **env))
+                       for _ in range(nodes)]
+            r = run_loadgen({**config, **extra, "database_url": db.url,
+                             "ports": [s.port for s in servers], "port": servers[0].port,
+                             "server_pids": [s.pid for s in servers],
+                             "server_pid": servers[0].pid})
+    finally:
+        db.close()
+    r["run"] = run
+    r["variant"] = None
+    r["bus"] = bus
+    return r
+
+
+def compare_cluster(one: dict[str, Any], one_bus: dict[str, Any], two: dict[str, Any]) -> None:
+    """The same run's one-process figures, and the differences against them, into the cluster
+    row. Server CPU per change = both nodes' CPU / changes committed in the window:
+
+    - `extra_cpu_per_change_us`: two nodes − one process (no bus), all of it;
+    - `bus_cpu_per_change_us`: one process with the Redis bus − without: PUBLISH of the change
+      (pipelined) and reading and decoding it back (its own echo, dropped by node id after the
+      decode). In the cluster each change is published by the node that committed it and received
+      and decoded once by the other: this is that pair, so an upper bound on the receiving node's
+      bus cost;
+    - `split_cpu_per_change_us`: the rest (two nodes − one process with the bus): what a second
+      process repeats for every change (its room's ticks, building and encoding the frames for its
+      own sockets), its fixed costs (heartbeats, the 5 s safety poll) and two processes taking
+      turns on one core;
+    - `extra_cpu_per_change_by_node_us`: each node's CPU per change − half the one process's
+      (each node has half the attendees and half the POSTs)."""
+    def ratio(key: str) -> float | None:
+        if one.get(key) and two.get(key):
+            return round(float(two[key]) / float(one[key]), 3)
+        return None
+
+    def diff(x: float | None, y: float | None) -> float | None:
+        return round(x - y, 1) if x is not None and y is not None else None
+
+    single = one.get("server_cpu_per_change_us")
+    with_bus = one_bus.get("server_cpu_per_change_us")
+    mine = two.get("server_cpu_per_change_us")
+    two["one_process"] = {k: one.get(k) for k in (
+        "delivered_per_s", "delivered_per_core_s", "server_cpu_util", "server_cpu_per_change_us",
+        "p50_ms", "p99_ms", "changes", "clients_complete", "sampled_in_order")}
+    two["ratio_per_core"] = ratio("delivered_per_core_s")
+    two["extra_cpu_per_change_us"] = diff(mine, single)
+    two["bus_cpu_per_change_us"] = diff(with_bus, single)
+    two["split_cpu_per_change_us"] = diff(mine, with_bus)
+    two["extra_cpu_share"] = round(mine / single - 1, 3) if single and mine else None
+    by_node = two.get("server_cpu_per_change_by_node_us")
+    two["extra_cpu_per_change_by_node_us"] = (
+        [round(x - single / 2, 1) for x in by_node] if single and by_node else None)
 
 
 def brief(r: dict[str, Any]) -> str:
@@ -272,7 +393,7 @@ def bench_storm(p: dict[str, Any], work: Path) -> list[dict[str, Any]]:
 BENCHES: dict[str, Callable[[dict[str, Any], Path], list[dict[str, Any]]]] = {
     "fanout": bench_fanout, "idle": bench_idle, "send": bench_send, "longpoll": bench_longpoll,
     "longpoll_scale": bench_longpoll_scale,
-    "poll": bench_poll, "after": bench_after, "storm": bench_storm,
+    "poll": bench_poll, "after": bench_after, "storm": bench_storm, "cluster": bench_cluster,
 }
 
 
@@ -310,9 +431,11 @@ def main(argv: list[str] | None = None) -> int:
             else {}
         if "fanout" in selected:
             common.ensure_socketio_installed()  # before machine_info, which reads its version
+        machine = common.machine_info()
         data = {"command": command, "quick": args.quick, "params": params,
-                "machine": common.machine_info(), "results": previous.get("results", {}),
-                "durations_s": previous.get("durations_s", {})}
+                "machine": machine, "results": previous.get("results", {}),
+                "durations_s": previous.get("durations_s", {}),
+                "provenance": previous.get("provenance", {})}
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="bench-run-") as tmp:
             for name in selected:
@@ -324,6 +447,11 @@ def main(argv: list[str] | None = None) -> int:
                     log(f"{name} failed:\n{traceback.format_exc()}")
                     data["results"][name] = {"error": traceback.format_exc()[-2000:]}
                 data["durations_s"][name] = round(time.monotonic() - t)
+                # Which command, commit and time produced each benchmark's rows: after `--only`
+                # merges, they are not all the top-level command's.
+                data["provenance"][name] = {"command": command, "commit": machine["commit"],
+                                            "date": machine["date"], "runs": params["runs"],
+                                            **common.backing_versions(name)}
                 results_path.write_text(json.dumps(data, indent=1))
         data["total_s"] = round(time.monotonic() - started)
         if args.only and previous:
