@@ -1,4 +1,4 @@
-"""Every migration can be rolled back (docs/deployment.md, "Rolling a deploy back"): on PostgreSQL
+"""Every migration can be rolled back (docs/deployment.md, "Rolling back"): on PostgreSQL
 with rows in every table, each step after the initial one goes down and up again and keeps every
 row; the initial one goes down to an empty database and up again to a working schema."""
 
