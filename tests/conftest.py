@@ -3,6 +3,10 @@ server on a free port, an HTTP client, and a `world` of tenants and users."""
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import sys
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +42,30 @@ def no_log_call_fails() -> Iterator[None]:
     yield
     new = failures.count - before
     assert new == 0, f"{new} log call(s) failed: {list(failures.recent)[-new:]}"
+
+
+def _dump_pending_tasks(test: str, after_s: float) -> None:
+    tasks = [o for o in gc.get_objects() if isinstance(o, asyncio.Task) and not o.done()]
+    print(f"\n--- {test}: still running after {after_s:.0f} s; {len(tasks)} pending asyncio "
+          "task(s) ---", file=sys.stderr, flush=True)
+    for task in tasks:
+        task.print_stack(file=sys.stderr)
+
+
+@pytest.fixture(autouse=True)
+def pending_tasks_dumped_when_hung(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A little before pytest-timeout (pyproject.toml) ends a run that hangs, print where every
+    unfinished asyncio task waits: the main thread's stack alone shows only the event loop's
+    select(), not which await never returns."""
+    after_s = 0.85 * float(request.config.getini("timeout") or 0)
+    if not after_s:
+        yield
+        return
+    timer = threading.Timer(after_s, _dump_pending_tasks, args=(request.node.nodeid, after_s))
+    timer.daemon = True
+    timer.start()
+    yield
+    timer.cancel()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

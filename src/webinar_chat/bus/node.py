@@ -47,6 +47,8 @@ PUBLISH_TIMEOUT_S = 2.0
 RECONNECT_BASE_S = 0.1
 RECONNECT_CAP_S = 3.0
 FIRST_SUBSCRIBE_TIMEOUT_S = 1.0
+# A shutdown never waits longer than this on the bus: a Redis that hangs must not hang the exit.
+CLOSE_TIMEOUT_S = 5.0
 
 
 class BusListener(Protocol):
@@ -142,12 +144,22 @@ class BusNode:
 
     async def close(self) -> None:
         self._closed = True
-        for task in self._tasks:
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await self.transport.close()
+        if tasks:
+            ended, stuck = await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT_S)
+            for task in ended:
+                if not task.cancelled() and task.exception() is not None:
+                    log.warning("bus_task_failed", task=task.get_name(),
+                                error=repr(task.exception()))
+            if stuck:
+                log.warning("bus_close_stuck", tasks=sorted(t.get_name() for t in stuck),
+                            timeout_s=CLOSE_TIMEOUT_S)
+        try:
+            await asyncio.wait_for(self.transport.close(), CLOSE_TIMEOUT_S)
+        except Exception as exc:
+            log.warning("bus_close_failed", error=f"{type(exc).__name__}: {exc}")
 
     # --- internals -------------------------------------------------------------------------------
 
