@@ -220,3 +220,21 @@ async def send(http: httpx.AsyncClient, person: Person, webinar_id: int, content
     if client_msg_id is not None:
         body["clientMsgId"] = client_msg_id
     return await http.post("/api/messages/create", json=body, headers=auth(person.token))
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples called `name` whose labels include `labels`, in a /metrics text
+    (parsed by prometheus-client's own parser: the exposition format is checked on the way)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(sample.value for family in text_string_to_metric_families(text)
+               for sample in family.samples
+               if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()))
+
+
+async def scrape(server: LocalServer, port: int | None = None) -> str:
+    url = f"http://127.0.0.1:{port or server.port}/metrics"
+    async with httpx.AsyncClient(timeout=10) as http:
+        response = await http.get(url)
+    assert response.status_code == 200, response.text
+    return response.text

@@ -18,6 +18,7 @@ failure is counted in `failures()` (tests assert it stays empty; `/metrics` expo
 from __future__ import annotations
 
 import collections
+import contextvars
 import logging
 import sys
 import threading
@@ -43,6 +44,14 @@ class LogFailures:
 
 
 _FAILURES = LogFailures()
+
+
+def detached() -> contextvars.Context:
+    """A context with no request's log fields bound, for timers that serve everybody (a room's
+    flush, a long-poll answer): scheduled with the current context, they would log with the
+    request id, user and client_msg_id of whichever request happened to schedule them.
+    Use: `loop.call_soon(callback, context=detached())`."""
+    return contextvars.Context()
 
 
 def failures() -> LogFailures:
@@ -191,12 +200,16 @@ def configure_logging(level: str = "INFO", *, json: bool = False,
     root.addHandler(handler)
     root.setLevel(numeric_level)
     # uvicorn's own default configuration (or an earlier server in this process) may have given
-    # its loggers handlers and turned propagation off: they must reach the root handler. uvicorn
-    # then only sets their levels and, without access logs, detaches "uvicorn.access" again.
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi"):
+    # its loggers handlers and turned propagation off: they must reach the root handler.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.asgi"):
         uvicorn_logger = logging.getLogger(name)
         uvicorn_logger.handlers.clear()
         uvicorn_logger.propagate = True
+    # Our own `http_request` line (server/middleware.py) replaces uvicorn's access log, which
+    # knows neither the request id nor the user, and would double every line.
+    uvicorn_access = logging.getLogger("uvicorn.access")
+    uvicorn_access.handlers.clear()
+    uvicorn_access.propagate = False
 
     structlog.configure(
         processors=[*shared, _resolve_exc_info,

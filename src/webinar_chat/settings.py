@@ -66,6 +66,12 @@ class Settings:
     bus_safety_poll_s: float = 5.0
     log_level: str = "INFO"
     log_json: bool = False
+    # One `http_request` line per HTTP request, long-polls of the fast path included.
+    access_log: bool = True
+    # Under `serve --workers N`, worker i also serves /metrics on metrics_port + i (0: off).
+    metrics_port: int = 0
+    # Monitoring events (POST /api/metrics/events): batches per client session per minute.
+    client_events_per_minute: int = 30
     development: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -93,6 +99,10 @@ class Settings:
             "bus_safety_poll_s": _env_float("BUS_SAFETY_POLL", 5.0),
             "log_level": os.environ.get("LOG_LEVEL", "INFO").upper(),
             "log_json": os.environ.get("LOG_FORMAT", "").lower() == "json",
+            "access_log": os.environ.get("ACCESS_LOG", "true").lower() not in ("0", "false",
+                                                                               "no", "off"),
+            "metrics_port": _env_int("METRICS_PORT", 0),
+            "client_events_per_minute": _env_int("CLIENT_EVENTS_PER_MINUTE", 30),
             "development": os.environ.get("WEBINAR_CHAT_ENV", "").lower() == "development",
         }
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -10,9 +10,10 @@ import signal
 import uuid
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from ..conftest import CliServerFactory
-from ..helpers import World, eventually, new_id, send
+from ..helpers import World, eventually, free_port, metric_value, new_id, scrape, send
 from ..realtime.test_realtime import Client, realtime, seqs
 from ..redis_server import RedisProcess
 
@@ -34,11 +35,15 @@ async def nodes_answering(base_url: str, want: int, timeout: float = 15.0) -> di
 
 async def test_two_workers_share_the_port_and_the_bus_and_survive_a_kill(
         cli_server: CliServerFactory, world: World, redis: RedisProcess) -> None:
+    metrics_port = free_port()
     server = await cli_server(args=("--workers", "2"), allowed_errors=("worker_died",),
                               BUS_URL=redis.url, BUS_CHANNEL=f"wc-test-{uuid.uuid4().hex[:8]}",
-                              HEARTBEAT_INTERVAL="0.5")
+                              HEARTBEAT_INTERVAL="0.5", METRICS_PORT=str(metrics_port))
     wid = world.webinar.id
     workers = await nodes_answering(server.base_url, 2)
+    # each worker serves its own metrics on METRICS_PORT + its number: two scrape targets
+    scraped = [await scrape(server, metrics_port + number) for number in (0, 1)]
+    assert {node_id(text) for text in scraped} == set(workers)
     async with Sockets(server, world, 12) as viewers, \
             httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
         for viewer in viewers:
@@ -63,9 +68,21 @@ async def test_two_workers_share_the_port_and_the_bus_and_survive_a_kill(
     async with realtime(server, world.bob.token) as again:
         await again.join(wid, last_seq=1)
         await again.wait_for(lambda c: seqs(c.events()) == [2], timeout=10)
+    # the replacement worker took over the killed one's metrics port (its counters start at
+    # zero again, which Prometheus' rate() and increase() expect of a restarted target)
+    scraped = [await scrape(server, metrics_port + number) for number in (0, 1)]
+    assert sum(metric_value(text, "webinar_chat_message_creates_total", outcome="ok")
+               for text in scraped) >= 1
+    assert len({node_id(text) for text in scraped}) == 2
     assert server.process is not None
     server.process.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(server.process.wait, 15) == 0
+
+
+def node_id(metrics_text: str) -> str:
+    [node] = [s.labels["node_id"] for f in text_string_to_metric_families(metrics_text)
+              for s in f.samples if s.name == "webinar_chat_node_info"]
+    return node
 
 
 class Sockets:

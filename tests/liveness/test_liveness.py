@@ -222,5 +222,9 @@ async def test_an_unexpected_error_is_one_json_500_and_one_log_line_with_the_req
     errors = server.events("unhandled_error")
     assert len(errors) == 2
     assert sum("liveness-500-1" in r["line"] for r in errors) == 1
-    assert sum("liveness-500-1" in line for line in server.log_text().splitlines()) == 1
+    # the request's lines: the error (with its traceback) and its access line, nothing else
+    lines = [line for line in server.log_text().splitlines() if "liveness-500-1" in line]
+    assert len(lines) == 2, lines
+    assert sum("unhandled_error" in line for line in lines) == 1
+    assert sum("http_request" in line and "500" in line for line in lines) == 1
     assert await metric(server, "webinar_chat_http_unhandled_errors_total") == 2

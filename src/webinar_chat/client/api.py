@@ -196,26 +196,37 @@ class Api:
         """One call → the JSON body of a 200. Raises `TransientError` (network, timeout, 5xx,
         429: retry later) or `ApiError` (other 4xx; `AuthenticationError` for a 401 that a token
         renewal did not cure)."""
+        response = await self.respond(method, path, params=params, json=json,
+                                      time_limit=time_limit)
+        body = decode_body(response)
+        if response.status_code == 200 and isinstance(body, dict):
+            return body
+        code, message = error_of(response)
+        if response.status_code >= 500 or response.status_code in (408, 429):
+            raise TransientError(f"{method} {path}: HTTP {response.status_code} {code}")
+        if response.status_code == 401:
+            raise AuthenticationError(401, code, message)
+        raise ApiError(response.status_code, code, message)
+
+    async def respond(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
+                      json: Any = None, content: bytes | None = None,
+                      headers: Mapping[str, str] | None = None,
+                      time_limit: float | None = None) -> httpx.Response:
+        """One authenticated call → its response, whatever its status, for callers that read
+        more than the body (e.g. Retry-After). A 401 renews the token once and repeats the call.
+        Raises `TransientError` (network, timeout) and whatever a renewal raises."""
         limit = time_limit if time_limit is not None else self.timeout
         for attempt in (1, 2):
             token = await self.auth.token()
             try:
                 async with asyncio.timeout(limit):
                     response = await self.http.request(
-                        method, path, params=params, json=json, timeout=limit,
-                        headers={"Authorization": f"Bearer {token}"})
+                        method, path, params=params, json=json, content=content, timeout=limit,
+                        headers={**(headers or {}), "Authorization": f"Bearer {token}"})
             except (httpx.TransportError, TimeoutError) as exc:
                 raise TransientError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
             if response.status_code == 401 and attempt == 1:
                 await self.auth.renew(token)
                 continue
-            body = decode_body(response)
-            if response.status_code == 200 and isinstance(body, dict):
-                return body
-            code, message = error_of(response)
-            if response.status_code >= 500 or response.status_code in (408, 429):
-                raise TransientError(f"{method} {path}: HTTP {response.status_code} {code}")
-            if response.status_code == 401:
-                raise AuthenticationError(401, code, message)
-            raise ApiError(response.status_code, code, message)
+            return response
         raise AssertionError("unreachable")

@@ -38,6 +38,7 @@ from .errors import (
     TransientError,
 )
 from .feed import ChangeEvent, ChatMessage
+from .monitor import EventReporter, api_poster
 from .policy import ConnectionStatus, LinkState, backoff_delay
 from .realtime import ConnectFn, RealtimeLink, websocket_connector
 from .room import ChangeCallback, Room
@@ -114,6 +115,11 @@ class ChatClient:
         self._api_client: Api | None = None
         self._closed = False
         self._error: ChatError | None = None
+        # Monitoring events for the server's /metrics (client/monitor.py), one session id per
+        # client; config.report_events=False turns them off.
+        self._reporter = EventReporter(enabled=self.config.report_events,
+                                       flush_interval=self.config.metrics_flush_interval,
+                                       request_timeout=self.config.http_timeout)
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -149,6 +155,7 @@ class ChatClient:
             self._closed = True
             raise
         self._auth_session.on_token(self._token_renewed)
+        self._reporter.start(api_poster(self._api_client))
 
     async def aclose(self) -> None:
         """Leave every room, close the socket, log out (if this client logged in) and release
@@ -170,6 +177,9 @@ class ChatClient:
         if self._link is not None:
             await self._link.aclose()
         await asyncio.gather(*tasks, return_exceptions=True)
+        # The events still queued, while the token is valid (before the log-out): best effort,
+        # bounded by monitor.FINAL_FLUSH_TIMEOUT_S, never raises.
+        await self._reporter.aclose(flush=self._http is not None and self._error is None)
         if self._logout_on_close and self._auth_session is not None:
             try:
                 async with asyncio.timeout(LOGOUT_TIMEOUT_S):
@@ -305,18 +315,19 @@ class ChatClient:
                          echo: asyncio.Future[ChatMessage]) -> ChatMessage:
         body = {"webinarId": webinar_id, "content": content, "clientMsgId": cmid}
         started = time.monotonic()
-        failures = renewals = 0
+        failures = renewals = attempts = 0
         while True:
             self._check_usable()
             token = ""
             try:
                 token = await self._auth.token()
-                outcome = await self._attempt_send(body, token, echo)
+                attempts += 1
+                outcome = await self._attempt_send(body, token, echo, attempt=attempts)
             except TransientError as exc:  # the token renewal itself could not reach the server
                 outcome = RetryLater(str(exc))
             if isinstance(outcome, ChatMessage):
-                self.stats.sends_ok += 1
-                self.stats.send_duplicates += 1
+                self._send_succeeded(webinar_id, cmid, via="feed", duplicate=True,
+                                     attempts=attempts, started=started)
                 return outcome
             if isinstance(outcome, Stored):
                 try:
@@ -326,13 +337,16 @@ class ChatClient:
                         raise
                     outcome = RetryLater("unreadable 200 answer")
                 else:
-                    self.stats.sends_ok += 1
-                    self.stats.send_duplicates += int(outcome.duplicate)
+                    self._send_succeeded(webinar_id, cmid,
+                                         via="http-409" if outcome.duplicate else "http",
+                                         duplicate=outcome.duplicate, attempts=attempts,
+                                         started=started)
                     return message
             if isinstance(outcome, RenewToken):
                 renewals += 1
                 if renewals > MAX_SEND_RENEWALS:
-                    self.stats.send_errors += 1
+                    self._send_failed(webinar_id, cmid, status=401, code=outcome.code,
+                                      error="token refused after renewal", attempts=attempts)
                     raise AuthenticationError(401, outcome.code, "token refused after renewal")
                 try:
                     await self._auth.renew(token)
@@ -340,7 +354,8 @@ class ChatClient:
                 except TransientError as exc:
                     outcome = RetryLater(str(exc))
             if not isinstance(outcome, RetryLater):
-                self.stats.send_errors += 1
+                self._send_failed(webinar_id, cmid, status=outcome.status, code=outcome.code,
+                                  error=outcome.message, attempts=attempts)
                 log.info("sdk_send_error", webinar_id=webinar_id, client_msg_id=cmid,
                          status=outcome.status, code=outcome.code)
                 raise SendRejected(outcome.status, outcome.code, outcome.message, cmid)
@@ -352,17 +367,40 @@ class ChatClient:
                                       self.config.send_retry_cap, self.config.jitter, self._rng)
             limit = self.config.send_give_up_after
             if limit is not None and time.monotonic() - started + delay > limit:
-                self.stats.send_errors += 1
+                self._send_failed(webinar_id, cmid, status=None, code="gave_up",
+                                  error=outcome.reason, attempts=attempts)
                 raise SendGaveUp(cmid, outcome.reason)
             self.stats.send_retries += 1
             log.info("sdk_send_retry", webinar_id=webinar_id, client_msg_id=cmid,
                      reason=outcome.reason, delay=round(delay, 3))
             await asyncio.wait({echo}, timeout=delay)
             if echo.done():
-                return self._echo_result(echo)
+                message = self._echo_result(echo)  # stored by an earlier attempt: a success
+                self._send_succeeded(webinar_id, cmid, via="feed", duplicate=True,
+                                     attempts=attempts, started=started)
+                return message
+
+    def _send_succeeded(self, webinar_id: int, cmid: str, *, via: str, duplicate: bool,
+                        attempts: int, started: float) -> None:
+        self.stats.sends_ok += 1
+        self.stats.send_duplicates += int(duplicate)
+        self._report("send_success", webinar_id, clientMsgId=cmid, via=via, attempts=attempts,
+                     latencyMs=round((time.monotonic() - started) * 1000))
+
+    def _send_failed(self, webinar_id: int, cmid: str, *, status: int | None, code: str,
+                     error: str, attempts: int) -> None:
+        self.stats.send_errors += 1
+        self._report("send_error", webinar_id, clientMsgId=cmid, status=status, code=code,
+                     errorMessage=error, attempts=attempts)
+
+    def _send_timed_out(self, body: dict[str, Any], attempt: int) -> None:
+        self.stats.send_timeouts += 1
+        self._report("send_timeout", body["webinarId"], clientMsgId=body["clientMsgId"],
+                     attempts=attempt, timeoutMs=round(self.config.send_timeout * 1000))
 
     async def _attempt_send(self, body: dict[str, Any], token: str,
-                            echo: asyncio.Future[ChatMessage]) -> SendOutcome | ChatMessage:
+                            echo: asyncio.Future[ChatMessage], *, attempt: int = 1
+                            ) -> SendOutcome | ChatMessage:
         assert self._http is not None
         post = asyncio.ensure_future(self._http.post(
             "/api/messages/create", json=body, timeout=self.config.send_timeout,
@@ -375,7 +413,7 @@ class ChatClient:
                 try:
                     response = post.result()
                 except httpx.TimeoutException:
-                    self.stats.send_timeouts += 1
+                    self._send_timed_out(body, attempt)
                     return RetryLater("timeout")
                 except httpx.TransportError as exc:
                     return RetryLater(f"{type(exc).__name__}: {exc}")
@@ -383,7 +421,7 @@ class ChatClient:
                                               response.headers.get("retry-after"))
             if echo in done:
                 return self._echo_result(echo)
-            self.stats.send_timeouts += 1
+            self._send_timed_out(body, attempt)
             log.info("sdk_send_timeout", client_msg_id=body["clientMsgId"],
                      after_s=self.config.send_timeout)
             return RetryLater("timeout")
@@ -449,9 +487,13 @@ class ChatClient:
         if echo is not None and not echo.done():
             echo.set_result(new)
 
-    def _fallback_on(self, reason: str) -> None:
+    def _fallback_on(self, reason: str, *, code: str) -> None:
+        """`code`: "socket_failures" or "silence" (the browser's reasons); `reason` says more."""
         self.stats.fallback_activations += 1
         log.warning("sdk_fallback_activated", reason=reason, rooms=len(self._rooms))
+        failures = self._link.state.failures if self._link is not None else 0
+        self._report_link_event("fallback_activated", reason=code, detail=reason,
+                                reconnectTries=failures)
         for room in self._rooms.values():
             room.start_polling()
 
@@ -472,12 +514,33 @@ class ChatClient:
         if self._link is not None:
             self._link.leave(room)
 
+    def _report(self, event_type: str, webinar_id: int | None, **metadata: Any) -> None:
+        """Queue a monitoring event (client/monitor.py): never waits, never raises."""
+        try:
+            user = self._auth_session.user if self._auth_session is not None else None
+            uid = (user or {}).get("id")
+            self._reporter.track(event_type, webinar_id=webinar_id,
+                                 user_id=uid if isinstance(uid, int) else None,
+                                 metadata=metadata)
+        except Exception as exc:  # monitoring must never break a send or the socket
+            log.debug("sdk_event_not_recorded", type=event_type,
+                      error=f"{type(exc).__name__}: {exc}")
+
+    def _report_link_event(self, event_type: str, **metadata: Any) -> None:
+        """An event of the shared socket: it concerns every joined room (webinarId when there
+        is just one)."""
+        ids = sorted(self._rooms)
+        if len(ids) > 1:
+            metadata["webinarIds"] = ids[:20]
+        self._report(event_type, ids[0] if len(ids) == 1 else None, **metadata)
+
     def _fatal(self, error: ChatError) -> None:
         """The session cannot go on (its credentials are no longer accepted)."""
         if self._error is not None:
             return
         log.error("sdk_session_failed", error=str(error))
         self._error = error
+        self._reporter.disable()  # its posts would only be refused
         for room in self._rooms.values():
             room.close(error)
         for future in self._echo.values():

@@ -62,5 +62,17 @@ class ClientConfig:
     # Messages kept in a room's local view; the oldest are dropped beyond this.
     conversation_limit: int = 10_000
 
+    # --- monitoring events (POST /api/metrics/events; client/monitor.py) ------------------------
+    # Report fallback_activated, reconnect_attempt, send_timeout, send_success and send_error to
+    # the server, as the browser page does (`web/monitor.js`), so an operator sees on the
+    # server's /metrics what only clients can see: sockets falling back, sends timing out.
+    # False: nothing is posted (the `stats` counters still count).
+    report_events: bool = True
+    # Seconds between batches. 5 s as in the browser: events reach /metrics within one scrape
+    # interval, and a busy client posts at most a couple of batches per tick, well below the
+    # server's per-session limit (30 batches a minute by default). Whatever is queued is also
+    # sent, best effort, when the client closes.
+    metrics_flush_interval: float = 5.0
+
     def with_(self, **changes: Any) -> ClientConfig:
         return replace(self, **changes)

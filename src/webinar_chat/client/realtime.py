@@ -126,11 +126,15 @@ class RealtimeLink:
                     return
                 self._client.stats.socket_failures += 1
                 if self.state.on_failure(time.monotonic(), silent=silent):
-                    self._client._fallback_on("socket silent" if silent else
-                                              f"{self.state.failures} socket failures")
+                    self._client._fallback_on(
+                        "socket silent" if silent else f"{self.state.failures} socket failures",
+                        code="silence" if silent else "socket_failures")
                 delay = backoff_delay(self.state.failures, self._config.reconnect_base,
                                       self._config.reconnect_cap, self._config.jitter, self._rng)
                 self._client.stats.reconnect_attempts += 1
+                self._client._report_link_event(
+                    "reconnect_attempt", reconnectTries=self.state.failures,
+                    delayMs=round(delay * 1000), silent=silent, fallback=self.state.fallback)
                 log.info("sdk_reconnect_attempt", attempt=self.state.failures,
                          delay=round(delay, 3), fallback=self.state.fallback)
                 await asyncio.sleep(delay)
@@ -150,7 +154,7 @@ class RealtimeLink:
                 continue
             if self.state.check_silence(now):
                 self._client._fallback_on("no live socket for "
-                                          f"{self.state.silence_timeout:g} s")
+                                          f"{self.state.silence_timeout:g} s", code="silence")
             await asyncio.sleep(self.state.silence_timeout)
 
     async def _attempt(self) -> bool:

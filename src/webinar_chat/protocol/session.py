@@ -61,6 +61,7 @@ class Batch:
     last_seq: int
     changes: list[Change]
     frames: dict[Audience, bytes]
+    sealed_at: float = 0.0  # time.monotonic() when the hub sealed it (the fan-out histogram)
 
 
 class Subscription:

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST as METRICS_CONTENT_TYPE
 from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -27,9 +26,11 @@ from ..settings import Settings, resolve_jwt_secret
 from ..store import open_store
 from . import admin_api, http_api, schemas
 from .access_changes import access_changed
+from .client_events import ClientEventLedger
 from .errors import ApiError, JSONResponse, api_error_handler, error_response
 from .hub import Hub
 from .metrics import Metrics
+from .metrics_server import start_metrics_server
 from .middleware import RequestContext
 from .pages import page_routes
 from .realtime import heartbeat_loop, realtime_endpoint
@@ -108,6 +109,11 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              statuses=(400, 401, 403, 404)),
     Endpoint("POST", "/api/admin/bans", admin_api.set_banned, "Ban or unban a registered user",
              schemas.SetBanned, statuses=(400, 401, 403, 404)),
+    Endpoint("POST", "/api/metrics/events", http_api.client_events,
+             "Monitoring events from the page and the SDK (batched; rate limited per session)",
+             schemas.ClientEvents, statuses=(400, 401, 413, 429)),
+    Endpoint("GET", "/metrics", http_api.metrics,
+             "Prometheus metrics of this process (docs/operations.md)", auth=False),
     Endpoint("GET", "/healthz", http_api.healthz, "Liveness", auth=False),
     Endpoint("GET", "/readyz", http_api.readyz, "Readiness: database and bus reachable",
              auth=False, statuses=(503,)),
@@ -115,6 +121,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
 
 _STATUS_TEXT = {200: "OK", 400: "Invalid request", 401: "Missing, invalid or expired token",
                 403: "Not allowed", 404: "Not found", 409: "Conflict (duplicate)",
+                413: "Request body too large",
                 429: "Slow mode / rate limit (see Retry-After)", 503: "Not ready"}
 
 
@@ -170,16 +177,10 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
                           headers=dict(exc.headers) if exc.headers else None)
 
 
-async def _metrics(request: Request) -> Response:
-    state: AppState = request.app.state.chat
-    return Response(state.metrics.render(), media_type=METRICS_CONTENT_TYPE)
-
-
 def build_routes(extra: list[BaseRoute] | None = None) -> list[BaseRoute]:
     routes: list[BaseRoute] = [Route(ep.path, ep.handler, methods=[ep.method]) for ep in ENDPOINTS]
     routes += [Route("/api/openapi.json", _openapi, methods=["GET"]),
                Route("/openapi.json", _openapi, methods=["GET"]),
-               Route("/metrics", _metrics, methods=["GET"]),
                WebSocketRoute("/realtime", realtime_endpoint)]
     return routes + page_routes() + (extra or [])
 
@@ -199,15 +200,22 @@ def create_app(settings: Settings, *, bus: Bus | None = None,
         await hub.start()
         tokens = TokenService(resolve_jwt_secret(settings), settings.access_token_ttl_s)
         access = AccessCache(store, on_error=metrics.background_failure)
-        state = AppState(settings, store, chat_bus, hub, tokens, metrics, request_ids, access)
+        events = ClientEventLedger(metrics, settings.client_events_per_minute)
+        state = AppState(settings, store, chat_bus, hub, tokens, metrics, request_ids, access,
+                         events)
         hub.access_changed = lambda webinar_id, user_id: access_changed(state, webinar_id,
                                                                          user_id)
         app.state.chat = state
+        metrics.attach(state)
         app.state.openapi = openapi_document()
         heartbeat = asyncio.create_task(heartbeat_loop(state))
+        metrics_port = (await start_metrics_server(metrics, settings.host, settings.metrics_port)
+                        if settings.metrics_port else None)
         try:
             yield
         finally:
+            if metrics_port is not None:
+                metrics_port.close()
             heartbeat.cancel()
             for task in list(state.background):
                 task.cancel()
@@ -221,6 +229,7 @@ def create_app(settings: Settings, *, bus: Bus | None = None,
         routes=build_routes(extra_routes),
         lifespan=lifespan,
         # Unexpected errors: RequestContext (one log line with the request id, JSON 500).
-        middleware=[Middleware(RequestContext, metrics=metrics, request_ids=request_ids)],
+        middleware=[Middleware(RequestContext, metrics=metrics, request_ids=request_ids,
+                               access_log=settings.access_log)],
         exception_handlers={ApiError: api_error_handler, HTTPException: _http_exception},
     )

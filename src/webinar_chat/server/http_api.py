@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import time
 import uuid
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 import structlog
+from prometheus_client import CONTENT_TYPE_LATEST as METRICS_CONTENT_TYPE
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
@@ -19,9 +21,11 @@ from starlette.responses import Response
 from ..auth import permissions as perm
 from ..auth.passwords import hash_password, verify_password
 from ..auth.tokens import TokenError, hash_refresh_token, new_refresh_token
+from ..bus import BusNotReady
 from ..protocol.events import Audience, encode_event, message_payload
 from ..store.store import DuplicateMessage, EmailTaken, NotFound, SlowMode, User, now_utc
 from . import schemas
+from .client_events import RateLimited
 from .errors import ApiError, JSONResponse, validation_message
 from .longpoll import changes_body, ring_body
 
@@ -53,9 +57,11 @@ def _user_id(request: Request) -> int:
         raise ApiError(401, "unauthorized", "Missing bearer token",
                        headers={"WWW-Authenticate": "Bearer"})
     try:
-        return _state(request).tokens.verify_access(token.strip()).user_id
+        user_id = _state(request).tokens.verify_access(token.strip()).user_id
     except TokenError as exc:
         raise ApiError(401, exc.code, str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
+    structlog.contextvars.bind_contextvars(user_id=user_id)  # this request's log lines
+    return user_id
 
 
 def _int_param(request: Request, name: str, *, default: int | None = None, low: int = 0,
@@ -82,6 +88,7 @@ def _path_id(request: Request, name: str) -> int:
 async def _access(request: Request, webinar_id: int, user_id: int, *, cached: bool
                   ) -> perm.WebinarAccess:
     """Read access through the app's cache (auth/access_cache.py); a refusal is an ApiError."""
+    structlog.contextvars.bind_contextvars(webinar_id=webinar_id)
     try:
         return await _state(request).access.check(webinar_id, user_id, cached=cached)
     except perm.Denied as exc:
@@ -187,9 +194,27 @@ async def me(request: Request) -> Response:
 # --- messages ------------------------------------------------------------------------------------
 
 async def create_message(request: Request) -> Response:
+    """Counted by outcome, and timed when a message is stored (metrics.py)."""
+    metrics = _state(request).metrics
+    started = time.perf_counter()
+    try:
+        response = await _create_message(request)
+    except ApiError as exc:
+        if exc.code == "duplicate":
+            metrics.message_create("duplicate", "", None)
+        else:
+            metrics.message_create("rejected", exc.code, None)
+        raise
+    metrics.message_create("ok", "", time.perf_counter() - started)
+    return response
+
+
+async def _create_message(request: Request) -> Response:
     state = _state(request)
     user_id = _user_id(request)
     body = await _body(request, schemas.CreateMessage)
+    if body.clientMsgId is not None:
+        structlog.contextvars.bind_contextvars(client_msg_id=str(body.clientMsgId))
     content = body.content.strip()
     if not content:
         raise ApiError(400, "invalid_request", "content: must not be empty")
@@ -268,6 +293,7 @@ async def list_changes(request: Request) -> Response:
     access = await _access(request, webinar_id, user_id, cached=True)
     room = await state.hub.room(webinar_id)
     if wait > 0:
+        state.slow_polls += 1
         await state.hub.wait_for_change(room, after_seq, wait)
         # A ban during the wait: the answer must not carry what the user may no longer see
         # (a cache hit when nothing changed; access_changes.py drops the entry when it did).
@@ -387,10 +413,55 @@ async def readyz(request: Request) -> Response:
         try:
             await asyncio.wait_for(probe(), 2.0)
             checks[name] = "ok"
+        except BusNotReady as exc:  # our own reason: "bus probe timed out", …
+            checks[name] = f"error: {exc}"
         except Exception as exc:  # any failure means "not ready"; say which
             checks[name] = f"error: {type(exc).__name__}"
     ready = all(v == "ok" for v in checks.values())
     body = {"success": ready, "checks": checks}
     if not ready:
-        body["error"] = "Not ready"
+        body["error"] = "Not ready: " + ", ".join(n for n, v in checks.items() if v != "ok")
     return JSONResponse(orjson.dumps(body), status_code=200 if ready else 503)
+
+
+async def client_events(request: Request) -> Response:
+    """Monitoring events from the page and the SDK (server/client_events.py)."""
+    state = _state(request)
+    user_id = _user_id(request)
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        state.metrics.client_batches.labels(outcome="too_large").inc()
+        raise ApiError(413, "too_large", "Request body too large")
+    try:
+        batch = schemas.ClientEvents.model_validate_json(raw or b"")
+    except ValidationError as exc:
+        state.metrics.client_batches.labels(outcome="invalid").inc()
+        raise ApiError(400, "invalid_request", validation_message(exc)) from None
+    for index, event in enumerate(batch.events):
+        if len(orjson.dumps(event.metadata)) > schemas.MAX_EVENT_METADATA_BYTES:
+            state.metrics.client_batches.labels(outcome="too_large").inc()
+            raise ApiError(413, "too_large", f"events[{index}].metadata: at most "
+                           f"{schemas.MAX_EVENT_METADATA_BYTES} bytes")
+    session_id = batch.sessionId or "-"
+    try:
+        state.client_events.admit(user_id, session_id)
+    except RateLimited as exc:
+        state.metrics.client_batches.labels(outcome="rate_limited").inc()
+        raise ApiError(429, "rate_limited", str(exc),
+                       headers={"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))},
+                       extra={"retry_after": round(exc.retry_after_s, 3)}) from None
+    logged = set(state.client_events.record(user_id, session_id,
+                                            [event.type for event in batch.events]))
+    for event in batch.events:
+        if event.type in logged:
+            log.info("client_event", type=event.type, session_id=session_id,
+                     webinar_id=event.webinarId, at=event.timestamp,
+                     **{k: v for k, v in event.metadata.items()
+                        if k in ("reason", "reconnectTries", "status", "errorMessage",
+                                 "clientMsgId", "via", "attempts")})
+    state.metrics.client_batches.labels(outcome="ok").inc()
+    return ok(accepted=len(batch.events))
+
+
+async def metrics(request: Request) -> Response:
+    return Response(_state(request).metrics.render(), media_type=METRICS_CONTENT_TYPE)

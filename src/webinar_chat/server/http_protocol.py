@@ -30,19 +30,22 @@ from typing import TYPE_CHECKING, Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from .longpoll import PollKey, parse_poll, ring_body
+from .middleware import log_request
 
 if TYPE_CHECKING:
     from .hub import Room
     from .state import AppState
 
 _CLOSE = b"connection: close\r\n"
+CHANGES_ROUTE = "/api/webinars/{webinar_id}/changes"
 
 
 class FastPoll:
     """One long-poll answered by the fast path: parked in `room` until a flush, its timeout, the
     client leaving or shutdown."""
 
-    __slots__ = ("protocol", "cycle", "app", "room", "key", "slot", "request_id", "user_id")
+    __slots__ = ("protocol", "cycle", "app", "room", "key", "slot", "request_id", "user_id",
+                 "started")
 
     def __init__(self, protocol: WebinarChatHttpProtocol, cycle: RequestResponseCycle, app: Any,
                  room: Room, key: PollKey, request_id: bytes, user_id: int) -> None:
@@ -54,6 +57,7 @@ class FastPoll:
         self.slot = 0
         self.request_id = request_id
         self.user_id = user_id
+        self.started = time.perf_counter()
 
     def answer(self) -> None:
         """Answer with what the room has now — the slow path's answer after its wait."""
@@ -82,10 +86,6 @@ class WebinarChatHttpProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self.parked_poll: FastPoll | None = None
         self._chat: AppState | None = None
-        # The fast path writes no access-log line: off where access logs are configured
-        # (development). From the setting, not from `self.access_log`: that one is true as soon
-        # as any handler is attached to "uvicorn.access" (test tools attach their own).
-        self._fast = not self.config.access_log
         # Keep-alive after fast answers: one lazy timer per connection instead of uvicorn's
         # call_later per response (a poller re-polls at once, so that timer is nearly always
         # cancelled right away — at 10,000 pollers it was ~8 % of the server's CPU).
@@ -106,7 +106,7 @@ class WebinarChatHttpProtocol(HttpToolsProtocol):
         # callbacks, so uvicorn may already have armed the keep-alive timer although the next
         # pipelined request is being handled now (uvicorn itself only disarms it on new data).
         self._unset_keepalive_if_required()
-        if self._fast and app is self.app and self._try_fast(cycle, app):
+        if app is self.app and self._try_fast(cycle, app):
             return
         super()._start_asgi_task(cycle, app)
 
@@ -166,6 +166,7 @@ class WebinarChatHttpProtocol(HttpToolsProtocol):
             self.parked_poll = None
         if self._chat is not None:
             self._chat.fast_polls += 1
+            self.access_logged(poll)
         cycle = poll.cycle
         cycle.response_started = True
         cycle.response_complete = True
@@ -179,6 +180,19 @@ class WebinarChatHttpProtocol(HttpToolsProtocol):
         else:
             self.transport.write(response)
         self._response_complete()
+
+    def access_logged(self, poll: FastPoll) -> None:
+        """The line and the counts the middleware writes for requests that go through ASGI."""
+        state = self._chat
+        assert state is not None
+        scope = poll.cycle.scope
+        if state.settings.access_log:
+            log_request("GET", scope["path"], CHANGES_ROUTE, 200, poll.started,
+                        request_id=poll.request_id.decode("ascii"), user_id=poll.user_id,
+                        webinar_id=poll.room.webinar_id, fast_path=True)
+        metrics = state.metrics
+        metrics.http_requests.labels(route=CHANGES_ROUTE, method="GET", status="200").inc()
+        metrics.http_seconds.labels(route=CHANGES_ROUTE).observe(time.perf_counter() - poll.started)
 
     def _response_complete(self) -> None:
         """uvicorn's `on_response_complete`, but with the lazy keep-alive timer."""

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import structlog
 
 from ..bus import Bus
+from ..logs import detached
 from ..protocol.events import Audience, Change, ChangeOp, changes_frame, encode_event, topic_name
 from ..protocol.sequencer import GAP_TIMEOUT_S, RoomSequencer
 from ..protocol.session import Batch, Subscription
@@ -59,6 +60,8 @@ class Listener(Protocol):
     fanout_transport: asyncio.WriteTransport | None
     # `time.monotonic()` of the last frame written to the connection (heartbeats skip it).
     last_sent: float
+    # Frames written to the connection, by the hub too (the session's log line reports them).
+    frames_out: int
 
     def write(self, payload: bytes, wire: bytes | None = None) -> None: ...
     def on_batch(self, sub: Subscription, batch: Batch) -> None: ...
@@ -284,7 +287,7 @@ class Hub:
         if released:
             self._queue(room, released)
         if room.sequencer.gap is not None and room.gap_handle is None:
-            room.gap_handle = self._loop.call_later(GAP_TIMEOUT_S, self._fill_gap, room)
+            room.gap_handle = self._loop.call_later(GAP_TIMEOUT_S, self._fill_gap, room, context=detached())
 
     def _fill_gap(self, room: Room) -> None:
         room.gap_handle = None
@@ -346,7 +349,7 @@ class Hub:
                     delay = GAP_TIMEOUT_S  # the held change's predecessor may still arrive
                 else:
                     delay = 0.0  # the next catch-up page
-                room.gap_handle = self._loop.call_later(delay, self._fill_gap, room)
+                room.gap_handle = self._loop.call_later(delay, self._fill_gap, room, context=detached())
 
     def _queue(self, room: Room, released: list[Change]) -> None:
         room.pending.extend(released)
@@ -358,9 +361,9 @@ class Hub:
         # An idle room flushes at once; a busy one at most once per tick (coalescing).
         delay = room.last_flush + self.tick_s - self._loop.time()
         if delay <= 0:
-            room.flush_handle = self._loop.call_soon(self._flush, room)
+            room.flush_handle = self._loop.call_soon(self._flush, room, context=detached())
         else:
-            room.flush_handle = self._loop.call_later(delay, self._flush, room)
+            room.flush_handle = self._loop.call_later(delay, self._flush, room, context=detached())
 
     def settle(self, room: Room) -> None:
         """Seal a pending tick now. Call before reading the ring: a hide or delete still waiting
@@ -432,7 +435,7 @@ class Hub:
                 self._redact_ring(room, change)
         frames = {a: changes_frame(room.topic, encoded[a]) for a in AUDIENCES}
         room.sealed.append(Batch(room.webinar_id, changes[0].seq, changes[-1].seq, changes,
-                                 frames))
+                                 frames, time.monotonic()))
         self._ring_changed(room)
 
     def _ring_changed(self, room: Room) -> None:
@@ -468,7 +471,7 @@ class Hub:
         if at_once:
             self._deliver_slice(room)
         else:
-            room.slice_handle = self._loop.call_soon(self._deliver_slice, room)
+            room.slice_handle = self._loop.call_soon(self._deliver_slice, room, context=detached())
 
     def _deliver_slice(self, room: Room) -> None:
         try:
@@ -504,6 +507,7 @@ class Hub:
                         elif not transport.is_closing():  # closing: its connection is going away
                             transport.write(wires[sub.audience])
                             listener.last_sent = now
+                            listener.frames_out += 1
                             if check and transport.get_write_buffer_size() > max_buffer:
                                 slow.append(listener)
                         delivered += 1
@@ -522,9 +526,12 @@ class Hub:
             self.deliveries += delivered
             if end < len(delivery.targets):
                 # Let sends, database completions and other rooms run before the next slice.
-                room.slice_handle = self._loop.call_soon(self._deliver_slice, room)
+                room.slice_handle = self._loop.call_soon(self._deliver_slice, room, context=detached())
             else:
                 room.delivery = None
+                if delivery.targets:
+                    self.metrics.fanout_batches.inc()
+                    self.metrics.fanout_seconds.observe(time.monotonic() - batch.sealed_at)
                 # A batch sealed by settle() meanwhile starts on the next pass; else the room
                 # idles until its next tick.
                 self._deliver_next(room, at_once=False)

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from ..logs import detached
 from ..protocol.events import Audience
 from .request_ids import REQUEST_ID_HEADER, sane_request_id
 
@@ -240,7 +241,7 @@ class ParkedPolls:
         expiring = self.slots.get(slot)
         if expiring is None:
             expiring = self.slots[slot] = {}
-            loop.call_at(slot * EXPIRY_SLOT_S, self._expire_slot, slot)
+            loop.call_at(slot * EXPIRY_SLOT_S, self._expire_slot, slot, context=detached())
         expiring[poll] = None
         self.room.waiters += 1
 
@@ -322,7 +323,7 @@ class ParkedPolls:
     def _drain_soon(self) -> None:
         if self.ready and not self.draining and self.loop is not None:
             self.draining = True
-            self.loop.call_soon(self._drain)
+            self.loop.call_soon(self._drain, context=detached())
 
     def _drain(self) -> None:
         self.draining = False

@@ -1,22 +1,29 @@
-"""Prometheus metrics of one application instance (`GET /metrics`).
+"""Prometheus metrics of one server process (`GET /metrics`; docs/operations.md lists every one
+with its PromQL).
 
-One `CollectorRegistry` per app, created in the lifespan (no import-time registry: tests run many
-apps in one process). Only process-wide facts — log calls that failed — are read from their
-process-wide owner at scrape time. Names follow the Prometheus conventions: `webinar_chat_`
-prefix, `_total` for counters, no user or webinar ids as labels.
+One `CollectorRegistry` per app, created with it (no import-time registry: tests run many apps in
+one process). Several processes are several scrape targets — each process has its own registry
+and, under `serve --workers N`, its own metrics port (server/metrics_server.py) — and Prometheus
+sums them; nothing is shared between processes, so none of the multi-process-mode pitfalls
+(a shared directory to wipe, gauges without a mode, dead pids' files) apply.
 
-This is the set the liveness work needs (docs/operations.md); the full operations set (HTTP,
-fan-out, long-poll, bus) and several processes are built on it.
+Hot paths pay nothing for being measured: per-frame and per-poll facts are plain integers the
+hub, the connections and the fast path already keep, read by `_ScrapeTime` when Prometheus
+scrapes. Per-request and per-batch facts go through prometheus-client's counters and histograms.
+
+Names follow the Prometheus conventions: `webinar_chat_` prefix, `_total` for counters (the
+library adds it), seconds, and no user or webinar ids as labels: every label has a small, fixed
+set of values (routes are templates, reasons are error codes, close codes are ours).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .. import logs
@@ -38,6 +45,15 @@ BUS_COUNTERS = {
     "probe_timeouts": "Probes that did not come back in time (bus silent: reconnect)",
     "reconnects": "Bus (re)subscriptions after a failure",
 }
+# The browser client's and the SDK's monitoring events (POST /api/metrics/events); anything
+# else is counted as "unknown".
+CLIENT_EVENT_TYPES = ("fallback_activated", "reconnect_attempt", "send_timeout", "send_success",
+                      "send_error")
+# Message creates: from a local SQLite commit (~1 ms) to a slow PostgreSQL (seconds).
+CREATE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# A batch's fan-out: from sealing it to its last subscriber's frame written.
+FANOUT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+HTTP_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0)
 
 
 class _LogFailures(Collector):
@@ -47,30 +63,130 @@ class _LogFailures(Collector):
                                   value=logs.failures().count)
 
 
+class _ScrapeTime(Collector):
+    """Counters and gauges whose values live in the hub, the connections and the fast path, read
+    when Prometheus scrapes. `source()` returns the app's state once its lifespan started."""
+
+    def __init__(self, source: Callable[[], Any]) -> None:
+        self.source = source
+
+    def collect(self) -> Iterator[Metric]:
+        state = self.source()
+        if state is None:
+            return
+        hub = state.hub
+        rooms = list(hub.rooms.values())
+        node = GaugeMetricFamily("webinar_chat_node_info", "This process's node id on the bus "
+                                 "(tells the processes behind one address apart)",
+                                 labels=["node_id"])
+        node.add_metric([state.bus.node_id], 1)
+        yield node
+        yield GaugeMetricFamily("webinar_chat_realtime_connections",
+                                "Open WebSocket connections", value=len(state.connections))
+        yield GaugeMetricFamily("webinar_chat_realtime_subscriptions",
+                                "Live room subscriptions over WebSocket",
+                                value=sum(len(room.subscribers) for room in rooms))
+        yield GaugeMetricFamily("webinar_chat_rooms_loaded", "Webinar rooms held in memory",
+                                value=len(rooms))
+        yield GaugeMetricFamily("webinar_chat_longpoll_parked",
+                                "Long-polls waiting for a change (fast path and slow path)",
+                                value=sum(room.waiters for room in rooms))
+        yield CounterMetricFamily("webinar_chat_fanout_deliveries",
+                                  "Frames of room changes written to WebSocket subscribers",
+                                  value=hub.deliveries)
+        answered = CounterMetricFamily("webinar_chat_longpoll_answered",
+                                       "Long-polls (wait > 0) served, by the path that "
+                                       "served them", labels=["path"])
+        answered.add_metric(["fast"], state.fast_polls)
+        answered.add_metric(["slow"], state.slow_polls)
+        yield answered
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
         self.background_errors = Counter(
             "webinar_chat_background_errors",
             "Errors caught in background work; the connection or room concerned was closed or "
-            "reset and the loop went on", ["loop"], registry=self.registry)
+            "reset and the loop went on", ["loop"], registry=r)
         for loop in BACKGROUND_LOOPS:
             self.background_errors.labels(loop=loop)  # export zeros: alerts see the series
         self.gap_repairs = Counter(
             "webinar_chat_gap_repairs",
-            "Seq gaps in a room's live changes filled by reading the change feed",
-            registry=self.registry)
+            "Seq gaps in a room's live changes filled by reading the change feed", registry=r)
         self.http_unhandled_errors = Counter(
             "webinar_chat_http_unhandled_errors",
-            "HTTP requests that raised an unexpected error (answered 500)", registry=self.registry)
-        self._bus = {name: Counter(f"webinar_chat_bus_{name}", text, registry=self.registry)
+            "HTTP requests that raised an unexpected error (answered 500)", registry=r)
+        self.http_requests = Counter(
+            "webinar_chat_http_requests", "HTTP requests answered, by route template, method "
+            "and status", ["route", "method", "status"], registry=r)
+        self.http_seconds = Histogram(
+            "webinar_chat_http_request_seconds", "Time to answer an HTTP request (long-polls "
+            "include their wait)", ["route"], buckets=HTTP_BUCKETS, registry=r)
+        self.creates = Counter(
+            "webinar_chat_message_creates", "Message creates by outcome (ok, duplicate: a retry "
+            "of a stored message, rejected) and the rejection's error code",
+            ["outcome", "reason"], registry=r)
+        for outcome in ("ok", "duplicate"):
+            self.creates.labels(outcome=outcome, reason="")
+        self.create_seconds = Histogram(
+            "webinar_chat_message_create_seconds", "Time to store and publish a new message",
+            buckets=CREATE_BUCKETS, registry=r)
+        self.joins = Counter(
+            "webinar_chat_realtime_joins", "WebSocket joins of a webinar, by outcome",
+            ["outcome"], registry=r)
+        for outcome in ("ok", "denied"):
+            self.joins.labels(outcome=outcome)
+        self.replayed = Counter(
+            "webinar_chat_realtime_replayed_changes", "Changes replayed to joining or "
+            "reconnecting sockets, by where they came from", ["source"], registry=r)
+        for source in ("memory", "database"):
+            self.replayed.labels(source=source)
+        self.realtime_closes = Counter(
+            "webinar_chat_realtime_closes", "WebSocket connections closed by the server, by "
+            "close code (4008: slow consumer, 4000: heartbeat timeout)", ["code"], registry=r)
+        self.fanout_batches = Counter(
+            "webinar_chat_fanout_batches", "Batches of room changes fanned out", registry=r)
+        self.fanout_seconds = Histogram(
+            "webinar_chat_fanout_seconds", "From sealing a batch of changes to writing it to "
+            "the room's last subscriber", buckets=FANOUT_BUCKETS, registry=r)
+        self.slow_consumers = Counter(
+            "webinar_chat_slow_consumer_disconnects", "Sockets closed because their send buffer "
+            "outgrew REALTIME_MAX_BUFFER", registry=r)
+        self.client_events = Counter(
+            "webinar_chat_client_events", "Monitoring events reported by browser and SDK "
+            "clients, by type", ["type"], registry=r)
+        for event_type in (*CLIENT_EVENT_TYPES, "unknown"):
+            self.client_events.labels(type=event_type)
+        self.client_batches = Counter(
+            "webinar_chat_client_event_batches", "Batches posted to /api/metrics/events, by "
+            "outcome (ok, invalid, too_large, rate_limited)", ["outcome"], registry=r)
+        self.client_sessions = Counter(
+            "webinar_chat_client_sessions", "Client sessions (page loads, SDK clients) that "
+            "reported monitoring events", registry=r)
+        self.client_session_reconnects_max = Gauge(
+            "webinar_chat_client_session_reconnect_attempts_max", "The most reconnect attempts "
+            "one client session reported in the last 10 minutes", registry=r)
+        self._bus = {name: Counter(f"webinar_chat_bus_{name}", text, registry=r)
                      for name, text in BUS_COUNTERS.items()}
         self.bus_ready = Gauge("webinar_chat_bus_ready",
-                               "1 while this node's bus subscription works", registry=self.registry)
-        self.registry.register(_LogFailures())
+                               "1 while this node's bus subscription works", registry=r)
+        r.register(_LogFailures())
+        self._state: Any = None
+        r.register(_ScrapeTime(lambda: self._state))
+
+    def attach(self, state: Any) -> None:
+        """The app's state, once its lifespan started: the source of the scrape-time values."""
+        self._state = state
 
     def bus_counter(self, name: str) -> Counter:
         return self._bus[name]
+
+    def message_create(self, outcome: str, reason: str, seconds: float | None) -> None:
+        self.creates.labels(outcome=outcome, reason=reason).inc()
+        if seconds is not None:
+            self.create_seconds.observe(seconds)
 
     def background_failure(self, loop: str, error: BaseException, **context: Any) -> None:
         """Report an error that background work caught: one log line with the traceback and the

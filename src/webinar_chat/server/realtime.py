@@ -44,6 +44,7 @@ log = structlog.get_logger(__name__)
 REPLAY_PAGE = 500
 # Without the raw fast path, frames wait in a bounded per-connection queue drained by a writer task.
 MAX_QUEUED_FRAMES = 1000
+SLOW_CONSUMER = 4008  # the close code of a socket whose buffer outgrew REALTIME_MAX_BUFFER
 
 HEARTBEAT_PAYLOAD = b'{"type":"heartbeat"}'
 HEARTBEAT_WIRE = text_frame(HEARTBEAT_PAYLOAD)
@@ -80,6 +81,12 @@ class RealtimeConnection:
         self.expiry_timer: asyncio.TimerHandle | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
         self.max_buffer = state.settings.realtime_max_buffer
+        # For the one `realtime_session` log line when the connection ends.
+        self.opened_at = time.monotonic()
+        self.frames_in = 0
+        self.frames_out = 0
+        self.close_code: int | None = None  # ours, or the client's
+        self.close_reason = ""
 
     # --- the read loop ---------------------------------------------------------------------------
 
@@ -95,7 +102,11 @@ class RealtimeConnection:
             while not self.closed:
                 message = await self.websocket.receive()
                 if message["type"] == "websocket.disconnect":
+                    if self.close_code is None:
+                        self.close_code = message.get("code")
+                        self.close_reason = str(message.get("reason") or "")
                     break
+                self.frames_in += 1
                 text = message.get("text")
                 if text is None and message.get("bytes") is not None:
                     text = message["bytes"].decode("utf-8", "replace")
@@ -119,6 +130,15 @@ class RealtimeConnection:
                 task.cancel()
             if writer:
                 writer.cancel()
+            self._log_session()
+
+    def _log_session(self) -> None:
+        heartbeats = self.raw.heartbeats_in if self.raw is not None else 0
+        log.info("realtime_session", user_id=self.user_id,
+                 duration_s=round(time.monotonic() - self.opened_at, 3),
+                 frames_in=self.frames_in + heartbeats, frames_out=self.frames_out,
+                 close_code=self.close_code, close_reason=self.close_reason,
+                 webinar_ids=sorted(self.session.subscriptions) or None)
 
     async def _writer(self) -> None:
         """Generic ASGI path (no raw writer): drain the bounded queue in order."""
@@ -134,15 +154,16 @@ class RealtimeConnection:
         if self.closed:
             return
         self.last_sent = time.monotonic()
+        self.frames_out += 1
         if self.raw is not None:
             if not self.raw.write(wire if wire is not None else text_frame(payload)):
                 self.closed = True
                 return
             if self.raw.buffered() > self.max_buffer:
-                self.close(4008, "slow consumer")
+                self.close(SLOW_CONSUMER, "slow consumer")
         else:
             if len(self.queue) >= MAX_QUEUED_FRAMES:
-                self.close(4008, "slow consumer")
+                self.close(SLOW_CONSUMER, "slow consumer")
                 return
             self.queue.append(payload)
             self.queue_ready.set()
@@ -155,6 +176,10 @@ class RealtimeConnection:
         if self.closed:
             return
         self.closed = True
+        self.close_code, self.close_reason = code, reason
+        self.state.metrics.realtime_closes.labels(code=str(code)).inc()
+        if code == SLOW_CONSUMER:
+            self.state.metrics.slow_consumers.inc()
         for sub in list(self.session.subscriptions.values()):
             self.state.hub.unsubscribe(sub)
         if self.raw is not None:
@@ -235,6 +260,7 @@ class RealtimeConnection:
                 access = await self.state.access.check(action.webinar_id, action.user_id,
                                                        cached=False)
             except Denied as exc:
+                self.state.metrics.joins.labels(outcome="denied").inc()
                 self.perform(self.session.on_access_denied(action.webinar_id, action.generation,
                                                            exc.code, exc.message))
                 return
@@ -243,6 +269,7 @@ class RealtimeConnection:
         await hub.room(action.webinar_id)
         if self.closed:
             return
+        self.state.metrics.joins.labels(outcome="ok").inc()
         self.perform(self.session.on_access(action.webinar_id, action.generation, access.audience,
                                             access.role, head_seq))
 
@@ -274,10 +301,14 @@ class RealtimeConnection:
             # the live fan-out already made.
             changes = [c for c in room.ring if c.seq > action.after_seq][:REPLAY_PAGE]
             has_more = bool(changes) and changes[-1].seq < room.released_seq
+            source = "memory"
         if changes is None:
             page = await self.state.store.changes_after(action.webinar_id, action.after_seq,
                                                         REPLAY_PAGE)
             changes, has_more = page.changes, page.has_more
+            source = "database"
+        if changes:
+            self.state.metrics.replayed.labels(source=source).inc(len(changes))
         if not self.closed:
             self.perform(self.session.on_changes(action.webinar_id, action.generation, changes,
                                                  has_more))

@@ -75,7 +75,7 @@ def build_server(settings: Settings) -> ChatServer:
         lifespan="on",
         log_config=None,  # logs.configure_logging owns the handlers (one pipeline)
         log_level=settings.log_level.lower(),
-        access_log=settings.development,
+        access_log=False,  # our own line per request (middleware.py, http_protocol.py)
         timeout_graceful_shutdown=5,
     )
     return ChatServer(config, app)

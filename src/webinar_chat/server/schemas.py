@@ -94,3 +94,26 @@ class SetBanned(Body):
     webinar_id: Id
     user_id: Id
     banned: StrictBool
+
+
+# Monitoring events (POST /api/metrics/events; server/client_events.py).
+MAX_EVENTS_PER_BATCH = 100
+MAX_EVENT_METADATA_BYTES = 2048
+
+
+class ClientEvent(Body):
+    type: Annotated[StrictStr, Field(min_length=1, max_length=64)]
+    timestamp: Annotated[StrictStr, Field(max_length=40)] | None = None
+    webinarId: Id | None = None
+    userId: Id | None = Field(default=None, description="Ignored: events are attributed to the "
+                              "authenticated user")
+    metadata: dict[str, object] = Field(default_factory=dict, description="Free-form context "
+                                        f"(reconnectTries, errorMessage, …); at most "
+                                        f"{MAX_EVENT_METADATA_BYTES} bytes as JSON")
+
+
+class ClientEvents(Body):
+    sessionId: Annotated[StrictStr, Field(min_length=1, max_length=64,
+                                          pattern=r"^[A-Za-z0-9._:-]+$")] | None = Field(
+        default=None, description="One per page load or SDK client (the rate limit's key)")
+    events: Annotated[list[ClientEvent], Field(min_length=1, max_length=MAX_EVENTS_PER_BATCH)]

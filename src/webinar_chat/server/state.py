@@ -13,6 +13,7 @@ from ..auth.tokens import TokenService
 from ..bus import Bus
 from ..settings import Settings
 from ..store import Store
+from .client_events import ClientEventLedger
 from .hub import Hub
 from .metrics import Metrics
 from .request_ids import RequestIds
@@ -31,9 +32,11 @@ class AppState:
     metrics: Metrics
     request_ids: RequestIds
     access: AccessCache
+    client_events: ClientEventLedger
     connections: set[RealtimeConnection] = field(default_factory=set)
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     fast_polls: int = 0  # long-polls answered without ASGI (http_protocol.py; a metrics seam)
+    slow_polls: int = 0  # long-polls (wait > 0) answered through Starlette (http_api.py)
 
     def drain(self) -> None:
         """Shutdown has begun: close every socket with 1001 and answer every long-poll now."""

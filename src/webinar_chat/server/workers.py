@@ -38,12 +38,15 @@ def bind(settings: Settings) -> socket.socket:
     return sock
 
 
-def _run_worker(settings: Settings, sock: socket.socket) -> None:
+def _run_worker(settings: Settings, sock: socket.socket, number: int) -> None:
     from .runner import build_server, tune_gc
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_DFL)  # uvicorn installs its own handlers
-    server = build_server(settings.with_(node_id=settings.node_id or new_node_id()))
+    # The shared port reaches any worker: each serves its own /metrics on a port of its own.
+    metrics_port = settings.metrics_port + number if settings.metrics_port else 0
+    server = build_server(settings.with_(node_id=settings.node_id or new_node_id(),
+                                         metrics_port=metrics_port))
     tune_gc()
     server.run(sockets=[sock])
 
@@ -62,7 +65,7 @@ def serve_workers(settings: Settings, workers: int) -> int:
         if pid == 0:  # the worker
             code = 0
             try:
-                _run_worker(settings, sock)
+                _run_worker(settings, sock, number)
             except BaseException:
                 code = 1
                 log.exception("worker_failed", worker=number)

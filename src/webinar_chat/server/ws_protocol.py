@@ -79,6 +79,11 @@ class RawFrameWriter:
         """`time.monotonic()` of the last client heartbeat taken by the fast path (0: none)."""
         return self._protocol.heartbeat_at
 
+    @property
+    def heartbeats_in(self) -> int:
+        """Client heartbeats the fast path took (frames the session never saw)."""
+        return self._protocol.heartbeats_in
+
     def close(self, code: int, reason: str) -> None:
         """Send a close frame after what is already queued and cut the connection if the peer does
         not finish the closing handshake in time (a slow consumer may never drain)."""
@@ -94,12 +99,14 @@ class RawFrameWriter:
 
 class WebinarChatWebSocketProtocol(WebSocketsSansIOProtocol):
     heartbeat_at = 0.0
+    heartbeats_in = 0
 
     def data_received(self, data: bytes) -> None:
         if 26 <= len(data) <= 27 and data[0] == 0x81 and data[1] == 0x80 | (len(data) - 6) \
                 and self._at_frame_boundary() \
                 and apply_mask(data[6:], data[2:6]) in HEARTBEAT_PAYLOADS:
             self.heartbeat_at = time.monotonic()
+            self.heartbeats_in += 1
             return
         super().data_received(data)
 

@@ -4,6 +4,7 @@
 
 import { AuthSession } from './auth.js';
 import { ChatRuntime, MAX_MESSAGE_LENGTH, readConfig, safeNextPath } from './chat-client.js';
+import { newClientMsgId } from './chat-core.js';
 import { Monitor, createLogger } from './monitor.js';
 
 const STATUS_TEXT = {
@@ -467,11 +468,14 @@ function main() {
     window.location.replace(`/?next=${encodeURIComponent(next)}`);
     return;
   }
+  // One monitoring session per page load: the server's per-session rate limit and reconnect
+  // maximum key on it.
+  const sessionId = newClientMsgId();
   const monitor = new Monitor({
     logger,
     flushMs: config.metricsFlushMs,
     send: async (events, { keepalive }) => (await auth.api('POST', '/api/metrics/events',
-      { body: { events }, keepalive })).status,
+      { body: { sessionId, events }, keepalive })).status,
   });
   const runtime = new ChatRuntime({ auth, monitor, logger, config, realtimeUrl: realtimeUrl() });
   mountChat(root, { runtime, webinarId, onAuthLost: () => auth.clear() });
