@@ -77,6 +77,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
+        development = os.environ.get("WEBINAR_CHAT_ENV", "").lower() == "development"
         values: dict[str, Any] = {
             "database_url": os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
             "host": os.environ.get("HOST", "127.0.0.1"),
@@ -97,13 +98,15 @@ class Settings:
             "bus_probe_idle_s": _env_float("BUS_PROBE_IDLE", 5.0),
             "bus_probe_timeout_s": _env_float("BUS_PROBE_TIMEOUT", 2.0),
             "bus_safety_poll_s": _env_float("BUS_SAFETY_POLL", 5.0),
-            "log_level": os.environ.get("LOG_LEVEL", "INFO").upper(),
+            # Debug lines in development only, unless LOG_LEVEL says otherwise.
+            "log_level": (os.environ.get("LOG_LEVEL") or ("DEBUG" if development else "INFO")
+                          ).upper(),
             "log_json": os.environ.get("LOG_FORMAT", "").lower() == "json",
             "access_log": os.environ.get("ACCESS_LOG", "true").lower() not in ("0", "false",
                                                                                "no", "off"),
             "metrics_port": _env_int("METRICS_PORT", 0),
             "client_events_per_minute": _env_int("CLIENT_EVENTS_PER_MINUTE", 30),
-            "development": os.environ.get("WEBINAR_CHAT_ENV", "").lower() == "development",
+            "development": development,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)

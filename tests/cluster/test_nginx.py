@@ -43,6 +43,8 @@ async def test_clients_spread_by_nginx_see_everything_and_a_ban_reaches_every_pr
             r = await http.get("/healthz", headers={"Connection": "close"})
             nodes.add(r.json()["node"])
         assert len(nodes) == 3  # nginx reaches all three
+        # ... but not their metrics: those are scraped per process, off the public address
+        assert (await http.get("/metrics")).status_code == 404
         results = await asyncio.gather(*(send(http, world.alice, wid, f"m{i}", new_id())
                                          for i in range(9)))
         assert all(r.status_code == 200 for r in results)
