@@ -8,7 +8,7 @@ import json
 import httpx
 from playwright.async_api import Browser, expect
 
-from ..helpers import RunningServer, World, auth
+from ..helpers import RunningServer, World, auth, eventually, metric_value, scrape
 from .chat import open_chat, stored, stored_texts
 
 
@@ -111,3 +111,25 @@ async def test_rejected_send_removes_message_and_restores_the_text(
     await alice.input.press("End")
     await alice.input.type("?")
     await expect(error).to_be_hidden()
+
+
+async def test_the_page_reports_its_monitoring_events_and_the_server_counts_them(
+        browser: Browser, server: RunningServer, world: World) -> None:
+    wid = world.webinar.id
+    alice = await open_chat(browser, server, world.alice, wid, metricsFlushMs=200)
+    answers: list[int] = []
+    alice.page.on("response", lambda r: answers.append(r.status)
+                  if r.url.endswith("/api/metrics/events") else None)
+    await alice.send("counted")
+    await expect(alice.message("counted")).to_have_attribute("data-state", "sent")
+
+    async def counted() -> bool:
+        text = await scrape(server)
+        return metric_value(text, "webinar_chat_client_events_total", type="send_success") == 1
+
+    await eventually(counted, timeout=10)
+    await eventually(lambda: len(answers) >= 1)  # (the page sees the answer after the count)
+    assert set(answers) == {200}  # the route exists: no 404 in the console
+    text = await scrape(server)
+    assert metric_value(text, "webinar_chat_client_sessions_total") == 1
+    assert alice.errors == []
