@@ -20,6 +20,7 @@ from types import FrameType
 import structlog
 
 from ..bus import new_node_id
+from ..logs import hot_lines
 from ..settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -70,6 +71,7 @@ def serve_workers(settings: Settings, workers: int) -> int:
                 code = 1
                 log.exception("worker_failed", worker=number)
             finally:
+                hot_lines().flush()  # os._exit skips atexit: the last access lines
                 os._exit(code)
         children[pid] = number
         log.info("worker_started", worker=number, pid=pid)
