@@ -190,9 +190,7 @@ class WebinarChatHttpProtocol(HttpToolsProtocol):
             log_request("GET", scope["path"], CHANGES_ROUTE, 200, poll.started,
                         request_id=poll.request_id.decode("ascii"), user_id=poll.user_id,
                         webinar_id=poll.room.webinar_id, fast_path=True)
-        metrics = state.metrics
-        metrics.http_requests.labels(route=CHANGES_ROUTE, method="GET", status="200").inc()
-        metrics.http_seconds.labels(route=CHANGES_ROUTE).observe(time.perf_counter() - poll.started)
+        state.metrics.http_request(CHANGES_ROUTE, "GET", 200, time.perf_counter() - poll.started)
 
     def _response_complete(self) -> None:
         """uvicorn's `on_response_complete`, but with the lazy keep-alive timer."""

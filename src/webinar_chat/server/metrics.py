@@ -174,11 +174,24 @@ class Metrics:
                                "1 while this node's bus subscription works", registry=r)
         r.register(_LogFailures())
         self._state: Any = None
+        self._http_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         r.register(_ScrapeTime(lambda: self._state))
 
     def attach(self, state: Any) -> None:
         """The app's state, once its lifespan started: the source of the scrape-time values."""
         self._state = state
+
+    def http_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count and time one answered request. The labelled children are kept: a long-poll
+        answer of the fast path must not pay prometheus-client's label lookup twice."""
+        key = (route, method, status)
+        children = self._http_children.get(key)
+        if children is None:
+            children = self._http_children[key] = (
+                self.http_requests.labels(route=route, method=method, status=str(status)),
+                self.http_seconds.labels(route=route))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def bus_counter(self, name: str) -> Counter:
         return self._bus[name]

@@ -116,5 +116,4 @@ class RequestContext:
                         request_id=request_id,
                         **{key: bound[key] for key in _CONTEXT_KEYS if key in bound})
         if self.metrics is not None:
-            self.metrics.http_requests.labels(route=route, method=method, status=str(status)).inc()
-            self.metrics.http_seconds.labels(route=route).observe(time.perf_counter() - started)
+            self.metrics.http_request(route, method, status, time.perf_counter() - started)
