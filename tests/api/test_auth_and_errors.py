@@ -141,11 +141,12 @@ async def test_a_verified_token_still_expires_on_time(http: httpx.AsyncClient, w
 
     from ..helpers import JWT_SECRET, eventually
 
-    short, _ = TokenService(JWT_SECRET, 900).issue_access(world.alice.user_id, ttl_s=1)
+    # `exp` is in whole seconds: a 1 s token issued at x.99 s could be expired 10 ms later.
+    short, _ = TokenService(JWT_SECRET, 900).issue_access(world.alice.user_id, ttl_s=2)
     assert (await http.get("/api/me", headers=auth(short))).status_code == 200  # now cached
 
     async def rejected() -> bool:
         r = await http.get("/api/me", headers=auth(short))
         return r.status_code == 401 and r.json()["code"] == "token_expired"
 
-    await eventually(rejected, timeout=5, interval=0.1, message="expired token still accepted")
+    await eventually(rejected, timeout=6, interval=0.1, message="expired token still accepted")
