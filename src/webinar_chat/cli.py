@@ -117,8 +117,19 @@ def cmd_admin(args: argparse.Namespace) -> int:
                                            slow_mode_seconds=args.slow_mode)
             return {"id": w.id, "chat_open": w.chat_open, "slow_mode_seconds": w.slow_mode_seconds}
         if what == "create-user":
-            user = await store.create_user(args.email, hash_password(args.password),
-                                           args.display_name, is_admin=args.admin)
+            # The API's rules for a new account (password strength, a visible display name).
+            from pydantic import ValidationError
+
+            from .server.errors import validation_message
+            from .server.schemas import CreateUser
+            try:
+                new = CreateUser.model_validate({"email": args.email, "password": args.password,
+                                                 "display_name": args.display_name,
+                                                 "is_admin": args.admin})
+            except ValidationError as exc:
+                raise SystemExit(f"webinar-chat: {validation_message(exc)}") from None
+            user = await store.create_user(new.email, hash_password(new.password),
+                                           new.display_name, is_admin=new.is_admin)
             return {"id": user.id}
         if what == "register":
             reg = await store.register(args.webinar_id, args.user_id, args.role)

@@ -185,6 +185,7 @@ class HotLines:
         self._flush_loop: asyncio.AbstractEventLoop | None = None
         self._second = -1
         self._second_text = ""
+        self._layouts: dict[tuple[str, ...], tuple[str, tuple[tuple[str, str], ...]]] = {}
 
     def configure(self, level: int, json: bool, stream: TextIO | None) -> None:
         self.flush()
@@ -243,9 +244,17 @@ class HotLines:
                       "timestamp": now}
             return _json_line(record) + "\n"
         # structlog's ConsoleRenderer(colors=False) layout: keys sorted, strings bare unless
-        # they need quotes.
-        pairs = " ".join(f"{key}={_console_value(fields[key])}" for key in sorted(fields))
-        return f"{now} [info     ] {event:<30} [{logger}] {pairs}\n"
+        # they need quotes. The head and the sorted "key=" prefixes of a shape of line are made
+        # once (an access line has one of a handful of shapes).
+        shape = (logger, event, *fields)
+        layout = self._layouts.get(shape)
+        if layout is None:
+            head = f" [info     ] {event:<30} [{logger}] "
+            layout = self._layouts[shape] = (head, tuple((key, key + "=")
+                                                         for key in sorted(fields)))
+        head, keys = layout
+        return "".join((now, head, " ".join([prefix + _console_value(fields[key])
+                                            for key, prefix in keys]), "\n"))
 
 
 def _json_line(record: dict[str, Any], **_: Any) -> str:
@@ -258,9 +267,13 @@ _NEEDS_QUOTES = re.compile(r"[\s'\"]")
 
 
 def _console_value(value: object) -> str:
-    if isinstance(value, str):
-        return value if value and not _NEEDS_QUOTES.search(value) else repr(value)
-    return str(value) if isinstance(value, int | float) else repr(value)
+    kind = type(value)
+    if kind is str:
+        text = str(value)
+        return text if text and not _NEEDS_QUOTES.search(text) else repr(text)
+    if kind is int or kind is float:
+        return str(value)
+    return repr(value)  # True, None, lists …
 
 
 _HOT = HotLines()

@@ -66,6 +66,12 @@ class Settings:
     bus_safety_poll_s: float = 5.0
     log_level: str = "INFO"
     log_json: bool = False
+    # The address people open (https://chat.example.com): the pages' CSP allows its realtime
+    # origin (wss://…); empty: same-origin connections only ('self').
+    public_url: str = ""
+    # Who may embed the pages in a frame (CSP frame-ancestors): hosts embed the chat in their
+    # webinar page, e.g. "https://webinars.example.com".
+    frame_ancestors: str = "'none'"
     # One `http_request` line per HTTP request, long-polls of the fast path included.
     access_log: bool = True
     # Under `serve --workers N`, worker i also serves /metrics on metrics_port + i (0: off).
@@ -105,6 +111,8 @@ class Settings:
             "access_log": os.environ.get("ACCESS_LOG", "true").lower() not in ("0", "false",
                                                                                "no", "off"),
             "metrics_port": _env_int("METRICS_PORT", 0),
+            "public_url": os.environ.get("PUBLIC_URL", "").rstrip("/"),
+            "frame_ancestors": os.environ.get("FRAME_ANCESTORS") or "'none'",
             "client_events_per_minute": _env_int("CLIENT_EVENTS_PER_MINUTE", 30),
             "development": development,
         }

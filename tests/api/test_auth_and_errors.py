@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from ..helpers import PASSWORD, World, auth
+from ..helpers import PASSWORD, World, auth, new_id
 
 
 async def test_signup_login_and_me(http: httpx.AsyncClient, world: World) -> None:
@@ -150,3 +150,24 @@ async def test_a_verified_token_still_expires_on_time(http: httpx.AsyncClient, w
         return r.status_code == 401 and r.json()["code"] == "token_expired"
 
     await eventually(rejected, timeout=6, interval=0.1, message="expired token still accepted")
+
+
+async def test_every_answer_is_nosniff_and_token_answers_are_never_stored(
+        http: httpx.AsyncClient, world: World) -> None:
+    signup = await http.post("/api/auth/signup", json={
+        "email": f"new-{new_id()[:8]}@example.test", "password": "a long enough passphrase",
+        "display_name": "Newcomer"})
+    login = await http.post("/api/auth/login", json={"email": world.alice.email,
+                                                     "password": PASSWORD})
+    refresh = await http.post("/api/auth/refresh",
+                              json={"refresh_token": login.json()["refresh_token"]})
+    for r in (signup, login, refresh):
+        assert r.status_code == 200, r.text
+        assert r.headers["cache-control"] == "no-store"
+        assert r.headers["x-content-type-options"] == "nosniff"
+    others = [await http.get("/api/me", headers=auth(world.alice.token)),
+              await http.get("/nowhere"), await http.get("/healthz"),
+              await http.post("/api/messages/create", content=b"{bad")]
+    for r in others:
+        assert r.headers["x-content-type-options"] == "nosniff", r.url
+        assert r.headers.get_list("x-content-type-options") == ["nosniff"]

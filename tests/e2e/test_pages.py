@@ -3,11 +3,17 @@ connections only to this origin and its own socket) and the other security heade
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 from playwright.async_api import Browser, expect
 
+from webinar_chat.server.pages import content_security_policy
+from webinar_chat.settings import Settings
+
 from ..helpers import PASSWORD, RunningServer, World
+from ..helpers import test_settings as settings_for  # (not collected as a test)
 from .chat import open_chat
 
 
@@ -20,10 +26,11 @@ async def test_security_headers(http: httpx.AsyncClient, server: RunningServer,
     csp = dict(part.strip().split(" ", 1) for part in r.headers["content-security-policy"].split(";"))
     assert csp["default-src"] == "'self'"
     assert csp["script-src"] == "'self'"  # no 'unsafe-inline', no 'unsafe-eval'
-    assert csp["connect-src"].split() == ["'self'", f"ws://127.0.0.1:{server.port}",
-                                          f"wss://127.0.0.1:{server.port}"]
+    # no PUBLIC_URL configured: this origin only ('self' covers its ws:/wss: in CSP Level 3)
+    assert csp["connect-src"] == "'self'"
     assert csp["object-src"] == "'none'" and csp["frame-ancestors"] == "'none'"
     assert r.headers["x-content-type-options"] == "nosniff"
+    assert r.headers["x-frame-options"] == "DENY"
     assert r.headers["referrer-policy"] == "no-referrer"
 
 
@@ -45,8 +52,45 @@ async def test_nothing_else_is_served(http: httpx.AsyncClient, path: str) -> Non
 
 
 async def test_a_forged_host_header_is_kept_out_of_the_policy(http: httpx.AsyncClient) -> None:
-    r = await http.get("/", headers={"host": "evil.example; script-src *"})
-    assert "evil" not in r.headers["content-security-policy"]
+    for host in ("evil.example; script-src *", "evil.example"):
+        r = await http.get("/", headers={"host": host})
+        assert "evil" not in r.headers["content-security-policy"]
+
+
+def test_the_realtime_origin_comes_from_public_url_https_only_outside_development() -> None:
+    def policy(**settings: Any) -> dict[str, str]:
+        text = content_security_policy(Settings(**settings))
+        return dict(part.strip().split(" ", 1) for part in text.split(";"))
+
+    assert policy(public_url="https://chat.example.com")["connect-src"] == \
+        "'self' wss://chat.example.com"
+    assert policy(public_url="https://chat.example.com:8443")["connect-src"] == \
+        "'self' wss://chat.example.com:8443"
+    assert policy(public_url="http://localhost:8000", development=True)["connect-src"] == \
+        "'self' ws://localhost:8000"
+    for bad in ("http://chat.example.com", "ftp://x", "https://", "https://x/path", "x"):
+        with pytest.raises(ValueError, match="PUBLIC_URL"):
+            policy(public_url=bad)
+    embed = policy(frame_ancestors="'self' https://webinars.example.com")
+    assert embed["frame-ancestors"] == "'self' https://webinars.example.com"
+    for bad in ("*", "http://plain.example", "'none' https://x.example", "javascript:x"):
+        with pytest.raises(ValueError, match="FRAME_ANCESTORS"):
+            policy(frame_ancestors=bad)
+
+
+async def test_an_embeddable_chat_drops_x_frame_options(database_url: str, world: World) -> None:
+    settings = settings_for(database_url, public_url="https://chat.example.com",
+                             frame_ancestors="https://webinars.example.com")
+    server = RunningServer(settings)
+    await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=server.base_url) as http:
+            r = await http.get("/webinars/1")
+        assert "frame-ancestors https://webinars.example.com" in r.headers["content-security-policy"]
+        assert "connect-src 'self' wss://chat.example.com" in r.headers["content-security-policy"]
+        assert "x-frame-options" not in r.headers
+    finally:
+        await server.stop()
 
 
 async def test_the_policy_holds_in_the_browser(browser: Browser, server: RunningServer,

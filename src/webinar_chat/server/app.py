@@ -32,7 +32,7 @@ from .hub import Hub
 from .metrics import Metrics
 from .metrics_server import start_metrics_server
 from .middleware import RequestContext
-from .pages import page_routes
+from .pages import content_security_policy, page_routes
 from .realtime import heartbeat_loop, realtime_endpoint
 from .request_ids import RequestIds
 from .state import AppState
@@ -187,6 +187,7 @@ def build_routes(extra: list[BaseRoute] | None = None) -> list[BaseRoute]:
 
 def create_app(settings: Settings, *, bus: Bus | None = None,
                extra_routes: list[BaseRoute] | None = None) -> Starlette:
+    content_security_policy(settings)  # a PUBLIC_URL or FRAME_ANCESTORS it cannot use: fail now
     metrics = Metrics()
     request_ids = RequestIds()
 

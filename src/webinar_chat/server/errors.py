@@ -45,6 +45,8 @@ def validation_message(exc: ValidationError) -> str:
         return "Malformed JSON body"
     location = ".".join(str(p) for p in first["loc"])
     message = first["msg"]
+    if first["type"] == "value_error" and "error" in first.get("ctx", {}):
+        message = str(first["ctx"]["error"])  # our validator's own words, without "Value error, "
     if first["type"] == "missing":
         return f"{location}: field required"
     return f"{location}: {message}" if location else message

@@ -28,6 +28,7 @@ from . import schemas
 from .client_events import RateLimited
 from .errors import ApiError, JSONResponse, validation_message
 from .longpoll import changes_body, ring_body
+from .text_rules import content_problem
 
 if TYPE_CHECKING:
     from .state import AppState
@@ -103,6 +104,14 @@ def ok(**fields: Any) -> JSONResponse:
     return JSONResponse({"success": True, **fields})
 
 
+# Answers that carry a token must never be stored by a browser or a proxy cache.
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+def tokens_ok(**fields: Any) -> JSONResponse:
+    return JSONResponse({"success": True, **fields}, headers=NO_STORE)
+
+
 # --- auth ----------------------------------------------------------------------------------------
 
 def _public_user(user: User) -> dict[str, Any]:
@@ -129,7 +138,7 @@ async def signup(request: Request) -> Response:
         user = await state.store.create_user(body.email, password_hash, body.display_name.strip())
     except EmailTaken:
         raise ApiError(409, "email_taken", "An account with this e-mail already exists") from None
-    return ok(**await _issue_session(state, user))
+    return tokens_ok(**await _issue_session(state, user))
 
 
 async def login(request: Request) -> Response:
@@ -140,7 +149,7 @@ async def login(request: Request) -> Response:
                                     body.password)
     if user is None or not valid:
         raise ApiError(401, "invalid_credentials", "Wrong e-mail or password")
-    return ok(**await _issue_session(state, user))
+    return tokens_ok(**await _issue_session(state, user))
 
 
 async def refresh(request: Request) -> Response:
@@ -167,8 +176,8 @@ async def refresh(request: Request) -> Response:
                                                   expires):
         await state.store.revoke_refresh_family(record.family_id)
         raise ApiError(401, "token_reused", "Refresh token re-use detected; please log in again")
-    return ok(access_token=access, refresh_token=new_token, expires_in=ttl, token_type="Bearer",
-              user=_public_user(user))
+    return tokens_ok(access_token=access, refresh_token=new_token, expires_in=ttl,
+                     token_type="Bearer", user=_public_user(user))
 
 
 async def logout(request: Request) -> Response:
@@ -221,6 +230,9 @@ async def _create_message(request: Request) -> Response:
     if len(content) > state.settings.max_message_length:
         raise ApiError(400, "invalid_request",
                        f"content: at most {state.settings.max_message_length} characters")
+    problem = content_problem(content)
+    if problem is not None:
+        raise ApiError(400, "invalid_request", f"content: {problem}")
     access = await _access(request, body.webinarId, user_id, cached=False)
     try:
         perm.require_post(access)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from ..logs import detached
 from ..protocol.events import Audience
-from .request_ids import REQUEST_ID_HEADER, sane_request_id
+from .request_ids import NOSNIFF, REQUEST_ID_HEADER, sane_request_id
 
 if TYPE_CHECKING:
     from .hub import Room
@@ -140,7 +140,8 @@ def response_parts(default_headers: Iterable[tuple[bytes, bytes]], body: bytes
     and headers as uvicorn writes them for Starlette's `JSONResponse(body)` (errors.py) —
     uvicorn's default headers (date, server), then content-length and content-type as
     Starlette's `Response.init_headers` orders them — and the blank line + body. The middleware
-    appends `x-request-id` after Starlette's headers, so it goes between the two parts."""
+    appends `x-content-type-options` and `x-request-id` after Starlette's headers, so they go
+    between the two parts."""
     parts = [b"HTTP/1.1 200 OK\r\n"]
     for name, value in default_headers:
         parts += (name, b": ", value, b"\r\n")
@@ -149,8 +150,11 @@ def response_parts(default_headers: Iterable[tuple[bytes, bytes]], body: bytes
     return b"".join(parts), b"\r\n" + body
 
 
+_NOSNIFF_LINE = NOSNIFF[0] + b": " + NOSNIFF[1] + b"\r\n"
+
+
 def with_request_id(head: bytes, tail: bytes, request_id: bytes) -> bytes:
-    return b"".join((head, REQUEST_ID_HEADER, b": ", request_id, b"\r\n", tail))
+    return b"".join((head, _NOSNIFF_LINE, REQUEST_ID_HEADER, b": ", request_id, b"\r\n", tail))
 
 
 def json_response(default_headers: Iterable[tuple[bytes, bytes]], body: bytes, *,

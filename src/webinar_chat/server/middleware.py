@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..logs import hot_lines
 from .errors import error_response
-from .request_ids import REQUEST_ID_HEADER, RequestIds, sane_request_id
+from .request_ids import NOSNIFF, REQUEST_ID_HEADER, RequestIds, sane_request_id
 
 if TYPE_CHECKING:
     from .metrics import Metrics
@@ -85,7 +85,11 @@ class RequestContext:
             if message["type"] == "http.response.start":
                 response_started = True
                 status = int(message["status"])
-                message["headers"] = [*message.get("headers", ()), header]
+                headers = list(message.get("headers", ()))
+                if not any(name.lower() == NOSNIFF[0] for name, _ in headers):
+                    headers.append(NOSNIFF)  # (the pages set it with their other headers)
+                headers.append(header)
+                message["headers"] = headers
             await send(message)
 
         tokens = structlog.contextvars.bind_contextvars(request_id=request_id)

@@ -2,20 +2,24 @@
 
 The files live in `webinar_chat/web/` and are served as they are (plain ES modules, no build
 step). Every answer carries the security headers of SPEC §7: a Content-Security-Policy that allows
-scripts, styles and connections only from this origin (plus its own ws/wss endpoint) and no inline
-script at all. How the client works: docs/client.md.
+scripts, styles and connections only from this origin (plus the realtime origin of the configured
+PUBLIC_URL — never one taken from the request's Host header) and no inline script at all. How
+the client works: docs/client.md.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from ..settings import Settings
 from .errors import error_response
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
@@ -29,15 +33,45 @@ _MEDIA_TYPES = {
     ".ico": "image/x-icon",
     ".woff2": "font/woff2",
 }
-# A Host header goes into the CSP; anything that is not a plain host[:port] is left out.
-_HOST_RE = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$")
+_FRAME_SOURCE = re.compile(r"^(?:'self'|'none'|https://[A-Za-z0-9*.-]+(?::\d{1,5})?)$")
 
 
-def content_security_policy(host: str | None) -> str:
+def realtime_origin(public_url: str, *, development: bool) -> str | None:
+    """The socket origin of PUBLIC_URL: `https://host` → `wss://host`; `http://host` only in
+    development (→ `ws://host`). Never from the request's Host header: a client can send any."""
+    if not public_url:
+        return None
+    parts = urlsplit(public_url)
+    if parts.scheme not in ("https", "http") or not parts.hostname or parts.path not in ("", "/"):
+        raise ValueError(f"PUBLIC_URL must be https://host[:port], not {public_url!r}")
+    if parts.scheme == "http" and not development:
+        raise ValueError("PUBLIC_URL must be https:// (http:// only with "
+                         "WEBINAR_CHAT_ENV=development)")
+    return ("wss://" if parts.scheme == "https" else "ws://") + parts.netloc
+
+
+def frame_ancestors(value: str) -> str:
+    sources = value.split()
+    bad = [s for s in sources if not _FRAME_SOURCE.match(s)]
+    if not sources or bad or ("'none'" in sources and len(sources) > 1):
+        raise ValueError(f"FRAME_ANCESTORS: 'none', 'self' or https:// origins, not {value!r}")
+    return " ".join(sources)
+
+
+def content_security_policy(settings: Settings) -> str:
+    """Raises ValueError for a PUBLIC_URL or FRAME_ANCESTORS that cannot be used (create_app
+    checks at start-up)."""
+    return _csp(settings.public_url, settings.development, settings.frame_ancestors)
+
+
+@functools.lru_cache(maxsize=8)
+def _csp(public_url: str, development: bool, ancestors: str) -> str:
+    # 'self' covers this origin's ws:/wss: too (CSP Level 3); PUBLIC_URL names the public one
+    # when a proxy in front makes it differ from what the browser calls 'self'.
     connect = ["'self'"]
-    if host and _HOST_RE.match(host):
-        # 'self' does not cover ws:/wss: in every browser; name this host's socket explicitly.
-        connect += [f"ws://{host}", f"wss://{host}"]
+    origin = realtime_origin(public_url, development=development)
+    if origin:
+        connect.append(origin)
     return "; ".join((
         "default-src 'self'",
         "script-src 'self'",
@@ -48,20 +82,27 @@ def content_security_policy(host: str | None) -> str:
         "object-src 'none'",
         "base-uri 'none'",
         "form-action 'self'",
-        "frame-ancestors 'none'",
+        f"frame-ancestors {frame_ancestors(ancestors)}",
     ))
 
 
-def security_headers(request: Request, *, cache: str) -> dict[str, str]:
-    return {
-        "Content-Security-Policy": content_security_policy(request.headers.get("host")),
+def security_headers(settings: Settings, *, cache: str) -> dict[str, str]:
+    headers = {
+        "Content-Security-Policy": content_security_policy(settings),
         "X-Content-Type-Options": "nosniff",
         "Referrer-Policy": "no-referrer",
-        "X-Frame-Options": "DENY",
         "Cross-Origin-Opener-Policy": "same-origin",
         "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
         "Cache-Control": cache,
     }
+    if settings.frame_ancestors.split() == ["'none'"]:
+        headers["X-Frame-Options"] = "DENY"  # (older browsers; it cannot name allowed hosts)
+    return headers
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.chat.settings
+    return settings
 
 
 def _page(name: str) -> Callable[[Request], Awaitable[Response]]:
@@ -70,7 +111,7 @@ def _page(name: str) -> Callable[[Request], Awaitable[Response]]:
     async def page(request: Request) -> Response:
         # Pages are tiny and name the current static files: never cache them.
         return FileResponse(path, media_type=_MEDIA_TYPES[".html"],
-                            headers=security_headers(request, cache="no-store"))
+                            headers=security_headers(_settings(request), cache="no-store"))
 
     return page
 
@@ -94,10 +135,10 @@ def page_routes() -> list[BaseRoute]:
         path = files.get(request.path_params["path"])
         if path is None:
             return error_response(404, "not_found", "Not found",
-                                  headers=security_headers(request, cache="no-store"))
+                                  headers=security_headers(_settings(request), cache="no-store"))
         # Revalidated on every load (ETag / Last-Modified): an upgrade is picked up at once.
         return FileResponse(path, media_type=_MEDIA_TYPES[path.suffix],
-                            headers=security_headers(request, cache="no-cache"))
+                            headers=security_headers(_settings(request), cache="no-cache"))
 
     return [
         Route("/", login, methods=["GET", "HEAD"]),

@@ -9,6 +9,9 @@ import re
 import secrets
 
 REQUEST_ID_HEADER = b"x-request-id"
+# On every answer, before the request id (the middleware and the long-poll fast path both write
+# them, in this order): no browser guesses a JSON body into something it would run.
+NOSNIFF = (b"x-content-type-options", b"nosniff")
 # What we accept from outside: short, and nothing that could forge a log line or a header.
 _SANE = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 

@@ -5,7 +5,20 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from ..auth.passwords import MIN_PASSWORD_LENGTH, password_problem
+from .text_rules import clean_display_name
 
 # A database id: positive and within a signed 64-bit column (a larger one is a 400, not a driver
 # overflow on the way to the database).
@@ -37,10 +50,30 @@ class HideMessage(Body):
     hidden: StrictBool
 
 
-class Signup(Body):
+class NewAccount(Body):
+    """Sign-up and admin-created users: the display name is cleaned (text_rules.py) and the
+    password must meet the rules of auth/passwords.py."""
+
     email: Annotated[StrictStr, Field(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")]
-    password: Annotated[StrictStr, Field(min_length=8, max_length=256)]
+    password: Annotated[StrictStr, Field(min_length=MIN_PASSWORD_LENGTH, max_length=256)]
     display_name: Annotated[StrictStr, Field(min_length=1, max_length=80)]
+
+    @field_validator("display_name")
+    @classmethod
+    def _display_name(cls, value: str) -> str:
+        return clean_display_name(value)
+
+    @model_validator(mode="after")
+    def _password(self) -> NewAccount:
+        problem = password_problem(self.password, email=self.email,
+                                   display_name=self.display_name)
+        if problem is not None:
+            raise PydanticCustomError("weak_password", "password: {problem}", {"problem": problem})
+        return self
+
+
+class Signup(NewAccount):
+    pass
 
 
 class Login(Body):
@@ -77,10 +110,7 @@ class UpdateWebinar(Body):
     slow_mode_seconds: Annotated[StrictInt, Field(ge=0, le=3600)] | None = None
 
 
-class CreateUser(Body):
-    email: Annotated[StrictStr, Field(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")]
-    password: Annotated[StrictStr, Field(min_length=8, max_length=256)]
-    display_name: Annotated[StrictStr, Field(min_length=1, max_length=80)]
+class CreateUser(NewAccount):
     is_admin: StrictBool = False
 
 
