@@ -82,3 +82,27 @@ async def test_display_names_are_stored_trimmed(http: httpx.AsyncClient) -> None
     r = await http.post("/api/auth/signup", json=signup_body(display_name="  Ada Lovelace \t"))
     assert r.status_code == 200, r.text
     assert r.json()["user"]["display_name"] == "Ada Lovelace"
+
+
+@pytest.mark.parametrize("path", ["/api/webinars/9223372036854775808/messages",
+                                  "/api/webinars/" + "9" * 5000 + "/messages",
+                                  "/api/webinars/0/messages", "/api/webinars/%EF%BC%91/messages",
+                                  "/api/messages/99999999999999999999/hide"])
+async def test_ids_in_paths_outside_a_64_bit_column_are_400(
+        http: httpx.AsyncClient, world: World, path: str) -> None:
+    method = http.post if path.endswith("/hide") else http.get
+    kwargs = {"json": {"hidden": True}} if path.endswith("/hide") else {}
+    r = await method(path, headers=auth(world.moderator.token), **kwargs)  # type: ignore[operator]
+    assert r.status_code == 400, (path[:60], r.status_code, r.text[:200])
+    assert r.json()["code"] == "invalid_request"
+
+
+@pytest.mark.parametrize("query", ["after=9223372036854775808", "after=1_0", "after=%201",
+                                   "after=" + "1" * 5000, "limit=0", "limit=abc",
+                                   "before=-5"])
+async def test_integers_in_queries_are_plain_and_in_range(
+        http: httpx.AsyncClient, world: World, query: str) -> None:
+    r = await http.get(f"/api/webinars/{world.webinar.id}/messages?{query}",
+                       headers=auth(world.alice.token))
+    assert r.status_code == 400, (query[:40], r.text[:200])
+    assert r.json()["code"] == "invalid_request"

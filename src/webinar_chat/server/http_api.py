@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import re
 import time
 import uuid
 from datetime import timedelta
@@ -65,15 +66,18 @@ def _user_id(request: Request) -> int:
     return user_id
 
 
+_INTEGER = re.compile(r"-?[0-9]{1,19}")
+
+
 def _int_param(request: Request, name: str, *, default: int | None = None, low: int = 0,
                high: int = 2**63 - 1) -> int | None:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, "invalid_request", f"{name}: must be an integer") from None
+    # Plain ASCII decimal only: int() would also take " 12", "1_000" and "１２".
+    if _INTEGER.fullmatch(raw) is None:
+        raise ApiError(400, "invalid_request", f"{name}: must be an integer")
+    value = int(raw)
     if not low <= value <= high:
         raise ApiError(400, "invalid_request", f"{name}: must be between {low} and {high}")
     return value
@@ -81,7 +85,9 @@ def _int_param(request: Request, name: str, *, default: int | None = None, low: 
 
 def _path_id(request: Request, name: str) -> int:
     raw = request.path_params[name]
-    if not raw.isdigit() or len(raw) > 18:
+    # ASCII digits only ("１２" is a digit string to Python), and within a signed 64-bit column.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19 \
+            or not 1 <= int(raw) <= 2**63 - 1:
         raise ApiError(400, "invalid_request", f"{name}: must be a positive integer")
     return int(raw)
 
