@@ -85,10 +85,22 @@ async def fresh_database(backend: str, tmp_path: Any) -> AsyncIterator[str]:
             await admin.close()
 
 
+# The delivery, fan-out, soak and cluster tests send and connect in bulk, as a few users from
+# 127.0.0.1: their servers get message and connect buckets that no test empties (the limiter
+# still runs on every create and handshake). Tests of the limits set their own
+# (tests/api/test_rate_limits.py); the log-in and sign-up limits keep their production defaults.
+UNLIMITED = "1000000/1"
+BULK_LIMITS = {"rate_messages": UNLIMITED, "rate_messages_staff": UNLIMITED,
+               "rate_ws_connect_ip": UNLIMITED, "rate_ws_connect_user": UNLIMITED}
+BULK_LIMITS_ENV = {"RATE_LIMIT_MESSAGES": UNLIMITED, "RATE_LIMIT_MESSAGES_STAFF": UNLIMITED,
+                   "RATE_LIMIT_WS_CONNECT_IP": UNLIMITED, "RATE_LIMIT_WS_CONNECT_USER": UNLIMITED}
+
+
 def test_settings(database_url: str, **overrides: Any) -> Settings:
     """The settings `webinar-chat serve` would read from this environment (LOG_FORMAT, LOG_LEVEL
-    included), on `database_url`, with the test secret and `overrides`."""
-    return Settings.from_env(database_url=database_url, jwt_secret=JWT_SECRET, **overrides)
+    included), on `database_url`, with the test secret, BULK_LIMITS and `overrides`."""
+    return Settings.from_env(database_url=database_url, jwt_secret=JWT_SECRET,
+                             **{**BULK_LIMITS, **overrides})
 
 
 @dataclass

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from .helpers import JWT_SECRET, LocalServer, free_port
+from .helpers import BULK_LIMITS_ENV, JWT_SECRET, LocalServer, free_port
 
 # Lines that must never appear in a healthy server's log.
 _BROKEN = ("Traceback (most recent call last)", "logging_failed", "--- Logging error ---")
@@ -34,7 +34,7 @@ class ServeProcess(LocalServer):
         self.log_path = log_path
         self.port = port or free_port()
         self.env = {**os.environ, "JWT_SECRET": JWT_SECRET, "PYTHONUNBUFFERED": "1",
-                    **(env or {})}
+                    **BULK_LIMITS_ENV, **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
 

@@ -50,6 +50,20 @@ class Settings:
     client_idle_timeout_s: float = 30.0
     # Upper bound for `/changes?wait=`: below common proxy idle timeouts (30–60 s).
     long_poll_max_wait_s: float = 25.0
+    # Largest incoming WebSocket message (bytes) before the socket has a user, and after: the
+    # protocol refuses a bigger frame from its header, before reading it (close 1009). Clients
+    # only send small control frames (auth, join, leave, heartbeat); messages go over HTTP.
+    realtime_max_frame_unauthenticated: int = 4 * 1024
+    realtime_max_frame: int = 64 * 1024
+    # A socket without a valid token this long after it opened is closed (4401).
+    realtime_auth_timeout_s: float = 10.0
+    # Topics (joined webinars) per socket; the join beyond gets `too_many_topics`.
+    realtime_max_topics: int = 10
+    # Open sockets per user in this process; the one beyond is closed after its auth (4429).
+    realtime_max_sockets_per_user: int = 20
+    # Origins whose pages may open /realtime, besides this server's own (the Origin's host:port
+    # equals the Host header) and PUBLIC_URL's; "*" allows any. No Origin (not a browser): allowed.
+    realtime_allowed_origins: tuple[str, ...] = ()
     # The bus between server processes: unset (one process, in memory) or redis://host:6379/0.
     bus_url: str = ""
     # Redis channel prefix: processes of one deployment share it; two deployments on one Redis
@@ -78,6 +92,26 @@ class Settings:
     metrics_port: int = 0
     # Monitoring events (POST /api/metrics/events): batches per client session per minute.
     client_events_per_minute: int = 30
+    # Rate limits (server/rate_limits.py; docs/operations.md "Rate limits"): "N/SECONDS" is a
+    # token bucket of N (the burst) refilled over SECONDS (N/SECONDS per second sustained);
+    # "off" disables one. Shared through Redis when bus_url is redis://, else per process.
+    # Failed log-ins per (account, client IP): the lock-out a guesser meets first.
+    rate_login_account_ip: str = "10/900"
+    # Failed log-ins per account from all IPs (a guesser with many addresses), and per client
+    # IP over all accounts (one password tried on many accounts).
+    rate_login_account: str = "100/3600"
+    rate_login_ip: str = "50/900"
+    # Sign-ups per client IP.
+    rate_signup_ip: str = "20/3600"
+    # Message creates per user: attendees (burst 10, 1 per second), moderators and hosts.
+    rate_messages: str = "10/10"
+    rate_messages_staff: str = "30/10"
+    # WebSocket handshakes per client IP, and per user when the token is in the URL.
+    rate_ws_connect_ip: str = "300/60"
+    rate_ws_connect_user: str = "30/60"
+    # Proxies whose X-Forwarded-For names the client (comma-separated addresses or networks;
+    # empty: the peer address is the client).
+    trusted_proxies: str = ""
     development: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -98,6 +132,15 @@ class Settings:
             "heartbeat_interval_s": _env_float("HEARTBEAT_INTERVAL", 5.0),
             "client_idle_timeout_s": _env_float("CLIENT_IDLE_TIMEOUT", 30.0),
             "long_poll_max_wait_s": _env_float("LONG_POLL_MAX_WAIT", 25.0),
+            "realtime_max_frame_unauthenticated": _env_int("REALTIME_MAX_FRAME_UNAUTHENTICATED",
+                                                           4 * 1024),
+            "realtime_max_frame": _env_int("REALTIME_MAX_FRAME", 64 * 1024),
+            "realtime_auth_timeout_s": _env_float("REALTIME_AUTH_TIMEOUT", 10.0),
+            "realtime_max_topics": _env_int("REALTIME_MAX_TOPICS", 10),
+            "realtime_max_sockets_per_user": _env_int("REALTIME_MAX_SOCKETS_PER_USER", 20),
+            "realtime_allowed_origins": tuple(
+                o.strip() for o in os.environ.get("REALTIME_ALLOWED_ORIGINS", "").split(",")
+                if o.strip()),
             "bus_url": os.environ.get("BUS_URL", ""),
             "bus_channel": os.environ.get("BUS_CHANNEL") or "webinar-chat",
             "node_id": os.environ.get("NODE_ID", ""),
@@ -114,6 +157,15 @@ class Settings:
             "public_url": os.environ.get("PUBLIC_URL", "").rstrip("/"),
             "frame_ancestors": os.environ.get("FRAME_ANCESTORS") or "'none'",
             "client_events_per_minute": _env_int("CLIENT_EVENTS_PER_MINUTE", 30),
+            "rate_login_account_ip": os.environ.get("RATE_LIMIT_LOGIN_ACCOUNT_IP") or "10/900",
+            "rate_login_account": os.environ.get("RATE_LIMIT_LOGIN_ACCOUNT") or "100/3600",
+            "rate_login_ip": os.environ.get("RATE_LIMIT_LOGIN_IP") or "50/900",
+            "rate_signup_ip": os.environ.get("RATE_LIMIT_SIGNUP_IP") or "20/3600",
+            "rate_messages": os.environ.get("RATE_LIMIT_MESSAGES") or "10/10",
+            "rate_messages_staff": os.environ.get("RATE_LIMIT_MESSAGES_STAFF") or "30/10",
+            "rate_ws_connect_ip": os.environ.get("RATE_LIMIT_WS_CONNECT_IP") or "300/60",
+            "rate_ws_connect_user": os.environ.get("RATE_LIMIT_WS_CONNECT_USER") or "30/60",
+            "trusted_proxies": os.environ.get("TRUSTED_PROXIES", ""),
             "development": development,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})

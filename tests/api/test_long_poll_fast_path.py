@@ -160,7 +160,8 @@ def test_json_response_is_what_uvicorn_writes_for_starlette() -> None:
     default = [(b"date", b"Sun, 22 Nov 2026 07:00:00 GMT"), (b"server", b"uvicorn")]
     assert json_response(default, b"{}", request_id=b"r1") == (
         b"HTTP/1.1 200 OK\r\ndate: Sun, 22 Nov 2026 07:00:00 GMT\r\nserver: uvicorn\r\n"
-        b"content-length: 2\r\ncontent-type: application/json\r\nx-request-id: r1\r\n\r\n{}")
+        b"content-length: 2\r\ncontent-type: application/json\r\n"
+        b"x-content-type-options: nosniff\r\nx-request-id: r1\r\n\r\n{}")
     assert b"x-request-id: r1\r\nconnection: close\r\n\r\n{}" in json_response(
         default, b"{}", request_id=b"r1", keep_alive=False)
 

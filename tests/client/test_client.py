@@ -262,3 +262,26 @@ async def test_two_webinars_share_one_socket(make_client: ClientFactory, world: 
     await send(http, world.bob, world.webinar.id, "still delivered")
     await eventually(lambda: first.inserted[-1:] == ["still delivered"])
     assert other.inserted == ["in the second webinar"] and other.task.done()
+
+
+class TestTopicsPerSocket:
+    @pytest.fixture
+    def server_overrides(self) -> dict[str, Any]:
+        return {"heartbeat_interval_s": 0.25, "realtime_max_topics": 1}
+
+    async def test_a_room_beyond_the_servers_topic_cap_fails_and_the_others_stay_live(
+            self, make_client: ClientFactory, world: World, store: Store,
+            http: httpx.AsyncClient) -> None:
+        second = await store.create_webinar(world.webinar.client_id, "Second session")
+        await store.register(second.id, world.alice.user_id, "attendee")
+        alice: ChatClient = await make_client(world.alice)
+        first = Collector(await alice.join(world.webinar.id))
+        await eventually(lambda: alice.status is ConnectionStatus.LIVE)
+        refused = await alice.join(second.id)
+        with pytest.raises(JoinError) as info:
+            async with asyncio.timeout(5):
+                await refused.next_event()
+        assert (info.value.status, info.value.code) == (400, "too_many_topics")
+        await send(http, world.bob, world.webinar.id, "still live")
+        await eventually(lambda: first.inserted == ["still live"])
+        assert alice.status is ConnectionStatus.LIVE and alice.stats.socket_connects == 1

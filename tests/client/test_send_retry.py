@@ -115,3 +115,18 @@ async def test_give_up_after_the_configured_time_keeps_the_id_for_later(
                                 client_msg_id=gave_up.value.client_msg_id)
     assert finished.id == rows[0]["id"]
     assert len(await stored(http, world)) == 1
+
+
+@pytest.mark.parametrize("server_overrides", [{"heartbeat_interval_s": 0.25,
+                                               "rate_messages": "3/1"}])
+async def test_sends_refused_by_the_rate_limit_are_retried_after_retry_after_and_stored_once(
+        make_client: ClientFactory, world: World, http: httpx.AsyncClient) -> None:
+    alice: ChatClient = await make_client(world.alice)
+    started = time.monotonic()
+    sent = await asyncio.gather(*(alice.send(world.webinar.id, f"quick {i}") for i in range(6)))
+    # 3 at once, then 3 more after the 429s' Retry-After (1 s: a token every 1/3 s).
+    assert time.monotonic() - started >= 1.0
+    assert alice.stats.send_retries >= 3 and alice.stats.send_errors == 0
+    rows = await stored(http, world)
+    assert sorted(r["id"] for r in rows) == sorted(m.id for m in sent)
+    assert sorted(str(r["content"]) for r in rows) == [f"quick {i}" for i in range(6)]

@@ -46,6 +46,13 @@ def test_429_waits_retry_after() -> None:
     assert isinstance(outcome, RetryLater) and outcome.delay == 1.0
 
 
+def test_429_rate_limited_is_retried_after_retry_after_too() -> None:
+    body = {"success": False, "error": "Too many messages; retry in 4 s", "code": "rate_limited",
+            "retry_after": 4}
+    assert classify_send_response(429, body, "4") == RetryLater("429 rate_limited", 4.0)
+    assert classify_send_response(429, body, None) == RetryLater("429 rate_limited", 4.0)
+
+
 @pytest.mark.parametrize("status", [500, 502, 503, 504, 408, 425])
 def test_server_and_proxy_errors_are_retried_with_backoff(status: int) -> None:
     outcome = classify_send_response(status, "<html>bad gateway</html>", None)

@@ -161,6 +161,57 @@ describe('sending', () => {
     assert.equal(ctx.creates().at(-1).body.clientMsgId, clientMsgId);
   });
 
+  it('a 429 rate_limited is re-sent with the same id after Retry-After, not given back',
+    async () => {
+      let n = 0;
+      const ctx = setup({ server: { handle: (m, path, body) => {
+        if (path !== '/api/messages/create') return undefined;
+        n += 1;
+        if (n === 1) {
+          return { status: 429, headers: { 'retry-after': '3' }, body: { success: false,
+            error: 'Too many messages; retry in 3 s', code: 'rate_limited', retry_after: 3 } };
+        }
+        return { status: 200, body: { success: true, message: row(50, { content: body.content,
+          client_msg_id: body.clientMsgId }) } };
+      } } });
+      await started(ctx);
+      const { clientMsgId } = ctx.client.send('quick');
+      await settle();
+      assert.equal(localState(ctx.client, clientMsgId), 'pending');
+      assert.equal(ctx.events.find((e) => e.type === 'rejected'), undefined);
+      assert.equal(ctx.client.outbox.size, 1);
+      ctx.client.flush(); // back online, socket healthy …: the Retry-After still holds
+      await ctx.clock.advance(2999);
+      assert.equal(ctx.creates().length, 1);
+      await ctx.clock.advance(1);
+      assert.equal(ctx.creates().length, 2);
+      assert.equal(ctx.creates()[1].body.clientMsgId, clientMsgId);
+      assert.deepEqual(ctx.client.timeline.items().map((i) => i.key), ['50']);
+      assert.equal(ctx.client.outbox.size, 0);
+    });
+
+  it('rate-limited re-sends do not use up the attempts for an unreachable server', async () => {
+    let n = 0;
+    const ctx = setup({ server: { handle: (m, path, body) => {
+      if (path !== '/api/messages/create') return undefined;
+      n += 1;
+      if (n <= config.maxSendAttempts + 4) {
+        return { status: 429, headers: { 'retry-after': '1' }, body: { success: false,
+          error: 'Too many messages', code: 'rate_limited', retry_after: 1 } };
+      }
+      return { status: 200, body: { success: true, message: row(60, { content: body.content,
+        client_msg_id: body.clientMsgId }) } };
+    } } });
+    await started(ctx);
+    const { clientMsgId } = ctx.client.send('patient');
+    for (let i = 0; i < config.maxSendAttempts + 5; i += 1) await ctx.clock.advance(1000);
+    assert.equal(ctx.creates().length, config.maxSendAttempts + 5);
+    assert.equal(new Set(ctx.creates().map((c) => c.body.clientMsgId)).size, 1);
+    assert.equal(ctx.client.outbox.size, 0);
+    assert.deepEqual(ctx.client.timeline.items().map((i) => i.key), ['60']);
+    assert.equal(ctx.client.outbox.get(clientMsgId), undefined);
+  });
+
   it('a 4xx removes the message and gives the text back', async () => {
     const ctx = setup({ server: { handle: (m, path) => (path === '/api/messages/create'
       ? { status: 403, body: { success: false, error: 'The chat is closed', code: 'forbidden' } }

@@ -93,8 +93,24 @@ describe('send results', () => {
     const r = classifySendResult(403, { success: false, error: 'The chat is closed', code: 'closed' });
     assert.deepEqual(r, { kind: 'rejected', error: 'The chat is closed', code: 'closed',
       retryAfterS: null });
-    assert.equal(classifySendResult(429, { error: 'Slow', retry_after: 4.2 }).retryAfterS, 5);
+    const slow = classifySendResult(429, { error: 'Slow', code: 'slow_mode', retry_after: 4.2 });
+    assert.equal(slow.kind, 'rejected');
+    assert.equal(slow.retryAfterS, 5);
     assert.match(classifySendResult(400, null).error, /HTTP 400/);
+  });
+
+  it('a 429 other than slow mode is re-sent after its Retry-After', () => {
+    const body = { success: false, error: 'Too many messages; retry in 3 s', code: 'rate_limited',
+      retry_after: 3 };
+    assert.deepEqual(classifySendResult(429, body, '3'),
+      { kind: 'retry', error: body.error, retryAfterS: 3 });
+    assert.equal(classifySendResult(429, body, '7').retryAfterS, 7); // the header wins
+    assert.equal(classifySendResult(429, body, null).retryAfterS, 3);
+    assert.equal(classifySendResult(429, body, 'Wed, 21 Oct 2026 07:28:00 GMT').retryAfterS, 3);
+    // A proxy's own 429 (HTML, no code, no header): retried, after at least a second.
+    assert.deepEqual(classifySendResult(429, null, null),
+      { kind: 'retry', error: 'Too many messages', retryAfterS: 1 });
+    assert.equal(classifySendResult(429, body, '0').retryAfterS, 1);
   });
 });
 

@@ -95,7 +95,7 @@ export function fakeFetch(handler) {
         resolve({
           status: answer.status,
           ok: answer.status >= 200 && answer.status < 300,
-          headers: new Map(),
+          headers: new Map(Object.entries(answer.headers || {})), // lower-case names
           json: async () => answer.body,
         });
       });

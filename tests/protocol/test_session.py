@@ -101,6 +101,35 @@ def test_bad_join_is_bad_request(frame: str) -> None:
     assert frames(s.on_text(frame, NOW))[0]["code"] == "bad_request"
 
 
+def test_a_join_beyond_max_topics_is_too_many_topics_and_a_rejoin_is_not() -> None:
+    s = Session(verify_token=verifier, max_topics=2)
+    s.on_connect("user3", NOW, 5)
+
+    def join(webinar_id: int) -> list[Any]:
+        return s.on_text(orjson.dumps({"type": "join", "ref": str(webinar_id),
+                                       "topic": f"webinar:{webinar_id}:messages"}).decode(), NOW)
+
+    assert any(isinstance(a, CheckAccess) for a in join(1) + join(2) + join(2))
+    (error,) = frames(join(3))
+    assert (error["code"], error["ref"], error["topic"]) == ("too_many_topics", "3",
+                                                            "webinar:3:messages")
+    assert sorted(s.subscriptions) == [1, 2]
+    assert Session(verify_token=verifier).max_topics == 10
+
+
+def test_the_user_survives_a_lapsed_or_refused_token_but_not_a_log_out() -> None:
+    s = Session(verify_token=verifier)
+    s.on_connect(None, NOW, 5)
+    assert s.user_id is None
+    s.on_text('{"type":"auth","token":"user3"}', NOW)
+    assert s.user_id == 3
+    s.on_token_expiry_due(NOW + 901)
+    s.on_text('{"type":"auth","token":"garbage"}', NOW + 902)
+    assert s.identity is None and s.user_id == 3
+    s.on_text('{"type":"auth","token":null}', NOW + 903)
+    assert s.user_id is None
+
+
 def test_non_json_frames_get_errors_then_a_protocol_close() -> None:
     s = Session(verify_token=verifier)
     for _ in range(10):

@@ -281,7 +281,9 @@ class RealtimeLink:
             return
         webinar_id = pending[0] if pending else _topic_id(frame.get("topic"))
         room = self._client._rooms.get(webinar_id) if webinar_id is not None else None
-        if room is not None and code in ("forbidden", "not_found", "bad_request"):
+        # too_many_topics: this socket joined REALTIME_MAX_TOPICS rooms already (docs/realtime.md).
+        if room is not None and code in ("forbidden", "not_found", "bad_request",
+                                         "too_many_topics"):
             self._client._room_failed(room, JoinError(403 if code == "forbidden" else
                                                       404 if code == "not_found" else 400,
                                                       code, message))

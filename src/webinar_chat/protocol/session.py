@@ -25,7 +25,9 @@ import orjson
 
 from .events import Audience, Change, changes_frame, encode_event, parse_topic, topic_name
 
-MAX_TOPICS_PER_CONNECTION = 16
+# Topics one connection may join (the server passes REALTIME_MAX_TOPICS); one more join gets
+# `too_many_topics` and the socket stays open.
+MAX_TOPICS_PER_CONNECTION = 10
 # Live changes buffered per topic while its replay runs; beyond this the client is too far behind
 # to catch up through this socket and is better served reconnecting.
 MAX_REPLAY_BUFFER = 10_000
@@ -177,6 +179,7 @@ TokenVerifier = Callable[[str], Identity]
 class Session:
     verify_token: TokenVerifier
     owner: Any = None
+    max_topics: int = MAX_TOPICS_PER_CONNECTION
     identity: Identity | None = None
     subscriptions: dict[int, Subscription] = field(default_factory=dict)
     _generation: int = 0
@@ -184,6 +187,13 @@ class Session:
     # Whose subscriptions these are; survives a lapsed/invalid token so that a token for another
     # user never resumes them.
     _subscriber_id: int | None = None
+
+    @property
+    def user_id(self) -> int | None:
+        """Whose socket this is: the user of the last valid token, kept while that token has
+        lapsed or a later one was refused (the subscriptions wait for that user); None before
+        the first valid token and after a log-out. The server's per-socket limits follow it."""
+        return self._subscriber_id
 
     # --- client frames ---------------------------------------------------------------------------
 
@@ -249,8 +259,9 @@ class Session:
             # Re-joining replaces the subscription: drop the old one before anything else.
             actions.append(Unsubscribe(previous))
             del self.subscriptions[webinar_id]
-        elif len(self.subscriptions) >= MAX_TOPICS_PER_CONNECTION:
-            return actions + [error_frame("bad_request", "Too many topics on one connection",
+        elif len(self.subscriptions) >= self.max_topics:
+            return actions + [error_frame("too_many_topics",
+                                          f"At most {self.max_topics} topics per connection",
                                           topic=topic, ref=ref)]
         self._generation += 1
         sub = Subscription(webinar_id, self._generation, last_seq, ref, self.owner)

@@ -32,7 +32,9 @@ from .hub import Hub
 from .metrics import Metrics
 from .metrics_server import start_metrics_server
 from .middleware import RequestContext
+from .origins import origin_policy
 from .pages import content_security_policy, page_routes
+from .rate_limits import TrustedProxies, create_rate_limiter, policies_from_settings
 from .realtime import heartbeat_loop, realtime_endpoint
 from .request_ids import RequestIds
 from .state import AppState
@@ -57,9 +59,9 @@ class Endpoint:
 
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("POST", "/api/auth/signup", http_api.signup, "Create an account and log in",
-             schemas.Signup, auth=False, statuses=(400, 409)),
+             schemas.Signup, auth=False, statuses=(400, 409, 429)),
     Endpoint("POST", "/api/auth/login", http_api.login, "Log in: access + refresh token",
-             schemas.Login, auth=False, statuses=(400, 401)),
+             schemas.Login, auth=False, statuses=(400, 401, 429)),
     Endpoint("POST", "/api/auth/refresh", http_api.refresh,
              "Rotate a refresh token (re-use of an old one revokes the family)", schemas.Refresh,
              auth=False, statuses=(400, 401)),
@@ -130,7 +132,9 @@ def openapi_document() -> dict[str, Any]:
     schemas_out: dict[str, Any] = {
         "Error": {"type": "object", "required": ["success", "error"],
                   "properties": {"success": {"type": "boolean", "const": False},
-                                 "error": {"type": "string"}, "code": {"type": "string"}}},
+                                 "error": {"type": "string"}, "code": {"type": "string"},
+                                 "retry_after": {"type": "number", "description":
+                                                 "429: seconds to wait before retrying"}}},
     }
     for ep in ENDPOINTS:
         op: dict[str, Any] = {"summary": ep.summary, "responses": {
@@ -139,6 +143,10 @@ def openapi_document() -> dict[str, Any]:
             op["responses"][str(status)] = {
                 "description": _STATUS_TEXT.get(status, "Error"),
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+            if status == 429:
+                op["responses"]["429"]["headers"] = {"Retry-After": {
+                    "description": "Seconds to wait (whole, at least 1)",
+                    "schema": {"type": "integer", "minimum": 1}}}
         params = [{"name": name.strip("{}"), "in": "path", "required": True,
                    "schema": {"type": "integer"}}
                   for name in ep.path.split("/") if name.startswith("{")]
@@ -188,6 +196,9 @@ def build_routes(extra: list[BaseRoute] | None = None) -> list[BaseRoute]:
 def create_app(settings: Settings, *, bus: Bus | None = None,
                extra_routes: list[BaseRoute] | None = None) -> Starlette:
     content_security_policy(settings)  # a PUBLIC_URL or FRAME_ANCESTORS it cannot use: fail now
+    policies_from_settings(settings)  # a malformed RATE_LIMIT_*: fail now
+    TrustedProxies(settings.trusted_proxies)
+    origin_policy(settings.public_url, settings.realtime_allowed_origins)  # the same for origins
     metrics = Metrics()
     request_ids = RequestIds()
 
@@ -202,8 +213,9 @@ def create_app(settings: Settings, *, bus: Bus | None = None,
         tokens = TokenService(resolve_jwt_secret(settings), settings.access_token_ttl_s)
         access = AccessCache(store, on_error=metrics.background_failure)
         events = ClientEventLedger(metrics, settings.client_events_per_minute)
+        limits = create_rate_limiter(settings, metrics)
         state = AppState(settings, store, chat_bus, hub, tokens, metrics, request_ids, access,
-                         events)
+                         events, limits)
         hub.access_changed = lambda webinar_id, user_id: access_changed(state, webinar_id,
                                                                          user_id)
         app.state.chat = state
@@ -223,6 +235,7 @@ def create_app(settings: Settings, *, bus: Bus | None = None,
             for connection in list(state.connections):
                 connection.close(1001, "server shutting down")
             await access.close()
+            await limits.close()
             await hub.close()
             await store.close()
 

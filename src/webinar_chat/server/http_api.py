@@ -29,6 +29,7 @@ from . import schemas
 from .client_events import RateLimited
 from .errors import ApiError, JSONResponse, validation_message
 from .longpoll import changes_body, ring_body
+from .rate_limits import client_ip, rate_limited
 from .text_rules import content_problem
 
 if TYPE_CHECKING:
@@ -139,6 +140,11 @@ async def _issue_session(state: AppState, user: User, family_id: str | None = No
 async def signup(request: Request) -> Response:
     state = _state(request)
     body = await _body(request, schemas.Signup)
+    # Every well-formed sign-up counts, taken or not (409 too: it tells an address exists).
+    decision = await state.limits.take("signup_ip",
+                                       client_ip(request.scope, state.limits.trusted_proxies))
+    if not decision.allowed:
+        raise rate_limited(decision, "Too many sign-ups from this address")
     password_hash = await asyncio.to_thread(hash_password, body.password)
     try:
         user = await state.store.create_user(body.email, password_hash, body.display_name.strip())
@@ -150,11 +156,30 @@ async def signup(request: Request) -> Response:
 async def login(request: Request) -> Response:
     state = _state(request)
     body = await _body(request, schemas.Login)
-    user = await state.store.get_user_by_email(body.email)
-    valid = await asyncio.to_thread(verify_password, user.password_hash if user else None,
-                                    body.password)
-    if user is None or not valid:
-        raise ApiError(401, "invalid_credentials", "Wrong e-mail or password")
+    # Failed log-ins are limited per (account, client IP), per account and per client IP
+    # (docs/operations.md, "Rate limits"). A token of each is taken *before* the password is
+    # checked, so that parallel guesses cannot outrun the buckets, and given back when the
+    # password was right: a successful log-in consumes nothing. A refusal checks no password
+    # (its answer says nothing about it) and costs no argon2 hash. Unknown accounts count too
+    # (the answers must not tell which addresses exist).
+    account = body.email.strip().lower()
+    ip = client_ip(request.scope, state.limits.trusted_proxies)
+    takes = (("login_account_ip", f"{account}\n{ip}"), ("login_account", account),
+             ("login_ip", ip))
+    decision = await state.limits.take_all(takes)
+    if not decision.allowed:
+        raise rate_limited(decision, "Too many failed log-ins")
+    failed = False
+    try:
+        user = await state.store.get_user_by_email(body.email)
+        valid = await asyncio.to_thread(verify_password, user.password_hash if user else None,
+                                        body.password)
+        if user is None or not valid:
+            failed = True
+            raise ApiError(401, "invalid_credentials", "Wrong e-mail or password")
+    finally:
+        if not failed:
+            await state.limits.refund_all(takes)
     return tokens_ok(**await _issue_session(state, user))
 
 
@@ -250,11 +275,27 @@ async def _create_message(request: Request) -> Response:
             if existing is not None:
                 raise _duplicate(existing, access.audience) from None
         raise _denied(exc) from None
+    # Creates per user (docs/operations.md, "Rate limits"), moderators and hosts with their own
+    # budget. Taken only now, after everything that can refuse without storing, and given back
+    # when the store stores nothing (duplicate, slow mode, an error): only a stored message
+    # costs. A refusal stores nothing, but a retry of a message already stored still gets its
+    # 409 (the client must learn it was stored), as with slow mode.
+    limit = "messages_staff" if access.is_staff else "messages"
+    decision = await state.limits.take(limit, str(user_id))
+    if not decision.allowed:
+        if body.clientMsgId is not None:
+            existing = await state.store.get_message_by_client_id(body.webinarId, user_id,
+                                                                  body.clientMsgId)
+            if existing is not None:
+                raise _duplicate(existing, access.audience)
+        raise rate_limited(decision, "Too many messages")
+    stored = False
     try:
         message, change = await state.store.create_message(
             access.webinar, user_id, access.display_name, content, body.clientMsgId,
             slow_mode_applies=perm.slow_mode_applies(access),
         )
+        stored = True
     except DuplicateMessage as dup:
         raise _duplicate(dup.message, access.audience) from None
     except SlowMode as slow:
@@ -263,6 +304,9 @@ async def _create_message(request: Request) -> Response:
                        extra={"retry_after": round(slow.retry_after_s, 3)}) from None
     except NotFound:
         raise ApiError(404, "not_found", "Webinar not found") from None
+    finally:
+        if not stored:
+            await state.limits.refund(limit, str(user_id))
     await state.hub.publish(change)
     return ok(message=message_payload(message, access.audience))
 
@@ -465,6 +509,7 @@ async def client_events(request: Request) -> Response:
         state.client_events.admit(user_id, session_id)
     except RateLimited as exc:
         state.metrics.client_batches.labels(outcome="rate_limited").inc()
+        state.metrics.rate_limited.labels(limit="client_events").inc()
         raise ApiError(429, "rate_limited", str(exc),
                        headers={"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))},
                        extra={"retry_after": round(exc.retry_after_s, 3)}) from None

@@ -49,6 +49,9 @@ BUS_COUNTERS = {
 # else is counted as "unknown".
 CLIENT_EVENT_TYPES = ("fallback_activated", "reconnect_attempt", "send_timeout", "send_success",
                       "send_error")
+# The limits of server/rate_limits.py (LIMIT_NAMES there), and the monitoring-events limit.
+RATE_LIMITS = ("login_account_ip", "login_account", "login_ip", "signup_ip", "messages",
+               "messages_staff", "ws_connect_ip", "ws_connect_user", "client_events")
 # Message creates: from a local SQLite commit (~1 ms) to a slow PostgreSQL (seconds).
 CREATE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 # A batch's fan-out: from sealing it to its last subscriber's frame written.
@@ -168,6 +171,16 @@ class Metrics:
         self.client_session_reconnects_max = Gauge(
             "webinar_chat_client_session_reconnect_attempts_max", "The most reconnect attempts "
             "one client session reported in the last 10 minutes", registry=r)
+        self.rate_limited = Counter(
+            "webinar_chat_rate_limited", "Requests refused by a rate limit (429), by limit "
+            "(server/rate_limits.py; client_events: the monitoring-events limit)", ["limit"],
+            registry=r)
+        for limit in RATE_LIMITS:
+            self.rate_limited.labels(limit=limit)
+        self.rate_limiter_errors = Counter(
+            "webinar_chat_rate_limiter_errors", "Rate-limit decisions taken without the shared "
+            "(Redis) limiter because it failed: allowed, or by this process's own buckets",
+            registry=r)
         self._bus = {name: Counter(f"webinar_chat_bus_{name}", text, registry=r)
                      for name, text in BUS_COUNTERS.items()}
         self.bus_ready = Gauge("webinar_chat_bus_ready",

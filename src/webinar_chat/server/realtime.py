@@ -33,6 +33,7 @@ from ..protocol.session import (
     Unsubscribe,
     WatchTokenExpiry,
 )
+from .origins import origin_policy
 from .ws_protocol import RAW_FRAMES_EXTENSION, TOKEN_EXTENSION, RawFrameWriter, text_frame
 
 if TYPE_CHECKING:
@@ -45,6 +46,11 @@ REPLAY_PAGE = 500
 # Without the raw fast path, frames wait in a bounded per-connection queue drained by a writer task.
 MAX_QUEUED_FRAMES = 1000
 SLOW_CONSUMER = 4008  # the close code of a socket whose buffer outgrew REALTIME_MAX_BUFFER
+# Close codes of the socket limits (docs/realtime.md, "Limits"). 44xx mirror HTTP statuses, as
+# 4400 (protocol error) does: 4401 no valid token in time, 4429 too many sockets of one user.
+AUTH_TIMEOUT = 4401
+TOO_MANY_SOCKETS = 4429
+MESSAGE_TOO_BIG = 1009  # RFC 6455's code; websockets' parser sends it (ws_protocol.py)
 
 HEARTBEAT_PAYLOAD = b'{"type":"heartbeat"}'
 HEARTBEAT_WIRE = text_frame(HEARTBEAT_PAYLOAD)
@@ -68,7 +74,8 @@ class RealtimeConnection:
     def __init__(self, state: AppState, websocket: WebSocket) -> None:
         self.state = state
         self.websocket = websocket
-        self.session = Session(verify_token=token_verifier(state.tokens), owner=self)
+        self.session = Session(verify_token=token_verifier(state.tokens), owner=self,
+                               max_topics=state.settings.realtime_max_topics)
         raw = websocket.scope.get("extensions", {}).get(RAW_FRAMES_EXTENSION)
         self.raw: RawFrameWriter | None = raw
         # The hub writes room frames straight to this transport (server/hub.py, fan-out).
@@ -81,6 +88,11 @@ class RealtimeConnection:
         self.expiry_timer: asyncio.TimerHandle | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
         self.max_buffer = state.settings.realtime_max_buffer
+        # The socket limits follow the session's user (`_track_user`): the frame limit, the
+        # authentication deadline and the per-user count of this process.
+        self.max_frame = state.settings.realtime_max_frame_unauthenticated
+        self.auth_timer: asyncio.TimerHandle | None = None
+        self.counted_user: int | None = None  # the user this socket counts for in sockets_per_user
         # For the one `realtime_session` log line when the connection ends.
         self.opened_at = time.monotonic()
         self.frames_in = 0
@@ -91,27 +103,38 @@ class RealtimeConnection:
     # --- the read loop ---------------------------------------------------------------------------
 
     async def run(self) -> None:
+        if not await self._origin_allowed():
+            return
         await self.websocket.accept()
         self.state.connections.add(self)
         writer = None if self.raw else asyncio.create_task(self._writer())
         try:
+            self._arm_auth_deadline()
             token = (self.websocket.scope.get("extensions", {}).get(TOKEN_EXTENSION)
                      or self.websocket.query_params.get("token"))
             self.perform(self.session.on_connect(token, time.time(),
                                                  self.state.settings.heartbeat_interval_s))
+            self._track_user()
             while not self.closed:
                 message = await self.websocket.receive()
                 if message["type"] == "websocket.disconnect":
                     if self.close_code is None:
                         self.close_code = message.get("code")
                         self.close_reason = str(message.get("reason") or "")
+                        if self.raw is not None and self.raw.message_too_big:
+                            self._count_close(MESSAGE_TOO_BIG, self.close_reason)
                     break
                 self.frames_in += 1
                 text = message.get("text")
                 if text is None and message.get("bytes") is not None:
                     text = message["bytes"].decode("utf-8", "replace")
+                if self.raw is None and len((text or "").encode()) > self.max_frame:
+                    # Without our protocol the server buffered it already; refuse it all the same.
+                    self.close(MESSAGE_TOO_BIG, "message too big")
+                    break
                 self.last_received = time.monotonic()
                 self.perform(self.session.on_text(text or "", time.time()))
+                self._track_user()
         except WebSocketDisconnect:
             pass
         except Exception as exc:
@@ -126,6 +149,9 @@ class RealtimeConnection:
                 self.state.hub.unsubscribe(sub)
             if self.expiry_timer:
                 self.expiry_timer.cancel()
+            if self.auth_timer:
+                self.auth_timer.cancel()
+            self._uncount()
             for task in list(self.tasks):
                 task.cancel()
             if writer:
@@ -147,6 +173,73 @@ class RealtimeConnection:
             self.queue_ready.clear()
             while self.queue:
                 await self.websocket.send_text(self.queue.popleft().decode())
+
+    # --- the socket's limits (docs/realtime.md, "Limits") ----------------------------------------
+
+    async def _origin_allowed(self) -> bool:
+        """Refuse the handshake (403, before accept) of a page from an origin not allowed."""
+        settings = self.state.settings
+        headers = self.websocket.headers
+        origin = headers.get("origin")
+        policy = origin_policy(settings.public_url, settings.realtime_allowed_origins)
+        if policy.allows(origin, headers.get("host")):
+            return True
+        log.info("realtime_origin_refused", origin=origin[:200] if origin else origin,
+                 host=(headers.get("host") or "")[:200])
+        await self.websocket.close(1008)  # before accept: uvicorn answers 403 Forbidden
+        return False
+
+    def _arm_auth_deadline(self) -> None:
+        if self.auth_timer is None:
+            self.auth_timer = asyncio.get_running_loop().call_later(
+                self.state.settings.realtime_auth_timeout_s, self._auth_due)
+
+    def _auth_due(self) -> None:
+        self.auth_timer = None
+        try:
+            if self.session.user_id is None:
+                self.close(AUTH_TIMEOUT, "authentication timeout")
+        except Exception as exc:
+            self.state.metrics.background_failure("auth_timeout", exc)
+            self.abort()
+
+    def _track_user(self) -> None:
+        """After each client frame: the limits follow whose socket this is (`Session.user_id`).
+        A socket with a user may send larger frames and has no deadline, and counts for its
+        user; one that has none (yet, or after a log-out) has the small limit and the deadline."""
+        user = self.session.user_id
+        if user == self.counted_user or self.closed:
+            return
+        self._uncount()
+        settings = self.state.settings
+        if user is None:
+            self._limit_frames(settings.realtime_max_frame_unauthenticated)
+            self._arm_auth_deadline()
+            return
+        if self.auth_timer is not None:
+            self.auth_timer.cancel()
+            self.auth_timer = None
+        per_user = self.state.sockets_per_user
+        if per_user.get(user, 0) >= settings.realtime_max_sockets_per_user:
+            self.close(TOO_MANY_SOCKETS, "too many connections")
+            return
+        per_user[user] = per_user.get(user, 0) + 1
+        self.counted_user = user
+        self._limit_frames(settings.realtime_max_frame)
+
+    def _uncount(self) -> None:
+        user, self.counted_user = self.counted_user, None
+        if user is not None:
+            left = self.state.sockets_per_user.get(user, 0) - 1
+            if left > 0:
+                self.state.sockets_per_user[user] = left
+            else:
+                self.state.sockets_per_user.pop(user, None)
+
+    def _limit_frames(self, max_size: int) -> None:
+        self.max_frame = max_size
+        if self.raw is not None:
+            self.raw.limit_messages(max_size)
 
     # --- writing (never awaits) ------------------------------------------------------------------
 
@@ -177,15 +270,20 @@ class RealtimeConnection:
             return
         self.closed = True
         self.close_code, self.close_reason = code, reason
-        self.state.metrics.realtime_closes.labels(code=str(code)).inc()
         if code == SLOW_CONSUMER:
             self.state.metrics.slow_consumers.inc()
         for sub in list(self.session.subscriptions.values()):
             self.state.hub.unsubscribe(sub)
+        self._uncount()
         if self.raw is not None:
             self.raw.close(code, reason)
         else:
             self._spawn(self.websocket.close(code, reason))
+        self._count_close(code, reason)
+
+    def _count_close(self, code: int, reason: str) -> None:
+        """A close of ours: the metric by code and the `realtime_close` line."""
+        self.state.metrics.realtime_closes.labels(code=str(code)).inc()
         log.info("realtime_close", code=code, reason=reason, user_id=self.user_id)
 
     def abort(self) -> None:
@@ -342,7 +440,13 @@ class RealtimeConnection:
 
 
 async def realtime_endpoint(websocket: WebSocket) -> None:
+    from .rate_limits import admit_websocket
+
     state: AppState = websocket.app.state.chat
+    # Connect rate limits before the handshake is accepted: per client IP, and per user when the
+    # token is in the URL; refused → an HTTP 429 answer to the upgrade (server/rate_limits.py).
+    if not await admit_websocket(state, websocket):
+        return
     await RealtimeConnection(state, websocket).run()
 
 

@@ -71,11 +71,18 @@ def build_server(settings: Settings) -> ChatServer:
         http=WebinarChatHttpProtocol,
         ws=WebinarChatWebSocketProtocol,
         ws_per_message_deflate=False,  # costs GBs at thousands of sockets (PERFORMANCE.md)
+        # Incoming messages until the socket authenticates (then REALTIME_MAX_FRAME): an
+        # oversized frame is refused from its header, before its payload is buffered.
+        ws_max_size=settings.realtime_max_frame_unauthenticated,
         ws_ping_interval=None,  # the app sends its own heartbeats (browsers cannot see pings)
         lifespan="on",
         log_config=None,  # logs.configure_logging owns the handlers (one pipeline)
         log_level=settings.log_level.lower(),
         access_log=False,  # our own line per request (middleware.py, http_protocol.py)
+        # The scope's client stays the peer: uvicorn would otherwise believe X-Forwarded-For
+        # from 127.0.0.1 (FORWARDED_ALLOW_IPS). TRUSTED_PROXIES alone says whose to believe
+        # (server/rate_limits.py, client_ip).
+        proxy_headers=False,
         timeout_graceful_shutdown=5,
     )
     return ChatServer(config, app)

@@ -16,6 +16,7 @@ from ..store import Store
 from .client_events import ClientEventLedger
 from .hub import Hub
 from .metrics import Metrics
+from .rate_limits import RateLimiter
 from .request_ids import RequestIds
 
 if TYPE_CHECKING:
@@ -33,7 +34,10 @@ class AppState:
     request_ids: RequestIds
     access: AccessCache
     client_events: ClientEventLedger
+    limits: RateLimiter  # server/rate_limits.py
     connections: set[RealtimeConnection] = field(default_factory=set)
+    # Open sockets per user in this process (REALTIME_MAX_SOCKETS_PER_USER; realtime.py).
+    sockets_per_user: dict[int, int] = field(default_factory=dict)
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     fast_polls: int = 0  # long-polls answered without ASGI (http_protocol.py; a metrics seam)
     slow_polls: int = 0  # long-polls (wait > 0) answered through Starlette (http_api.py)

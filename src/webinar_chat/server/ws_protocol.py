@@ -8,6 +8,10 @@ whether the client keeps up (../PERFORMANCE.md: 2–3× the per-client `send_tex
 Since the hub writes to the transport itself (server/hub.py), the writer also hands it the transport.
 In the other direction, a client heartbeat that arrives alone is counted without the frame parser,
 the ASGI queue and the session (`heartbeat_at`), which is where bursts of them used to cost.
+Incoming messages are limited by websockets' parser (`max_message_size`, checked from each
+frame's header, before its payload is read: close 1009): `uvicorn.Config(ws_max_size=…)` is the
+limit of a socket without a user (REALTIME_MAX_FRAME_UNAUTHENTICATED), and the connection raises
+it once the socket authenticated (`RawFrameWriter.limit_messages`, REALTIME_MAX_FRAME).
 Select it with `uvicorn.Config(ws=WebinarChatWebSocketProtocol)` (the CLI does).
 """
 
@@ -19,6 +23,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.exceptions import PayloadTooBig
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.streams import StreamReader
@@ -84,6 +89,16 @@ class RawFrameWriter:
         """Client heartbeats the fast path took (frames the session never saw)."""
         return self._protocol.heartbeats_in
 
+    def limit_messages(self, max_size: int) -> None:
+        """The largest incoming message (bytes) from the next frame header the parser reads
+        on: a frame that announces more is refused before its payload is read (close 1009)."""
+        self._protocol.conn.max_message_size = max_size
+
+    @property
+    def message_too_big(self) -> bool:
+        """True once the parser refused a message over the limit (it sent close 1009)."""
+        return self._protocol.message_too_big
+
     def close(self, code: int, reason: str) -> None:
         """Send a close frame after what is already queued and cut the connection if the peer does
         not finish the closing handshake in time (a slow consumer may never drain)."""
@@ -100,6 +115,14 @@ class RawFrameWriter:
 class WebinarChatWebSocketProtocol(WebSocketsSansIOProtocol):
     heartbeat_at = 0.0
     heartbeats_in = 0
+    message_too_big = False
+
+    def handle_parser_exception(self) -> None:
+        # uvicorn's handler sends websockets' close frame (1009 for an oversized frame, whose
+        # payload was never read), tells the app and closes the transport.
+        if isinstance(self.conn.parser_exc, PayloadTooBig):
+            self.message_too_big = True
+        super().handle_parser_exception()
 
     def data_received(self, data: bytes) -> None:
         if 26 <= len(data) <= 27 and data[0] == 0x81 and data[1] == 0x80 | (len(data) - 6) \

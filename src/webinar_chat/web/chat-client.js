@@ -721,6 +721,7 @@ export class ChatClient {
   flush() {
     for (const entry of this.outbox.values()) {
       if (entry.state === 'failed' || entry.inFlight || entry.done) continue;
+      if (entry.notBefore && entry.notBefore > this.env.now()) continue; // a Retry-After
       this._attempt(entry);
     }
   }
@@ -730,6 +731,7 @@ export class ChatClient {
     const entry = this.outbox.get(clientMsgId);
     if (!entry || entry.inFlight) return;
     entry.attempts = 0;
+    entry.limited = 0;
     entry.fresh = false;
     this._setEntryState(entry, 'sending', null);
     this._attempt(entry);
@@ -793,7 +795,7 @@ export class ChatClient {
     entry.timeoutTimer = null;
     entry.inFlight = false;
     if (entry.done || this.stopped) return; // resolved meanwhile by a realtime or poll INSERT
-    const result = classifySendResult(r.status, r.body);
+    const result = classifySendResult(r.status, r.body, r.headers?.get?.('retry-after') ?? null);
     if (result.kind === 'stored') {
       this._resolve(entry, result.message, result.duplicate ? 'http-409' : 'http', started);
       return;
@@ -801,7 +803,9 @@ export class ChatClient {
     const errorMessage = timedOut ? 'timeout' : result.error;
     this.monitor?.track('send_error', { clientMsgId: entry.client_msg_id, status: r.status,
       attempts: entry.attempts, errorMessage });
-    if (result.kind === 'retry') {
+    if (result.kind === 'retry' && result.retryAfterS) {
+      this._retryAfter(entry, result.retryAfterS);
+    } else if (result.kind === 'retry') {
       this._scheduleRetry(entry);
     } else if (result.kind === 'auth') {
       this._setEntryState(entry, 'pending', 'Waiting for you to log in again');
@@ -821,8 +825,24 @@ export class ChatClient {
     }
   }
 
+  /**
+   * The server is up and said when (429 rate_limited): re-send the same client_msg_id then. Not
+   * an attempt against maxSendAttempts, which is about a server that cannot be reached.
+   */
+  _retryAfter(entry, seconds) {
+    entry.limited = (entry.limited || 0) + 1;
+    entry.notBefore = this.env.now() + seconds * 1000;
+    this._setEntryState(entry, 'pending', `Sending too fast: retrying in ${seconds} s`);
+    this._persistOutbox();
+    entry.retryTimer = this.env.setTimeout(() => {
+      entry.retryTimer = null;
+      entry.notBefore = 0;
+      this._attempt(entry);
+    }, seconds * 1000);
+  }
+
   _scheduleRetry(entry) {
-    if (entry.attempts >= this.config.maxSendAttempts) {
+    if (entry.attempts - (entry.limited || 0) >= this.config.maxSendAttempts) {
       this._setEntryState(entry, 'failed', 'The server could not be reached. Try again.');
       this._persistOutbox();
       return;

@@ -138,11 +138,19 @@ export function connectionStatus({ online, socketLive, fallback }) {
 /**
  * What to do with the answer to `POST /api/messages/create`.
  * status 0 means the request never got an answer (network error, abort, timeout).
- * → {kind: 'stored', message, duplicate} | {kind: 'retry', error}
+ * `retryAfter` is the answer's Retry-After header, if any.
+ * → {kind: 'stored', message, duplicate} | {kind: 'retry', error, retryAfterS?}
  *   | {kind: 'rejected', error, code, retryAfterS} | {kind: 'auth', error}
+ * A 429 of slow mode is the user's to wait out (the text goes back to the input); any other 429
+ * (`rate_limited`: too many messages too fast, or a proxy's limit) is re-sent with the same
+ * client_msg_id after its Retry-After (`retryAfterS`, whole seconds, at least 1).
  */
-export function classifySendResult(status, body) {
+export function classifySendResult(status, body, retryAfter = null) {
   const error = (body && typeof body.error === 'string' && body.error) || '';
+  if (status === 429 && !(body && body.code === 'slow_mode')) {
+    return { kind: 'retry', error: error || 'Too many messages', retryAfterS:
+      retryAfterSeconds(retryAfter, body) };
+  }
   if (status === 200 && body && body.success && isMessage(body.message)) {
     return { kind: 'stored', message: body.message, duplicate: false };
   }
@@ -163,6 +171,15 @@ export function classifySendResult(status, body) {
     code: (body && body.code) || String(status),
     retryAfterS,
   };
+}
+
+/** Retry-After (delta-seconds; an HTTP-date is rare enough to fall back on the body) → s ≥ 1. */
+export function retryAfterSeconds(header, body) {
+  const fromHeader = typeof header === 'string' && /^\s*\d+\s*$/.test(header)
+    ? Number(header) : NaN;
+  const fromBody = body && Number.isFinite(body.retry_after) ? Math.ceil(body.retry_after) : NaN;
+  const seconds = Number.isFinite(fromHeader) ? fromHeader : fromBody;
+  return Number.isFinite(seconds) ? Math.max(1, seconds) : 1;
 }
 
 function isMessage(value) {
