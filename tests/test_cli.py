@@ -42,6 +42,12 @@ def test_demo_json_and_admin_commands(tmp_path: Path) -> None:
     reg = json.loads(run("admin", "register", str(webinar), str(user), "--role", "moderator",
                          db=db).stdout)
     assert reg == {"webinar_id": webinar, "user_id": user, "role": "moderator"}
+    # a moderator's name, however it is spelled, is not a new user's (and nothing is stored)
+    reserved = run("admin", "create-user", "zoe2@x.test", "long password", "  ZOE ", db=db)
+    assert reserved.returncode == 1 and "display_name: This display name belongs to a host, " \
+        "moderator or admin" in reserved.stderr, reserved.stderr
+    other = run("admin", "create-user", "zoe2@x.test", "long password", "Zoe Two", db=db)
+    assert other.returncode == 0, other.stderr  # the address was not taken by the refusal
     updated = json.loads(run("admin", "update-webinar", str(webinar), "--chat-open", "false",
                              db=db).stdout)
     assert updated["chat_open"] is False and updated["slow_mode_seconds"] == 5

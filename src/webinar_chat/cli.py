@@ -128,6 +128,10 @@ def cmd_admin(args: argparse.Namespace) -> int:
                                                  "is_admin": args.admin})
             except ValidationError as exc:
                 raise SystemExit(f"webinar-chat: {validation_message(exc)}") from None
+            from .server.text_rules import RESERVED_DISPLAY_NAME, display_name_key
+            if await store.staff_display_name_taken(display_name_key(new.display_name),
+                                                    display_name_key):
+                raise SystemExit(f"webinar-chat: display_name: {RESERVED_DISPLAY_NAME}")
             user = await store.create_user(new.email, hash_password(new.password),
                                            new.display_name, is_admin=new.is_admin)
             return {"id": user.id}

@@ -304,8 +304,11 @@ def configure_logging(level: str = "INFO", *, json: bool = False,
         renderer = structlog.processors.JSONRenderer(serializer=_json_line)
         render_chain: list[Processor] = [structlog.processors.format_exc_info, renderer]
     else:
-        # ConsoleRenderer formats exc_info itself (a plain traceback under the line).
-        renderer = structlog.dev.ConsoleRenderer(colors=False)
+        # ConsoleRenderer formats exc_info itself: a plain traceback under the line, named here
+        # because its default is rich's boxed traceback whenever rich happens to be installed
+        # (a test or dev dependency must not change what production writes).
+        renderer = structlog.dev.ConsoleRenderer(colors=False,
+                                                 exception_formatter=structlog.dev.plain_traceback)
         render_chain = [renderer]
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,

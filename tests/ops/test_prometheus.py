@@ -136,8 +136,9 @@ async def test_prometheus_scrapes_the_server_and_evaluates_the_alerts(
         prometheus_binary: str, cli_server: CliServerFactory, world: World,
         tmp_path: Path) -> None:
     assert ALERT_NAMES == {"ChatFallbackRate", "ChatReconnectsPerSession", "ChatSendTimeouts",
-                           "ChatServerErrors", "ChatBusProbeTimeouts", "ChatBusNotReady",
-                           "ChatFanoutSlow", "ChatBackgroundErrors", "ChatLogFailures"}
+                           "ChatServerErrors", "ChatAuthRateLimited", "ChatRateLimiterErrors",
+                           "ChatBusProbeTimeouts", "ChatBusNotReady", "ChatFanoutSlow",
+                           "ChatBackgroundErrors", "ChatLogFailures"}
     server = await cli_server()
     target = f"127.0.0.1:{server.port}"
     prometheus = PrometheusProcess(tmp_path / "prometheus", [target], ALERTS)

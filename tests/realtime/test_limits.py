@@ -15,6 +15,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from webinar_chat.auth.tokens import TokenService
 from webinar_chat.server.origins import origin_policy
 from webinar_chat.settings import Settings
 from webinar_chat.store import Store
@@ -277,6 +278,52 @@ class TestSocketsPerUser:
             await switching.send(type="auth", token=world.alice.token)  # a third for alice
             assert await closed_with(switching) == (4429, "too many connections")
             assert state.sockets_per_user == {world.alice.user_id: 2}
+
+
+# --- connects per user, the token in a frame -------------------------------------------------------
+
+class TestConnectsPerUserByFrame:
+    """RATE_LIMIT_WS_CONNECT_USER for sockets whose token comes in a frame (the browser page and
+    the SDK): the handshake only knows the address, so the user's connect is taken when a frame
+    first gives the socket its user (docs/operations.md, "Rate limits")."""
+
+    @pytest.fixture
+    def server_overrides(self) -> dict[str, Any]:
+        return {"rate_ws_connect_user": "3/3600"}
+
+    async def test_the_connect_beyond_the_limit_is_closed_with_4429_and_refreshes_are_free(
+            self, server: RunningServer, world: World, tokens: TokenService) -> None:
+        alice, topic = world.alice.user_id, f"webinar:{world.webinar.id}:messages"
+
+        def fresh() -> str:
+            return tokens.issue_access(alice)[0]
+
+        async def auth(client: Client, token: str | None) -> None:
+            before = len(client.of_type("auth_ok"))
+            await client.send(type="auth", token=token)
+            await client.wait_for(lambda c: len(c.of_type("auth_ok")) > before)
+
+        async with realtime(server, world.alice.token) as by_url, realtime(server) as first, \
+                realtime(server) as second, realtime(server) as third, \
+                realtime(server) as bob:
+            await by_url.wait_for(lambda c: bool(c.of_type("auth_ok")))  # 1: the handshake's
+            await auth(by_url, fresh())  # the same user again: nothing more
+            await auth(first, fresh())  # 2
+            for _ in range(3):
+                await auth(first, fresh())  # token refreshes take nothing
+            await auth(first, None)
+            await auth(first, fresh())  # nor does the same user after a log-out
+            await second.send(type="join", topic=topic, token=fresh(), ref="j")  # 3
+            await second.wait_for(lambda c: bool(c.of_type("joined")))
+            await auth(bob, world.bob.token)  # another user's bucket
+            await third.send(type="auth", token=fresh())  # 4: beyond the limit
+            assert await closed_with(third) == (4429, "too many connections")
+            for c in (by_url, first, second, bob):
+                assert c.closed is None and await answered(c, "open")
+            assert server.app_state.sockets_per_user == {alice: 3, world.bob.user_id: 1}
+        text = await scrape(server)
+        assert metric_value(text, "webinar_chat_rate_limited_total", limit="ws_connect_user") == 1
+        assert metric_value(text, "webinar_chat_realtime_closes_total", code="4429") == 1
 
 
 # --- Origin ----------------------------------------------------------------------------------------

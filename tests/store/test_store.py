@@ -9,6 +9,7 @@ import uuid
 import pytest
 
 from webinar_chat.protocol.events import ChangeOp
+from webinar_chat.server.text_rules import display_name_key
 from webinar_chat.store import Store, open_store
 from webinar_chat.store.store import DuplicateMessage, NotFound, SlowMode
 
@@ -150,3 +151,28 @@ async def test_concurrent_writers_commit_in_seq_order(database_url: str, world: 
     ids = [c.message_id for c in page.changes]
     assert ids == sorted(ids)
 
+
+async def test_staff_display_name_taken_compares_the_names_of_staff_only(
+        store: Store, world: World) -> None:
+    async def taken(name: str) -> bool:
+        return await store.staff_display_name_taken(display_name_key(name), display_name_key)
+
+    # the world: Host (host), Moderator (moderator), Admin (platform admin, no registration),
+    # Alice and Bob (attendees), Outsider (attendee of another agency's webinar)
+    for name in ("Host", "moderator", "ADMIN"):
+        assert await taken(name), name
+    for name in ("Alice", "Bob", "Outsider", "Nobody"):
+        assert not await taken(name), name
+    # staff of any webinar, another tenant's included, banned or not; the comparison is the
+    # key's, in Python (a stored name from before the cleaning rules does not break it)
+    jane = await store.create_user("jane@example.test", "x", "Jane\u00a0Host")
+    await store.register(world.other_webinar.id, jane.id, "host")
+    await store.set_banned(world.other_webinar.id, jane.id, True)
+    legacy = await store.create_user("legacy@example.test", "x", " Old\x07Name ")
+    await store.register(world.webinar.id, legacy.id, "moderator")
+    assert await taken("  JANE   host ")
+    assert await taken("old\x07name")
+    # a promotion makes the name staff's; an attendee's name stays free
+    await store.register(world.webinar.id, world.alice.user_id, "moderator")
+    assert await taken("alice")
+    assert not await taken("bob")

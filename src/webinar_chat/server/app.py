@@ -9,22 +9,24 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Route, WebSocketRoute, request_response
+from starlette.types import Receive, Scope, Send
 
 from ..auth.access_cache import AccessCache
 from ..auth.tokens import TokenService
 from ..bus import Bus, create_bus
 from ..settings import Settings, resolve_jwt_secret
 from ..store import open_store
-from . import admin_api, http_api, schemas
+from . import admin_api, http_api, responses, schemas
 from .access_changes import access_changed
 from .client_events import ClientEventLedger
 from .errors import ApiError, JSONResponse, api_error_handler, error_response
@@ -38,6 +40,7 @@ from .rate_limits import TrustedProxies, create_rate_limiter, policies_from_sett
 from .realtime import heartbeat_loop, realtime_endpoint
 from .request_ids import RequestIds
 from .state import AppState
+from .text_rules import content_pattern, display_name_pattern
 from .ws_protocol import text_frame
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -45,136 +48,215 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 @dataclass(frozen=True)
 class Endpoint:
-    """One HTTP route and what the OpenAPI document says about it."""
+    """One HTTP operation and what the OpenAPI document says about it: its request body, its
+    answer and the errors it can give besides the ones every operation of its kind can (400 for
+    a body, path or query it refuses, 413 for a body too large, 401 without a valid token, 500)."""
 
     method: str
     path: str
     handler: Handler
     summary: str
+    response: type[BaseModel] | None  # None: Prometheus text (/metrics)
     body: type[BaseModel] | None = None
     auth: bool = True
     statuses: tuple[int, ...] = ()
-    query: tuple[tuple[str, str, str], ...] = ()  # (name, type, description)
+    query: tuple[tuple[str, dict[str, Any], str], ...] = ()  # (name, JSON Schema, description)
 
+
+_SEQ = {"type": "integer", "format": "int64", "minimum": 0, "maximum": 2**63 - 1}
+_ID = {"type": "integer", "format": "int64", "minimum": 1, "maximum": 2**63 - 1}
+R = responses
 
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("POST", "/api/auth/signup", http_api.signup, "Create an account and log in",
-             schemas.Signup, auth=False, statuses=(400, 409, 429)),
+             R.Session, schemas.Signup, auth=False, statuses=(409, 429)),
     Endpoint("POST", "/api/auth/login", http_api.login, "Log in: access + refresh token",
-             schemas.Login, auth=False, statuses=(400, 401, 429)),
+             R.Session, schemas.Login, auth=False, statuses=(401, 429)),
     Endpoint("POST", "/api/auth/refresh", http_api.refresh,
-             "Rotate a refresh token (re-use of an old one revokes the family)", schemas.Refresh,
-             auth=False, statuses=(400, 401)),
+             "Rotate a refresh token (re-use of an old one revokes the family)", R.Session,
+             schemas.Refresh, auth=False, statuses=(401,)),
     Endpoint("POST", "/api/auth/logout", http_api.logout, "Revoke the refresh token's family",
-             schemas.Logout, auth=False, statuses=(400,)),
-    Endpoint("GET", "/api/me", http_api.me, "The current user and their webinars", statuses=(401,)),
+             R.Ok, schemas.Logout, auth=False),
+    Endpoint("GET", "/api/me", http_api.me, "The current user and their webinars", R.Me),
     Endpoint("POST", "/api/messages/create", http_api.create_message,
-             "Send a message (idempotent by clientMsgId)", schemas.CreateMessage,
-             statuses=(400, 401, 403, 404, 409, 429)),
+             "Send a message (idempotent by clientMsgId)", R.MessageCreated,
+             schemas.CreateMessage, statuses=(403, 404, 409, 429)),
     Endpoint("GET", "/api/webinars/{webinar_id}/messages", http_api.list_messages,
-             "Latest page, or incremental (`after`) / history (`before`) pages",
-             statuses=(400, 401, 403, 404),
-             query=(("after", "integer", "messages with id > after, ascending"),
-                    ("before", "integer", "messages with id < before"),
-                    ("limit", "integer", "1–500, default 100"))),
+             "Latest page, or incremental (`after`) / history (`before`) pages; with both, the "
+             "messages between them", R.MessagePage, statuses=(403, 404),
+             query=(("after", _SEQ, "messages with id > after, ascending"),
+                    ("before", _SEQ, "messages with id < before"),
+                    ("limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 100},
+                     "page size"))),
     Endpoint("GET", "/api/webinars/{webinar_id}/changes", http_api.list_changes,
-             "Change feed after a seq; with `wait`, a long-poll", statuses=(400, 401, 403, 404),
-             query=(("after_seq", "integer", "return changes with seq > after_seq"),
-                    ("wait", "number", "seconds to wait for a change (≤ 25)"),
-                    ("limit", "integer", "1–1000, default 500"))),
+             "Change feed after a seq; with `wait`, a long-poll", R.ChangePage,
+             statuses=(403, 404),
+             query=(("after_seq", _SEQ, "return changes with seq > after_seq (default 0)"),
+                    ("wait", {"type": "number", "minimum": 0},
+                     "seconds to wait for a change (LONG_POLL_MAX_WAIT, 25 by default)"),
+                    ("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 500},
+                     "page size"))),
     Endpoint("GET", "/api/webinars/{webinar_id}", http_api.get_webinar,
-             "Webinar and the caller's role", statuses=(401, 403, 404)),
+             "Webinar and the caller's role", R.WebinarAnswer, statuses=(403, 404)),
     Endpoint("PATCH", "/api/webinars/{webinar_id}", http_api.update_webinar,
-             "Open/close the chat, set slow mode (host)", schemas.UpdateWebinar,
-             statuses=(400, 401, 403, 404)),
+             "Open/close the chat, set slow mode (host)", R.WebinarAnswer, schemas.UpdateWebinar,
+             statuses=(403, 404)),
     Endpoint("POST", "/api/messages/{message_id}/hide", http_api.hide_message,
-             "Hide or unhide a message (moderator/host)", schemas.HideMessage,
-             statuses=(400, 401, 403, 404)),
+             "Hide or unhide a message (moderator/host)", R.MessageAnswer, schemas.HideMessage,
+             statuses=(403, 404)),
     Endpoint("DELETE", "/api/messages/{message_id}", http_api.delete_message,
-             "Delete a message (moderator/host, or its author)", statuses=(401, 403, 404)),
+             "Delete a message (moderator/host, or its author)", R.Deleted, statuses=(403, 404)),
     Endpoint("GET", "/api/profiles/{user_id}", http_api.get_profile,
              "Public profile (e-mail only for self or a moderator of a shared webinar)",
-             statuses=(401, 404)),
+             R.ProfileAnswer, statuses=(404,)),
     Endpoint("POST", "/api/admin/agencies", admin_api.create_agency, "Create an agency",
-             schemas.CreateAgency, statuses=(400, 401, 403)),
+             R.AgencyAnswer, schemas.CreateAgency, statuses=(403,)),
     Endpoint("POST", "/api/admin/clients", admin_api.create_client, "Create a client",
-             schemas.CreateClient, statuses=(400, 401, 403, 404)),
+             R.ClientAnswer, schemas.CreateClient, statuses=(403, 404)),
     Endpoint("POST", "/api/admin/webinars", admin_api.create_webinar, "Create a webinar",
-             schemas.CreateWebinar, statuses=(400, 401, 403, 404)),
+             R.AdminWebinarAnswer, schemas.CreateWebinar, statuses=(403, 404)),
     Endpoint("PATCH", "/api/admin/webinars/{webinar_id}", admin_api.update_webinar,
-             "Change a webinar's chat settings", schemas.UpdateWebinar,
-             statuses=(400, 401, 403, 404)),
-    Endpoint("POST", "/api/admin/users", admin_api.create_user, "Create a user",
-             schemas.CreateUser, statuses=(400, 401, 403, 409)),
+             "Change a webinar's chat settings", R.AdminWebinarAnswer, schemas.UpdateWebinar,
+             statuses=(403, 404)),
+    Endpoint("POST", "/api/admin/users", admin_api.create_user, "Create a user", R.UserAnswer,
+             schemas.CreateUser, statuses=(403, 409)),
     Endpoint("POST", "/api/admin/registrations", admin_api.create_registration,
-             "Register a user for a webinar with a role", schemas.CreateRegistration,
-             statuses=(400, 401, 403, 404)),
+             "Register a user for a webinar with a role", R.RegistrationAnswer,
+             schemas.CreateRegistration, statuses=(403, 404)),
     Endpoint("POST", "/api/admin/bans", admin_api.set_banned, "Ban or unban a registered user",
-             schemas.SetBanned, statuses=(400, 401, 403, 404)),
+             R.Ok, schemas.SetBanned, statuses=(403, 404)),
     Endpoint("POST", "/api/metrics/events", http_api.client_events,
              "Monitoring events from the page and the SDK (batched; rate limited per session)",
-             schemas.ClientEvents, statuses=(400, 401, 413, 429)),
+             R.EventsAccepted, schemas.ClientEvents, statuses=(429,)),
     Endpoint("GET", "/metrics", http_api.metrics,
-             "Prometheus metrics of this process (docs/operations.md)", auth=False),
-    Endpoint("GET", "/healthz", http_api.healthz, "Liveness", auth=False),
+             "Prometheus metrics of this process (docs/operations.md)", None, auth=False),
+    Endpoint("GET", "/healthz", http_api.healthz, "Liveness", R.Health, auth=False),
     Endpoint("GET", "/readyz", http_api.readyz, "Readiness: database and bus reachable",
-             auth=False, statuses=(503,)),
+             R.Readiness, auth=False, statuses=(503,)),
 )
 
-_STATUS_TEXT = {200: "OK", 400: "Invalid request", 401: "Missing, invalid or expired token",
-                403: "Not allowed", 404: "Not found", 409: "Conflict (duplicate)",
-                413: "Request body too large",
-                429: "Slow mode / rate limit (see Retry-After)", 503: "Not ready"}
+_STATUS_TEXT = {200: "Success", 400: "Invalid request (the `error` says which field and why)",
+                401: "Missing, invalid or expired token", 403: "Not allowed", 404: "Not found",
+                409: "Conflict (duplicate)", 413: "Request body too large",
+                429: "Slow mode / rate limit (see Retry-After)", 500: "Unexpected error (logged "
+                "with the request id)", 503: "Not ready"}
 
 
-def openapi_document() -> dict[str, Any]:
+def _statuses(ep: Endpoint) -> list[int]:
+    """The error statuses of `ep`: its own, and those of every operation of its kind."""
+    found = set(ep.statuses) | {500}
+    if ep.body is not None or ep.query or "{" in ep.path:
+        found.add(400)
+    if ep.body is not None:
+        found.add(413)
+    if ep.auth:
+        found.add(401)
+    return sorted(found)
+
+
+def _model_schema(model: type[BaseModel], components: dict[str, Any], *,
+                  mode: Literal["validation", "serialization"]) -> dict[str, Any]:
+    """`{"$ref": …}` to `model` in `components`, with the models it nests hoisted beside it
+    (pydantic puts them under `$defs`, which an OpenAPI `$ref` cannot reach)."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}", mode=mode)
+    components.update(schema.pop("$defs", {}))
+    components[model.__name__] = schema
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def _text_rules(components: dict[str, Any], settings: Settings) -> None:
+    """The content and display-name rules as patterns (text_rules.py builds them from its own
+    sets), and the configured maximum message length."""
+    content = components["CreateMessage"]["properties"]["content"]
+    content.update(maxLength=settings.max_message_length, pattern=content_pattern())
+    for name in ("Signup", "CreateUser"):
+        components[name]["properties"]["display_name"]["pattern"] = display_name_pattern()
+
+
+def openapi_document(settings: Settings) -> dict[str, Any]:
     paths: dict[str, Any] = {}
-    schemas_out: dict[str, Any] = {
-        "Error": {"type": "object", "required": ["success", "error"],
-                  "properties": {"success": {"type": "boolean", "const": False},
-                                 "error": {"type": "string"}, "code": {"type": "string"},
-                                 "retry_after": {"type": "number", "description":
-                                                 "429: seconds to wait before retrying"}}},
-    }
+    components: dict[str, Any] = {}
+    error = _model_schema(responses.Error, components, mode="serialization")
     for ep in ENDPOINTS:
-        op: dict[str, Any] = {"summary": ep.summary, "responses": {
-            "200": {"description": "Success: `{success: true, …}`"}}}
-        for status in ep.statuses:
-            op["responses"][str(status)] = {
-                "description": _STATUS_TEXT.get(status, "Error"),
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+        if ep.response is None:
+            success = {"description": "Prometheus text exposition format 0.0.4",
+                       "content": {"text/plain": {"schema": {"type": "string"}}}}
+        else:
+            success = {"description": _STATUS_TEXT[200],
+                       "content": _json(_model_schema(ep.response, components,
+                                                      mode="serialization"))}
+        op: dict[str, Any] = {"summary": ep.summary, "responses": {"200": success}}
+        for status in _statuses(ep):
+            body = (_model_schema(responses.Readiness, components, mode="serialization")
+                    if status == 503 else error)
+            op["responses"][str(status)] = {"description": _STATUS_TEXT[status],
+                                            "content": _json(body)}
             if status == 429:
                 op["responses"]["429"]["headers"] = {"Retry-After": {
-                    "description": "Seconds to wait (whole, at least 1)",
+                    "description": "Seconds to wait (whole, at least 1)", "required": True,
                     "schema": {"type": "integer", "minimum": 1}}}
-        params = [{"name": name.strip("{}"), "in": "path", "required": True,
-                   "schema": {"type": "integer"}}
+        params = [{"name": name.strip("{}"), "in": "path", "required": True, "schema": _ID}
                   for name in ep.path.split("/") if name.startswith("{")]
-        params += [{"name": n, "in": "query", "required": False, "schema": {"type": t},
-                    "description": d} for n, t, d in ep.query]
+        params += [{"name": n, "in": "query", "required": False, "description": d,
+                    "schema": {**schema, "maximum": settings.long_poll_max_wait_s}
+                    if n == "wait" else schema} for n, schema, d in ep.query]
         if params:
             op["parameters"] = params
         if ep.body is not None:
-            schemas_out[ep.body.__name__] = ep.body.model_json_schema(
-                ref_template="#/components/schemas/{model}")
-            op["requestBody"] = {"required": True, "content": {"application/json": {
-                "schema": {"$ref": f"#/components/schemas/{ep.body.__name__}"}}}}
+            op["requestBody"] = {"required": True, "content": _json(
+                _model_schema(ep.body, components, mode="validation"))}
         if ep.auth:
             op["security"] = [{"bearer": []}]
         paths.setdefault(ep.path, {})[ep.method.lower()] = op
+    _text_rules(components, settings)
     return {
         "openapi": "3.1.0",
         "info": {"title": "webinar-chat", "version": "0.1.0",
                  "description": "Live chat for webinars. Realtime protocol: docs/realtime.md"},
         "paths": paths,
-        "components": {"schemas": schemas_out,
+        "components": {"schemas": components,
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                                       "bearerFormat": "JWT"}}},
     }
 
 
 async def _openapi(request: Request) -> Response:
-    return JSONResponse(request.app.state.openapi)
+    state: AppState = request.app.state.chat
+    if state.openapi is None:
+        # Built once per process, in a thread: it walks the Unicode tables (text_rules.py).
+        state.openapi = orjson.dumps(await asyncio.to_thread(openapi_document, state.settings))
+    return JSONResponse(state.openapi)
+
+
+class _PathMethods:
+    """One route per path, whatever its methods: an undeclared method is a 405 whose `Allow`
+    lists every method of the path (with one Starlette route per method, it listed only the
+    first route's), `OPTIONS` answers 204 with the same `Allow`, and a static path such as
+    `/api/messages/create` is matched before `/api/messages/{message_id}` for every method.
+    An ASGI app rather than a function, so that Starlette's route takes every method."""
+
+    def __init__(self, endpoints: list[Endpoint]) -> None:
+        self.handlers = {ep.method: ep.handler for ep in endpoints}
+        if "GET" in self.handlers:
+            self.handlers["HEAD"] = self.handlers["GET"]
+        self.allow = ", ".join(sorted(self.handlers))
+        self.app = request_response(self.dispatch)
+
+    async def dispatch(self, request: Request) -> Response:
+        handler = self.handlers.get(request.method)
+        if handler is not None:
+            return await handler(request)
+        if request.method == "OPTIONS":
+            return Response(status_code=204, headers={"Allow": self.allow})
+        return error_response(405, "method_not_allowed", "Method not allowed",
+                              headers={"Allow": self.allow})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
@@ -186,7 +268,12 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
 
 
 def build_routes(extra: list[BaseRoute] | None = None) -> list[BaseRoute]:
-    routes: list[BaseRoute] = [Route(ep.path, ep.handler, methods=[ep.method]) for ep in ENDPOINTS]
+    by_path: dict[str, list[Endpoint]] = {}
+    for ep in ENDPOINTS:
+        by_path.setdefault(ep.path, []).append(ep)
+    # Static paths first: they win over a parameter in the same place.
+    ordered = sorted(by_path, key=lambda path: "{" in path)
+    routes: list[BaseRoute] = [Route(path, _PathMethods(by_path[path])) for path in ordered]
     routes += [Route("/api/openapi.json", _openapi, methods=["GET"]),
                Route("/openapi.json", _openapi, methods=["GET"]),
                WebSocketRoute("/realtime", realtime_endpoint)]
@@ -220,7 +307,6 @@ def create_app(settings: Settings, *, bus: Bus | None = None,
                                                                          user_id)
         app.state.chat = state
         metrics.attach(state)
-        app.state.openapi = openapi_document()
         heartbeat = asyncio.create_task(heartbeat_loop(state))
         metrics_port = (await start_metrics_server(metrics, settings.host, settings.metrics_port)
                         if settings.metrics_port else None)

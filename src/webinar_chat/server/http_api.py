@@ -4,6 +4,7 @@ publish → JSON. Every failure is an `ApiError` (errors.py) so every branch end
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
 import re
@@ -25,12 +26,12 @@ from ..auth.tokens import TokenError, hash_refresh_token, new_refresh_token
 from ..bus import BusNotReady
 from ..protocol.events import Audience, encode_event, message_payload
 from ..store.store import DuplicateMessage, EmailTaken, NotFound, SlowMode, User, now_utc
-from . import schemas
+from . import responses, schemas
 from .client_events import RateLimited
 from .errors import ApiError, JSONResponse, validation_message
 from .longpoll import changes_body, ring_body
 from .rate_limits import client_ip, rate_limited
-from .text_rules import content_problem
+from .text_rules import RESERVED_DISPLAY_NAME, content_problem, display_name_key
 
 if TYPE_CHECKING:
     from .state import AppState
@@ -73,7 +74,7 @@ _INTEGER = re.compile(r"-?[0-9]{1,19}")
 def _int_param(request: Request, name: str, *, default: int | None = None, low: int = 0,
                high: int = 2**63 - 1) -> int | None:
     raw = request.query_params.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
     # Plain ASCII decimal only: int() would also take " 12", "1_000" and "１２".
     if _INTEGER.fullmatch(raw) is None:
@@ -107,7 +108,14 @@ def _denied(exc: perm.Denied) -> ApiError:
     return ApiError(exc.status, exc.code, exc.message)
 
 
-def ok(**fields: Any) -> JSONResponse:
+def ok(model: type[responses.Answer], **fields: Any) -> JSONResponse:
+    """A success answer, built and checked through its model (responses.py)."""
+    return responses.respond(model, success=True, **fields)
+
+
+def message_ok(**fields: Any) -> JSONResponse:
+    """A success answer carrying message payloads (protocol/events.py), encoded without the model:
+    these are the busy routes, and tests check the payload builders against the models."""
     return JSONResponse({"success": True, **fields})
 
 
@@ -116,7 +124,7 @@ NO_STORE = {"Cache-Control": "no-store"}
 
 
 def tokens_ok(**fields: Any) -> JSONResponse:
-    return JSONResponse({"success": True, **fields}, headers=NO_STORE)
+    return responses.respond(responses.Session, http_headers=NO_STORE, success=True, **fields)
 
 
 # --- auth ----------------------------------------------------------------------------------------
@@ -145,6 +153,10 @@ async def signup(request: Request) -> Response:
                                        client_ip(request.scope, state.limits.trusted_proxies))
     if not decision.allowed:
         raise rate_limited(decision, "Too many sign-ups from this address")
+    # Not the name of a host, moderator or admin (impersonation); checked before the hash.
+    if await state.store.staff_display_name_taken(display_name_key(body.display_name),
+                                                  display_name_key):
+        raise ApiError(409, "display_name_reserved", RESERVED_DISPLAY_NAME)
     password_hash = await asyncio.to_thread(hash_password, body.password)
     try:
         user = await state.store.create_user(body.email, password_hash, body.display_name.strip())
@@ -218,7 +230,7 @@ async def logout(request: Request) -> Response:
         record = await state.store.get_refresh_token(hash_refresh_token(body.refresh_token))
         if record is not None:
             await state.store.revoke_refresh_family(record.family_id)
-    return ok()
+    return ok(responses.Ok)
 
 
 async def me(request: Request) -> Response:
@@ -227,7 +239,7 @@ async def me(request: Request) -> Response:
     if user is None:
         raise ApiError(401, "invalid_token", "Unknown user")
     webinars = await state.store.list_webinars(user.id)
-    return ok(user=_public_user(user),
+    return ok(responses.Me, user=_public_user(user),
               webinars=[{"id": w.id, "title": w.title, "chat_open": w.chat_open} for w in webinars])
 
 
@@ -258,7 +270,7 @@ async def _create_message(request: Request) -> Response:
     content = body.content.strip()
     if not content:
         raise ApiError(400, "invalid_request", "content: must not be empty")
-    if len(content) > state.settings.max_message_length:
+    if len(body.content) > state.settings.max_message_length:  # as sent (the document's maxLength)
         raise ApiError(400, "invalid_request",
                        f"content: at most {state.settings.max_message_length} characters")
     problem = content_problem(content)
@@ -308,7 +320,7 @@ async def _create_message(request: Request) -> Response:
         if not stored:
             await state.limits.refund(limit, str(user_id))
     await state.hub.publish(change)
-    return ok(message=message_payload(message, access.audience))
+    return message_ok(message=message_payload(message, access.audience))
 
 
 def _duplicate(message: Any, audience: Audience) -> ApiError:
@@ -324,16 +336,22 @@ async def list_messages(request: Request) -> Response:
     before = _int_param(request, "before")
     limit = _int_param(request, "limit", default=100, low=1, high=500)
     assert limit is not None
-    if after is not None and before is not None:
-        raise ApiError(400, "invalid_request", "Use either 'after' or 'before', not both")
     access = await _access(request, webinar_id, user_id, cached=True)
-    page = await state.store.list_messages(webinar_id, after=after, before=before, limit=limit,
-                                           include_hidden=access.is_staff)
-    messages = [message_payload(m, access.audience) for m in page.messages]
+    page = await state.store.list_messages(webinar_id, after=after,
+                                           before=before if after is None else None,
+                                           limit=limit, include_hidden=access.is_staff)
+    found = page.messages
+    has_more = page.has_more
+    if after is not None and before is not None:
+        # Both: the messages between them, ascending from `after`. The page is cut at `before`;
+        # once it reached `before`, nothing more lies in the range.
+        found = [m for m in found if m.id < before]
+        has_more = has_more and len(found) == len(page.messages)
+    messages = [message_payload(m, access.audience) for m in found]
     cursor = messages[-1]["id"] if after is not None and messages else None
-    return ok(messages=messages, has_more=page.has_more, last_seq=page.last_seq,
-              next_after=cursor if page.has_more else None,
-              next_before=messages[0]["id"] if after is None and page.has_more and messages
+    return message_ok(messages=messages, has_more=has_more, last_seq=page.last_seq,
+              next_after=cursor if has_more else None,
+              next_before=messages[0]["id"] if after is None and has_more and messages
               else None)
 
 
@@ -346,7 +364,7 @@ async def list_changes(request: Request) -> Response:
     assert after_seq is not None and limit is not None
     raw_wait = request.query_params.get("wait")
     try:
-        wait = float(raw_wait) if raw_wait not in (None, "") else 0.0
+        wait = float(raw_wait) if raw_wait is not None else 0.0
     except ValueError:
         raise ApiError(400, "invalid_request", "wait: must be a number of seconds") from None
     if not 0 <= wait <= state.settings.long_poll_max_wait_s or math.isnan(wait):
@@ -398,7 +416,7 @@ async def hide_message(request: Request) -> Response:
         raise ApiError(404, "not_found", "Message not found") from None
     await state.hub.publish(change)
     assert change.message is not None
-    return ok(message=message_payload(change.message, access.audience))
+    return message_ok(message=message_payload(change.message, access.audience))
 
 
 async def delete_message(request: Request) -> Response:
@@ -414,7 +432,7 @@ async def delete_message(request: Request) -> Response:
     except NotFound:
         raise ApiError(404, "not_found", "Message not found") from None
     await state.hub.publish(change)
-    return ok(message={"id": message.id, "seq": change.seq})
+    return ok(responses.Deleted, message={"id": message.id, "seq": change.seq})
 
 
 # --- webinars and profiles -----------------------------------------------------------------------
@@ -429,7 +447,7 @@ def _webinar_json(access: perm.WebinarAccess) -> dict[str, Any]:
 async def get_webinar(request: Request) -> Response:
     user_id = _user_id(request)
     access = await _access(request, _path_id(request, "webinar_id"), user_id, cached=False)
-    return ok(webinar=_webinar_json(access))
+    return ok(responses.WebinarAnswer, webinar=_webinar_json(access))
 
 
 async def update_webinar(request: Request) -> Response:
@@ -443,7 +461,7 @@ async def update_webinar(request: Request) -> Response:
     webinar = await state.store.update_webinar(webinar_id, chat_open=body.chat_open,
                                                slow_mode_seconds=body.slow_mode_seconds)
     await state.bus.publish_access(webinar_id, None)
-    return ok(webinar=_webinar_json(perm.WebinarAccess(webinar, user_id, access.role,
+    return ok(responses.WebinarAnswer, webinar=_webinar_json(perm.WebinarAccess(webinar, user_id, access.role,
                                                        access.display_name)))
 
 
@@ -457,7 +475,7 @@ async def get_profile(request: Request) -> Response:
     profile: dict[str, Any] = {"user_id": user.id, "display_name": user.display_name}
     if await perm.may_see_email(state.store, viewer_id, subject_id):
         profile["email"] = user.email
-    return ok(profile=profile)
+    return ok(responses.ProfileAnswer, profile=profile)
 
 
 # --- health --------------------------------------------------------------------------------------
@@ -465,7 +483,7 @@ async def get_profile(request: Request) -> Response:
 async def healthz(request: Request) -> Response:
     # Which process answered: behind a load balancer or with --workers, operators (and tests)
     # can tell the nodes apart.
-    return ok(status="ok", node=_state(request).bus.node_id, pid=os.getpid())
+    return ok(responses.Health, status="ok", node=_state(request).bus.node_id, pid=os.getpid())
 
 
 async def readyz(request: Request) -> Response:
@@ -480,10 +498,28 @@ async def readyz(request: Request) -> Response:
         except Exception as exc:  # any failure means "not ready"; say which
             checks[name] = f"error: {type(exc).__name__}"
     ready = all(v == "ok" for v in checks.values())
-    body = {"success": ready, "checks": checks}
-    if not ready:
-        body["error"] = "Not ready: " + ", ".join(n for n, v in checks.items() if v != "ok")
-    return JSONResponse(orjson.dumps(body), status_code=200 if ready else 503)
+    if ready:
+        return responses.respond(responses.Readiness, success=True, checks=checks)
+    return responses.respond(responses.Readiness, http_status=503, success=False, checks=checks,
+                             error="Not ready: " + ", ".join(n for n, v in checks.items()
+                                                             if v != "ok"))
+
+
+def _json_size(value: object) -> int:
+    try:
+        return len(orjson.dumps(value))
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits: valid JSON, too big for orjson
+        return len(json.dumps(value, ensure_ascii=False).encode())
+
+
+def _log_value(value: object) -> object:
+    """A client-supplied value as a log field: scalars as they are (an integer beyond 64 bits,
+    which the JSON log renderer cannot write, as text), anything else as its JSON."""
+    if isinstance(value, int) and not isinstance(value, bool) and not -2**63 <= value < 2**64:
+        return str(value)
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return json.dumps(value, ensure_ascii=False)[:200]
 
 
 async def client_events(request: Request) -> Response:
@@ -500,7 +536,7 @@ async def client_events(request: Request) -> Response:
         state.metrics.client_batches.labels(outcome="invalid").inc()
         raise ApiError(400, "invalid_request", validation_message(exc)) from None
     for index, event in enumerate(batch.events):
-        if len(orjson.dumps(event.metadata)) > schemas.MAX_EVENT_METADATA_BYTES:
+        if _json_size(event.metadata) > schemas.MAX_EVENT_METADATA_BYTES:
             state.metrics.client_batches.labels(outcome="too_large").inc()
             raise ApiError(413, "too_large", f"events[{index}].metadata: at most "
                            f"{schemas.MAX_EVENT_METADATA_BYTES} bytes")
@@ -519,11 +555,11 @@ async def client_events(request: Request) -> Response:
         if event.type in logged:
             log.info("client_event", type=event.type, session_id=session_id,
                      webinar_id=event.webinarId, at=event.timestamp,
-                     **{k: v for k, v in event.metadata.items()
+                     **{k: _log_value(v) for k, v in event.metadata.items()
                         if k in ("reason", "reconnectTries", "status", "errorMessage",
                                  "clientMsgId", "via", "attempts")})
     state.metrics.client_batches.labels(outcome="ok").inc()
-    return ok(accepted=len(batch.events))
+    return ok(responses.EventsAccepted, accepted=len(batch.events))
 
 
 async def metrics(request: Request) -> Response:

@@ -388,24 +388,35 @@ def rate_limited(decision: Decision, message: str) -> ApiError:
                     headers={"Retry-After": str(seconds)}, extra={"retry_after": seconds})
 
 
-async def admit_websocket(state: AppState, websocket: WebSocket) -> bool:
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """A handshake let through. `connect_user`: the user whose `ws_connect_user` bucket it took
+    from (the token was in the URL), so that the socket does not pay again for that user."""
+
+    connect_user: int | None = None
+
+
+async def admit_websocket(state: AppState, websocket: WebSocket) -> Admitted | None:
     """Before the handshake is accepted: one connect from the client IP's bucket and, when the
     access token came in the URL (`?token=`), from the user's. Refused: an HTTP 429 answer to
-    the upgrade (the WebSocket denial response) with Retry-After and the JSON error; False.
+    the upgrade (the WebSocket denial response) with Retry-After and the JSON error; None.
     The browser page and the SDK send their token in the first frame instead, after the
-    handshake: for them only the per-IP limit applies here."""
+    handshake: for them only the per-IP limit applies here, and the user's connect is taken
+    when that frame gives the socket its user (server/realtime.py, `_take_user_connect`)."""
     limiter = state.limits
     takes = [("ws_connect_ip", client_ip(websocket.scope, limiter.trusted_proxies))]
     token = (websocket.scope.get("extensions", {}).get(TOKEN_EXTENSION)
              or websocket.query_params.get("token"))
+    connect_user = None
     if token and limiter.enabled("ws_connect_user"):
         try:
-            takes.append(("ws_connect_user", str(state.tokens.verify_access(token).user_id)))
+            connect_user = state.tokens.verify_access(token).user_id
+            takes.append(("ws_connect_user", str(connect_user)))
         except TokenError:
             pass  # the session refuses it after the handshake (4001), as before
     decision = await limiter.take_all(takes)
     if decision.allowed:
-        return True
+        return Admitted(connect_user)
     error = rate_limited(decision, "Too many connections")
     response = error_response(error.status, error.code, error.message, headers=error.headers,
                               extra=error.extra)
@@ -413,4 +424,4 @@ async def admit_websocket(state: AppState, websocket: WebSocket) -> bool:
         await websocket.send_denial_response(response)
     else:  # a server without the denial extension: the handshake is refused (403)
         await websocket.close(code=1013)
-    return False
+    return None

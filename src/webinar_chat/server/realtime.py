@@ -47,7 +47,8 @@ REPLAY_PAGE = 500
 MAX_QUEUED_FRAMES = 1000
 SLOW_CONSUMER = 4008  # the close code of a socket whose buffer outgrew REALTIME_MAX_BUFFER
 # Close codes of the socket limits (docs/realtime.md, "Limits"). 44xx mirror HTTP statuses, as
-# 4400 (protocol error) does: 4401 no valid token in time, 4429 too many sockets of one user.
+# 4400 (protocol error) does: 4401 no valid token in time, 4429 too many sockets of one user
+# (in this process, or connects beyond RATE_LIMIT_WS_CONNECT_USER).
 AUTH_TIMEOUT = 4401
 TOO_MANY_SOCKETS = 4429
 MESSAGE_TOO_BIG = 1009  # RFC 6455's code; websockets' parser sends it (ws_protocol.py)
@@ -71,7 +72,8 @@ def token_verifier(tokens: TokenService) -> Any:
 
 
 class RealtimeConnection:
-    def __init__(self, state: AppState, websocket: WebSocket) -> None:
+    def __init__(self, state: AppState, websocket: WebSocket, *,
+                 connect_user: int | None = None) -> None:
         self.state = state
         self.websocket = websocket
         self.session = Session(verify_token=token_verifier(state.tokens), owner=self,
@@ -93,6 +95,9 @@ class RealtimeConnection:
         self.max_frame = state.settings.realtime_max_frame_unauthenticated
         self.auth_timer: asyncio.TimerHandle | None = None
         self.counted_user: int | None = None  # the user this socket counts for in sockets_per_user
+        # The user whose `ws_connect_user` token this socket took: at the handshake (a token in
+        # the URL, server/rate_limits.py) or when a frame gave it that user.
+        self.connect_user = connect_user
         # For the one `realtime_session` log line when the connection ends.
         self.opened_at = time.monotonic()
         self.frames_in = 0
@@ -115,6 +120,7 @@ class RealtimeConnection:
             self.perform(self.session.on_connect(token, time.time(),
                                                  self.state.settings.heartbeat_interval_s))
             self._track_user()
+            await self._take_user_connect()
             while not self.closed:
                 message = await self.websocket.receive()
                 if message["type"] == "websocket.disconnect":
@@ -135,6 +141,7 @@ class RealtimeConnection:
                 self.last_received = time.monotonic()
                 self.perform(self.session.on_text(text or "", time.time()))
                 self._track_user()
+                await self._take_user_connect()
         except WebSocketDisconnect:
             pass
         except Exception as exc:
@@ -226,6 +233,27 @@ class RealtimeConnection:
         per_user[user] = per_user.get(user, 0) + 1
         self.counted_user = user
         self._limit_frames(settings.realtime_max_frame)
+
+    async def _take_user_connect(self) -> None:
+        """The per-user connect limit (`ws_connect_user`) for a socket whose user came in a frame
+        (`auth`, a join's `token`) rather than in the URL: one connect from that user's bucket
+        when the socket first counts for them, as the handshake takes one for a URL token. A
+        refreshed token of the same user takes nothing, nor does the same user again after a
+        log-out; a switch to another user takes one of theirs. Refused: closed with 4429 right
+        after its `auth_ok`, like a socket beyond REALTIME_MAX_SOCKETS_PER_USER.
+
+        Awaited in the read loop before the next frame is read, after the frame's actions were
+        performed, so the session's synchronous order is untouched. The in-process limiter
+        decides without giving up the loop, so the socket is closed before an access check of
+        that frame can finish; with Redis (one round trip) a join may be answered first — its
+        token is valid, so nothing is shown that its user may not see."""
+        user = self.counted_user
+        if user is None or user == self.connect_user or self.closed:
+            return
+        self.connect_user = user
+        decision = await self.state.limits.take("ws_connect_user", str(user))
+        if not decision.allowed and not self.closed:
+            self.close(TOO_MANY_SOCKETS, "too many connections")
 
     def _uncount(self) -> None:
         user, self.counted_user = self.counted_user, None
@@ -445,9 +473,11 @@ async def realtime_endpoint(websocket: WebSocket) -> None:
     state: AppState = websocket.app.state.chat
     # Connect rate limits before the handshake is accepted: per client IP, and per user when the
     # token is in the URL; refused → an HTTP 429 answer to the upgrade (server/rate_limits.py).
-    if not await admit_websocket(state, websocket):
+    # A token sent in a frame pays the user's connect later (`_take_user_connect`): 4429.
+    admitted = await admit_websocket(state, websocket)
+    if admitted is None:
         return
-    await RealtimeConnection(state, websocket).run()
+    await RealtimeConnection(state, websocket, connect_user=admitted.connect_user).run()
 
 
 async def heartbeat_loop(state: AppState) -> None:

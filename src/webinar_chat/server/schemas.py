@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -18,45 +20,76 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from ..auth.passwords import MIN_PASSWORD_LENGTH, password_problem
-from .text_rules import clean_display_name
+from .text_rules import WHITESPACE, clean_display_name
 
+
+def _integral(value: object) -> object:
+    """`1270.0` is an integer in JSON (and in the JSON Schema the document declares), so it is
+    taken as 1270; `1270.5`, `true` and `"1270"` stay refused by the strict int check."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# (The bounds go on the int itself, before the validator: after it, pydantic would write them into
+# the JSON Schema as `ge`/`le`, which JSON Schema does not know, instead of minimum/maximum.)
 # A database id: positive and within a signed 64-bit column (a larger one is a 400, not a driver
 # overflow on the way to the database).
-Id = Annotated[StrictInt, Field(ge=1, le=2**63 - 1)]
+Id = Annotated[StrictInt, Field(ge=1, le=2**63 - 1), BeforeValidator(_integral)]
+SlowModeSeconds = Annotated[StrictInt, Field(ge=0, le=3600), BeforeValidator(_integral)]
 
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
 
 
+_UUID_TEXT = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
 class CreateMessage(Body):
     webinarId: Id
-    content: StrictStr
-    clientMsgId: StrictStr | None = Field(default=None, description="UUID chosen by the client once "
-                                          "per message; re-sends reuse it (idempotency key)")
+    content: Annotated[StrictStr, Field(
+        min_length=1, description="Trimmed before it is stored. At most MAX_MESSAGE_LENGTH "
+        "characters; no control characters but newline, tab and CR; not only spaces")]
+    clientMsgId: StrictStr | None = Field(
+        default=None, json_schema_extra={"format": "uuid"},
+        description="UUID chosen by the client once per message; re-sends reuse it "
+        "(idempotency key). Stored in lower case")
 
     @field_validator("clientMsgId")
     @classmethod
     def _uuid(cls, value: str | None) -> str | None:
+        # The RFC 9562 text form only (what `format: uuid` means): uuid.UUID would also take
+        # braces, a `urn:uuid:` prefix and 32 bare hex digits.
         if value is None:
             return None
-        try:
-            return str(uuid.UUID(value))
-        except ValueError:
-            raise ValueError("must be a UUID") from None
+        if _UUID_TEXT.fullmatch(value) is None:
+            raise ValueError("must be a UUID (8-4-4-4-12 hex digits)")
+        return str(uuid.UUID(value))
 
 
 class HideMessage(Body):
     hidden: StrictBool
 
 
+# Something, an @, something; no space anywhere. The spaces are listed, not `\s`, which means
+# different characters to pydantic's Rust engine and to ECMA-262 (text_rules.py).
+EMAIL_PATTERN = f"^[^@{WHITESPACE}]+@[^@{WHITESPACE}]+$"
+
+
 class NewAccount(Body):
     """Sign-up and admin-created users: the display name is cleaned (text_rules.py) and the
     password must meet the rules of auth/passwords.py."""
 
-    email: Annotated[StrictStr, Field(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")]
-    password: Annotated[StrictStr, Field(min_length=MIN_PASSWORD_LENGTH, max_length=256)]
-    display_name: Annotated[StrictStr, Field(min_length=1, max_length=80)]
+    email: Annotated[StrictStr, Field(min_length=3, max_length=254, pattern=EMAIL_PATTERN)]
+    password: Annotated[StrictStr, Field(
+        min_length=MIN_PASSWORD_LENGTH, max_length=256,
+        description="Also refused (400, beyond what a schema can say): fewer than 4 different "
+        "characters, one of the 30,000 most common leaked passwords, or the account's own e-mail "
+        "or name")]
+    display_name: Annotated[StrictStr, Field(
+        min_length=1, max_length=80, description="Trimmed and NFC-normalised; one line, no "
+        "control characters, at least one visible character")]
 
     @field_validator("display_name")
     @classmethod
@@ -102,12 +135,12 @@ class CreateWebinar(Body):
     client_id: Id
     title: Annotated[StrictStr, Field(min_length=1, max_length=200)]
     chat_open: StrictBool = True
-    slow_mode_seconds: Annotated[StrictInt, Field(ge=0, le=3600)] = 0
+    slow_mode_seconds: SlowModeSeconds = 0
 
 
 class UpdateWebinar(Body):
     chat_open: StrictBool | None = None
-    slow_mode_seconds: Annotated[StrictInt, Field(ge=0, le=3600)] | None = None
+    slow_mode_seconds: SlowModeSeconds | None = None
 
 
 class CreateUser(NewAccount):

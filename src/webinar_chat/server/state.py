@@ -41,6 +41,7 @@ class AppState:
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     fast_polls: int = 0  # long-polls answered without ASGI (http_protocol.py; a metrics seam)
     slow_polls: int = 0  # long-polls (wait > 0) answered through Starlette (http_api.py)
+    openapi: bytes | None = None  # the OpenAPI document, built on its first request (app.py)
 
     def drain(self) -> None:
         """Shutdown has begun: close every socket with 1001 and answer every long-poll now."""

@@ -7,6 +7,7 @@ The change feed is built here: every write to `messages` takes the next per-webi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -426,6 +427,25 @@ class Store:
             staff_user_id, other_user_id,
         )
         return row is not None
+
+    async def staff_display_name_taken(self, normalised: str,
+                                       normalise: Callable[[str], str]) -> bool:
+        """True when a platform admin, or a moderator or host of any webinar (banned or not:
+        people know the name as staff's), has a display name with `normalise(name) ==
+        normalised` — `normalise` is the function that made `normalised`
+        (server/text_rules.display_name_key).
+
+        Compared here, in Python: the key is NFKC and case folding, which neither database can
+        compute alike, and storing a key column would need a migration and a backfill for a
+        rule that may still change. Staff are few, so their names are read whole; the cost is
+        the scan of `registrations` by role (no index on it), once per account created."""
+        rows = await self.db.fetch(
+            """SELECT p.display_name FROM users u JOIN profiles p ON p.user_id = u.id
+               WHERE u.is_admin
+               UNION
+               SELECT p.display_name FROM registrations r JOIN profiles p ON p.user_id = r.user_id
+               WHERE r.role IN ('moderator', 'host')""")
+        return any(normalise(row["display_name"]) == normalised for row in rows)
 
     # --- refresh tokens ------------------------------------------------------------------------
 
