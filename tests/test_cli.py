@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import csv
+import io
 import json
 import os
 import subprocess
@@ -11,13 +14,20 @@ from pathlib import Path
 
 import httpx
 
-from .helpers import free_port
+from webinar_chat.store import Store
+from webinar_chat.transcript import COLUMNS
+
+from .helpers import World, free_port
 
 EXE = [sys.executable, "-m", "webinar_chat"]
 
 
 def run(*args: str, db: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DATABASE_URL": f"sqlite:///{db}"}
+    return run_on(f"sqlite:///{db}", *args)
+
+
+def run_on(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DATABASE_URL": database_url}
     return subprocess.run([*EXE, *args], env=env, capture_output=True, text=True, timeout=60)
 
 
@@ -85,3 +95,43 @@ def test_serve_starts_with_demo_data_on_the_embedded_default(tmp_path: Path) -> 
         output = proc.communicate(timeout=15)[0]
     assert "Demo chat: http://localhost:" in output
     assert "alice@demo.test" in output
+
+
+async def test_admin_export_streams_the_transcript_to_stdout_or_a_file(
+        database_url: str, store: Store, world: World, tmp_path: Path) -> None:
+    """On both databases: the same rows as the HTTP export (transcript.py), deleted and hidden
+    messages included, JSON on stdout by default, CSV into --output."""
+    posted = []
+    for text in ("Hello", "=cmd|' /C calc'!A0", "gone soon"):
+        message, _ = await store.create_message(world.webinar, world.alice.user_id, "Alice",
+                                                text, None, slow_mode_applies=False)
+        posted.append(message)
+    await store.set_hidden(posted[0], True)
+    await store.delete_message(posted[2])
+    wid = str(world.webinar.id)
+
+    # subprocess.run blocks; in a thread, so that this test's event loop (the store) is free
+    as_json = await asyncio.to_thread(run_on, database_url, "admin", "export", "--webinar-id", wid)
+    assert as_json.returncode == 0, as_json.stderr
+    body = json.loads(as_json.stdout)
+    assert body["webinar"]["id"] == world.webinar.id
+    assert [(m["id"], m["content"], m["hidden"], m["deleted"]) for m in body["messages"]] == [
+        (posted[0].id, "Hello", True, False), (posted[1].id, "=cmd|' /C calc'!A0", False, False),
+        (posted[2].id, None, None, True)]
+
+    out = tmp_path / "transcript.csv"
+    as_csv = await asyncio.to_thread(run_on, database_url, "admin", "export", "--webinar-id", wid,
+                                     "--format", "csv", "--output", str(out))
+    assert as_csv.returncode == 0, as_csv.stderr
+    assert json.loads(as_csv.stdout) == {"webinar_id": world.webinar.id, "format": "csv",
+                                         "output": str(out)}
+    rows = list(csv.reader(io.StringIO(out.read_bytes().decode(), newline="")))
+    assert rows[0] == list(COLUMNS)
+    assert [r[COLUMNS.index("content")] for r in rows[1:]] == ["Hello", "'=cmd|' /C calc'!A0", ""]
+    assert [r[COLUMNS.index("deleted")] for r in rows[1:]] == ["false", "false", "true"]
+
+    missing = tmp_path / "missing.json"
+    unknown = await asyncio.to_thread(run_on, database_url, "admin", "export", "--webinar-id",
+                                      "999999", "--output", str(missing))
+    assert unknown.returncode == 1 and "NotFound" in unknown.stderr, unknown.stderr
+    assert not missing.exists()  # no file left behind by a failed export

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
 import sys
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, BinaryIO
 
 from .settings import Settings
 
@@ -92,6 +94,57 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server = build_server(settings)
     tune_gc()
     server.run()
+    return 0
+
+
+async def _export(store: Any, webinar_id: int, fmt: Any, out: BinaryIO) -> None:
+    """The transcript (transcript.py) from the store to `out`, a page at a time. Blocking
+    writes are fine here: the command's event loop has nothing else to serve."""
+    from .store.store import NotFound, now_utc
+    from .transcript import transcript_chunks
+
+    webinar = await store.get_webinar(webinar_id)
+    if webinar is None:
+        raise NotFound("webinar")
+    async for chunk in transcript_chunks(store, webinar, fmt, now_utc()):
+        out.write(chunk)
+    out.flush()
+
+
+@contextlib.contextmanager
+def _output(path: str | None) -> Iterator[BinaryIO]:
+    """stdout, or a new file at `path` that is removed again if the block fails (an unknown
+    webinar, a database error half-way): a cut file is never left behind to be taken for a
+    whole transcript."""
+    if path is None:
+        yield sys.stdout.buffer
+        return
+    from pathlib import Path
+
+    target = Path(path)
+    try:
+        with target.open("wb") as out:
+            yield out
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """`admin export`: the transcript itself on stdout, or a JSON line naming `--output`."""
+    from .store.store import StoreError
+
+    settings = _settings(args)
+    try:
+        with _output(args.output) as out:
+            asyncio.run(_with_store(settings, lambda store: _export(store, args.webinar_id,
+                                                                    args.format, out)))
+    except StoreError as exc:
+        print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), file=sys.stderr)
+        return 1
+    if args.output is not None:
+        print(json.dumps({"webinar_id": args.webinar_id, "format": args.format,
+                          "output": args.output}))
     return 0
 
 
@@ -216,9 +269,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("user_id", type=int)
     p.add_argument("--unban", action="store_true")
     admin_sub.add_parser("list")
+    p = admin_sub.add_parser("export", help="a webinar's whole transcript, deleted messages "
+                             "included (docs/export.md)")
+    p.add_argument("--webinar-id", type=int, required=True)
+    p.add_argument("--format", choices=["json", "csv"], default="json")
+    p.add_argument("--output", help="file to write (default: stdout)")
     for p in admin_sub.choices.values():
         db_arg(p)
     admin.set_defaults(fn=cmd_admin)
+    admin_sub.choices["export"].set_defaults(fn=cmd_export)  # streams; prints no JSON result
     return parser
 
 

@@ -41,7 +41,7 @@ async def ensure_demo(store: Store, base_url: str) -> dict[str, Any]:
     if not page.messages:
         webinar_row = await store.get_webinar(webinar_id)
         assert webinar_row is not None
-        for (email, name, _), text in zip(DEMO_USERS, (
+        for (email, name, role), text in zip(DEMO_USERS, (
             "Welcome everyone! Ask your questions here.",
             "Hi from Lisbon! Will the slides be shared afterwards?",
             "Audio is great on my side.",
@@ -49,6 +49,6 @@ async def ensure_demo(store: Store, base_url: str) -> dict[str, Any]:
             user = await store.get_user_by_email(email)
             assert user is not None
             await store.create_message(webinar_row, user.id, name, text, None,
-                                       slow_mode_applies=False)
+                                       slow_mode_applies=False, author_role=role)
     return {"base_url": base_url, "webinar_id": webinar_id,
             "url": f"{base_url}/webinars/{webinar_id}", "users": users}

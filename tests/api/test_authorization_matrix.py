@@ -51,6 +51,8 @@ READERS = expect(401, 401, 403, 403, 200, 200, 200, 403)
 STAFF = expect(401, 401, 403, 403, 403, 200, 200, 403)
 HOST_ONLY = expect(401, 401, 403, 403, 403, 403, 200, 403)
 ADMIN_ONLY = expect(401, 401, 403, 403, 403, 403, 403, 200)
+# the transcript export: the webinar's staff, and platform admins registered for nothing
+STAFF_OR_ADMIN = expect(401, 401, 403, 403, 403, 200, 200, 200)
 ANY_USER = expect(401, 401, 200, 200, 200, 200, 200, 200)
 PUBLIC = expect(200, 200, 200, 200, 200, 200, 200, 200)
 
@@ -88,6 +90,10 @@ async def test_every_route_answers_every_caller_as_the_table_says(
         ("PATCH /api/webinars/{id}", lambda c, h: c.patch(
             f"/api/webinars/{wid}", json={"slow_mode_seconds": 0}, headers=h), HOST_ONLY),
         ("POST /api/messages/{id}/hide", hide_one, STAFF),
+        ("GET …/export", lambda c, h: c.get(f"/api/webinars/{wid}/export", headers=h),
+         STAFF_OR_ADMIN),
+        ("GET …/export?format=csv", lambda c, h: c.get(f"/api/webinars/{wid}/export?format=csv",
+                                                      headers=h), STAFF_OR_ADMIN),
         # an attendee may delete only their own messages: alice, not bob's
         ("DELETE /api/messages/{id}", delete_one, STAFF),
         ("GET /api/profiles/{id}", lambda c, h: c.get(f"/api/profiles/{world.bob.user_id}",

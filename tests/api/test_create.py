@@ -23,7 +23,7 @@ async def test_create_returns_the_stored_row(http: httpx.AsyncClient, world: Wor
     assert m["client_msg_id"] == cmid
     assert m["webinar_id"] == world.webinar.id and m["user_id"] == world.alice.user_id
     assert m["hidden"] is False and m["seq"] == 1 and isinstance(m["id"], int)
-    assert m["user"] == {"display_name": world.alice.display_name}
+    assert m["user"] == {"display_name": world.alice.display_name, "role": "attendee"}
     assert m["created_at"].endswith("Z")
     listed = await http.get(f"/api/webinars/{world.webinar.id}/messages",
                             headers=auth(world.bob.token))

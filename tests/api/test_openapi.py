@@ -15,6 +15,7 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from tests.helpers import World, auth, new_id, send
+from webinar_chat import transcript
 from webinar_chat.protocol.events import (
     Audience,
     Change,
@@ -30,6 +31,7 @@ from webinar_chat.server.text_rules import (
     content_problem,
     display_name_pattern,
 )
+from webinar_chat.store.store import TranscriptEntry
 
 
 def _refs(node: Any) -> set[str]:
@@ -114,6 +116,37 @@ def test_the_models_refuse_what_the_document_does_not_list() -> None:
         responses.VisibleMessage.model_validate({**payload, "email": "a@b.c"})
     with pytest.raises(ValidationError):
         responses.respond(responses.Health, success=True, status="ok", node="n")  # no pid
+
+
+@pytest.mark.parametrize("state", ["visible", "hidden", "deleted"])
+def test_transcript_rows_match_the_models(state: str) -> None:
+    at = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+    entry = (TranscriptEntry(7, 12, None, None, None, None, None, at) if state == "deleted"
+             else TranscriptEntry(7, 9, at, 5, "Alice", "=1+1", state == "hidden", None))
+    row = transcript.row(entry)
+    parsed = TypeAdapter(responses.TranscriptMessage | responses.TranscriptDeletedMessage
+                         ).validate_python(row)
+    assert isinstance(parsed, responses.TranscriptDeletedMessage if state == "deleted"
+                      else responses.TranscriptMessage)
+    responses.Transcript.model_validate({
+        "webinar": {"id": 3, "title": "T", "agency_id": 1, "client_id": 2},
+        "exported_at": "2026-12-02T12:00:00.000Z", "messages": [row]})
+    assert list(row) == list(transcript.COLUMNS)  # the CSV's columns are the JSON's keys
+
+
+async def test_the_export_declares_json_and_csv(http: httpx.AsyncClient) -> None:
+    doc = (await http.get("/api/openapi.json")).json()
+    op = doc["paths"]["/api/webinars/{webinar_id}/export"]["get"]
+    assert set(op["responses"]) == {"200", "400", "401", "403", "404", "500"}
+    content = op["responses"]["200"]["content"]
+    assert content == {"application/json": {"schema": {"$ref": "#/components/schemas/Transcript"}},
+                       "text/csv": {"schema": {"type": "string"}}}
+    assert doc["components"]["schemas"]["Transcript"]["additionalProperties"] is False
+    assert set(op["responses"]["200"]["headers"]) == {"Content-Disposition", "Cache-Control"}
+    assert [p["name"] for p in op["parameters"]] == ["webinar_id", "format"]
+    assert op["parameters"][1]["schema"]["enum"] == ["json", "csv"]
+    metrics = doc["paths"]["/metrics"]["get"]["responses"]["200"]
+    assert metrics["content"] == {"text/plain": {"schema": {"type": "string"}}}
 
 
 # --- the text patterns against the rules -----------------------------------------------------------

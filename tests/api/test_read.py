@@ -35,7 +35,7 @@ async def test_messages_latest_after_before_limit(http: httpx.AsyncClient, world
     before = (await http.get(url, params={"before": ids[2]}, headers=h)).json()
     assert [m["id"] for m in before["messages"]] == ids[:2] and before["has_more"] is False
     for m in latest["messages"]:
-        assert m["user"] == {"display_name": world.alice.display_name}
+        assert m["user"] == {"display_name": world.alice.display_name, "role": "attendee"}
         assert "email" not in m and "email" not in m["user"]
 
 

@@ -210,6 +210,11 @@ async def test_a_silent_subscription_is_probed_reported_and_replaced(cluster: Cl
     await a.ping()
 
 
+# redis-py (8.1) leaves the socket of a connect that failed half-way (the proxy refusing it) to
+# the garbage collector; when a collection happens inside this test, pytest reports the unclosed
+# socket as an unraisable warning (seen once in ~20 runs, under pytest-xdist). The node itself
+# closes every client it made (BusNode.close); the leak is inside redis-py's retry.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_a_node_whose_broker_is_down_at_start_joins_when_it_is_back(
         cluster: Cluster) -> None:
     if cluster.kind == "redis":

@@ -133,3 +133,20 @@ async def test_the_page_reports_its_monitoring_events_and_the_server_counts_them
     text = await scrape(server)
     assert metric_value(text, "webinar_chat_client_sessions_total") == 1
     assert alice.errors == []
+
+
+async def test_staff_messages_carry_their_role_badge_live_and_after_a_reload(
+        browser: Browser, server: RunningServer, world: World) -> None:
+    wid = world.webinar.id
+    host = await open_chat(browser, server, world.host, wid)
+    alice = await open_chat(browser, server, world.alice, wid)
+    await host.send("Welcome, I am your host")
+    await alice.send("Thanks!")
+    await expect(alice.message("Welcome, I am your host").locator(".role-badge")).to_have_text(
+        "Host")
+    await expect(alice.message("Thanks!")).to_have_attribute("data-state", "sent")
+    await expect(alice.message("Thanks!").locator(".role-badge")).to_be_hidden()
+    await alice.page.reload()
+    await expect(alice.message("Welcome, I am your host").locator(".role-badge")).to_have_text(
+        "Host")
+    await expect(alice.message("Thanks!").locator(".role-badge")).to_be_hidden()

@@ -453,7 +453,7 @@ describe('fallback', () => {
     Socket_last(ctx).serverClose();
     await ctx.clock.advance(1000); // reconnect 2 after 1 s
     assert.equal(ctx.client.fallback, false);
-    assert.equal(ctx.client.status, 'reconnecting');
+    assert.equal(ctx.client.status, 'connecting'); // never joined yet: not "reconnecting"
     Socket_last(ctx).serverClose(); // third consecutive failure
     await settle();
     assert.equal(ctx.client.fallback, true);

@@ -3,9 +3,10 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
 import {
-  DEFAULTS, Timeline, applyChange, backoffDelay, classifySendResult, connectionStatus,
-  newClientMsgId, parseOutbox, pollAllowed, pollRetryDelay, readConfig, reconnectDelay,
-  retryDelay, safeNextPath, sequenceEvents, serializeOutbox, shouldUseFallback, tempId, topicFor,
+  DEFAULTS, GROUP_GAP_MS, Timeline, applyChange, backoffDelay, classifySendResult,
+  connectionStatus, dayLabel, localDayKey, localStateLabel, messageActions, newClientMsgId,
+  parseOutbox, pollAllowed, pollRetryDelay, readConfig, reconnectDelay, retryDelay, safeNextPath,
+  sequenceEvents, serializeOutbox, shouldUseFallback, tempId, timelineLayout, topicFor,
 } from '../../src/webinar_chat/web/chat-core.js';
 
 const msg = (id, extra = {}) => ({
@@ -65,11 +66,21 @@ describe('fallback decisions and status', () => {
   });
 
   it('shows live / reconnecting / fallback / offline', () => {
+    const before = { connectedBefore: true };
     assert.equal(connectionStatus({ online: true, socketLive: true, fallback: false }), 'live');
-    assert.equal(connectionStatus({ online: true, socketLive: false, fallback: false }),
+    assert.equal(connectionStatus({ online: true, socketLive: false, fallback: false, ...before }),
       'reconnecting');
     assert.equal(connectionStatus({ online: true, socketLive: false, fallback: true }), 'fallback');
     assert.equal(connectionStatus({ online: false, socketLive: true, fallback: true }), 'offline');
+  });
+
+  it('says connecting, not reconnecting, until a first connection was made', () => {
+    assert.equal(connectionStatus({ online: true, socketLive: false, fallback: false }),
+      'connecting');
+    assert.equal(connectionStatus({ online: true, socketLive: false, fallback: false,
+      connectedBefore: false }), 'connecting');
+    assert.equal(connectionStatus({ online: false, socketLive: false, fallback: false }),
+      'offline');
   });
 });
 
@@ -317,5 +328,107 @@ describe('configuration and small helpers', () => {
       '/admin', null, '/webinars/1?x=<script>']) {
       assert.equal(safeNextPath(bad), null, String(bad));
     }
+  });
+});
+
+describe('presentation decisions', () => {
+  it('a pending message waits for the network while offline, and is retried online', () => {
+    assert.equal(localStateLabel('pending', { online: false }), 'Waiting for network…');
+    assert.equal(localStateLabel('pending', { online: true }), 'Not sent yet · retrying');
+    assert.equal(localStateLabel('pending'), 'Not sent yet · retrying');
+    assert.equal(localStateLabel('sending', { online: false }), 'Sending…');
+    assert.equal(localStateLabel('failed', { online: false }), 'Not sent');
+    assert.equal(localStateLabel('sent'), '');
+  });
+
+  it('offers staff hide/unhide and delete, authors delete, nothing on unsent messages', () => {
+    assert.deepEqual(messageActions({ kind: 'server', staff: true }), ['hide', 'delete']);
+    assert.deepEqual(messageActions({ kind: 'server', staff: true, hidden: true }),
+      ['unhide', 'delete']);
+    assert.deepEqual(messageActions({ kind: 'server', own: true }), ['delete']);
+    assert.deepEqual(messageActions({ kind: 'server' }), []);
+    assert.deepEqual(messageActions({ kind: 'local', staff: true, own: true }), []);
+  });
+});
+
+describe('timeline layout: author groups and day separators', () => {
+  // Local wall-clock times (the viewer's time zone, whatever the machine's is).
+  const at = (day, hour, minute = 0) => new Date(2026, 2, day, hour, minute).getTime();
+  const NOW = at(12, 15);
+  const e = (key, author, time) => ({ key, author, at: time });
+  const layout = (entries) => timelineLayout(entries, { now: NOW });
+  const groups = (entries) => layout(entries).map((l) => (l.groupStart ? 'S' : 'c')).join('');
+  const seps = (entries) => layout(entries).filter((l) => l.day)
+    .map((l) => `${l.key}:${l.day.kind}:${l.day.key}`);
+
+  it('shows the name once for consecutive messages of one author within a few minutes', () => {
+    assert.equal(groups([e('1', 7, at(12, 10, 0)), e('2', 7, at(12, 10, 1)),
+      e('3', 7, at(12, 10, 4)), e('4', 8, at(12, 10, 4)), e('5', 7, at(12, 10, 4))]), 'SccSS');
+  });
+
+  it('starts a new group after a pause longer than GROUP_GAP_MS', () => {
+    const t = at(12, 10);
+    assert.equal(groups([e('1', 7, t), e('2', 7, t + GROUP_GAP_MS), e('3', 7,
+      t + 2 * GROUP_GAP_MS + 1)]), 'ScS');
+  });
+
+  it('never groups unknown authors or undated messages', () => {
+    assert.equal(groups([e('1', null, at(12, 1)), e('2', null, at(12, 1))]), 'SS');
+    assert.equal(groups([e('1', 7, at(12, 1)), e('2', 7, null), e('3', 7, at(12, 1))]), 'SSS');
+  });
+
+  it('puts a separator before the first message of each local day: Today, Yesterday, a date', () => {
+    const entries = [e('1', 7, at(9, 23, 58)), e('2', 7, at(10, 0, 1)), e('3', 7, at(11, 8)),
+      e('4', 7, at(12, 0)), e('5', 7, at(12, 9))];
+    assert.deepEqual(seps(entries), ['1:date:2026-03-09', '2:date:2026-03-10',
+      '3:yesterday:2026-03-11', '4:today:2026-03-12']);
+    assert.equal(groups(entries), 'SSSSS');
+    // Two minutes apart but across midnight: the separator starts a new group.
+    assert.equal(groups([e('a', 7, at(11, 23, 59)), e('b', 7, at(12, 0, 1))]), 'SS');
+  });
+
+  it('is the same whatever the history was before: recomputed, prepending just moves things', () => {
+    const today = [e('10', 7, at(12, 9, 2)), e('11', 7, at(12, 9, 3))];
+    assert.deepEqual(seps(today), ['10:today:2026-03-12']);
+    const older = [e('8', 7, at(11, 20)), e('9', 7, at(12, 9, 0))];
+    const all = layout([...older, ...today]);
+    assert.deepEqual(all.map((l) => [l.key, l.groupStart, l.day && l.day.kind]), [
+      ['8', true, 'yesterday'], ['9', true, 'today'], ['10', false, null], ['11', false, null]]);
+  });
+
+  it('regroups around a hidden or deleted message (it is simply not in the list)', () => {
+    const a1 = e('1', 7, at(12, 10, 0));
+    const b = e('2', 8, at(12, 10, 1));
+    const a2 = e('3', 7, at(12, 10, 2));
+    assert.equal(groups([a1, b, a2]), 'SSS');
+    assert.equal(groups([a1, a2]), 'Sc');
+    assert.deepEqual(seps([a1, a2]), ['1:today:2026-03-12']);
+    // The first message of the day is deleted: the separator moves to the next one.
+    assert.deepEqual(seps([b, a2]), ['2:today:2026-03-12']);
+  });
+
+  it('never shows a day twice when dates come out of order', () => {
+    // Ordered by id, but the second was stamped a day earlier (clocks disagree): it stays under
+    // "Today" instead of opening a second "Yesterday" below it.
+    const entries = [e('1', 7, at(11, 12)), e('2', 7, at(12, 9)), e('3', 7, at(11, 23)),
+      e('4', 8, at(12, 10))];
+    assert.deepEqual(seps(entries), ['1:yesterday:2026-03-11', '2:today:2026-03-12']);
+    assert.equal(layout([e('1', 7, null), e('2', 7, at(12, 1))])[1].day.kind, 'today');
+  });
+
+  it('decides days in local time and labels them', () => {
+    assert.equal(localDayKey(at(1, 0, 0)), '2026-03-01');
+    assert.equal(localDayKey(at(1, 23, 59)), '2026-03-01');
+    // Yesterday across a month boundary.
+    const firstOfApril = new Date(2026, 3, 1, 8).getTime();
+    const l = timelineLayout([e('1', 7, at(31, 22))], { now: firstOfApril });
+    assert.equal(l[0].day.kind, 'yesterday');
+    const format = (ms) => `on ${localDayKey(ms)}`;
+    assert.equal(dayLabel({ kind: 'today', at: NOW }, format), 'Today');
+    assert.equal(dayLabel({ kind: 'yesterday', at: NOW }, format), 'Yesterday');
+    assert.equal(dayLabel({ kind: 'date', at: at(3, 9) }, format), 'on 2026-03-03');
+    const intl = new Intl.DateTimeFormat('en-US', { weekday: 'long', month: 'long', day: 'numeric' });
+    assert.equal(dayLabel({ kind: 'date', at: at(3, 9) }, (ms) => intl.format(ms)),
+      'Tuesday, March 3');
   });
 });

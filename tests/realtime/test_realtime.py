@@ -395,3 +395,36 @@ async def test_shutdown_closes_sockets_with_1001_and_answers_long_polls(
         assert c.closed is not None and c.closed.rcvd is not None
         assert (c.closed.rcvd.code, c.closed.rcvd.reason) == (1001, "server shutting down")
     await server.start()  # the fixture stops it again
+
+
+async def test_role_badges_are_the_same_on_every_path_and_stay(
+        server: RunningServer, world: World, http: httpx.AsyncClient) -> None:
+    """Each message carries its author's role at the time of posting, in the create answer, the
+    live frame, a replay, the list and the change feed; promoting the author later changes the
+    badge of their next message only (so a reload shows what a live viewer saw)."""
+    async with realtime(server, world.bob.token) as bob:
+        await bob.join(world.webinar.id, last_seq=0)
+        sent = {}
+        for person, role in ((world.host, "host"), (world.moderator, "moderator"),
+                             (world.alice, "attendee")):
+            answer = await send(http, person, world.webinar.id, f"from the {role}", new_id())
+            assert answer.json()["message"]["user"]["role"] == role
+            sent[answer.json()["message"]["id"]] = role
+        registered = await http.post("/api/admin/registrations", headers=auth(world.admin.token),
+                                     json={"webinar_id": world.webinar.id,
+                                           "user_id": world.alice.user_id, "role": "moderator"})
+        assert registered.status_code == 200
+        promoted = await send(http, world.alice, world.webinar.id, "promoted", new_id())
+        sent[promoted.json()["message"]["id"]] = "moderator"
+        await bob.wait_for(lambda c: len(c.events()) == 4)
+        live = {e["new"]["id"]: e["new"]["user"]["role"] for e in bob.events()}
+    assert live == sent
+    async with realtime(server, world.bob.token) as again:
+        await again.join(world.webinar.id, last_seq=0)
+        await again.wait_for(lambda c: len(c.events()) == 4)
+        assert {e["new"]["id"]: e["new"]["user"]["role"] for e in again.events()} == sent
+    h = auth(world.bob.token)
+    listed = (await http.get(f"/api/webinars/{world.webinar.id}/messages", headers=h)).json()
+    assert {m["id"]: m["user"]["role"] for m in listed["messages"]} == sent
+    feed = (await http.get(f"/api/webinars/{world.webinar.id}/changes", headers=h)).json()
+    assert {c["new"]["id"]: c["new"]["user"]["role"] for c in feed["changes"]} == sent

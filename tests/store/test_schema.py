@@ -10,7 +10,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from webinar_chat.store.db import sqlalchemy_url
 
 MESSAGE_COLUMNS = {"id", "agency_id", "client_id", "webinar_id", "user_id", "content",
-                   "created_at", "hidden", "client_msg_id", "seq"}
+                   "created_at", "hidden", "client_msg_id", "seq",
+                   "author_role"}  # the role badge (migration 0002)
 TABLES = {"agencies", "clients", "webinars", "users", "profiles", "registrations",
           "refresh_tokens", "messages", "message_changes", "alembic_version"}
 

@@ -88,5 +88,22 @@ def require_visible(access: WebinarAccess, message: Message) -> None:
         raise Denied(404, "not_found", "Message not found")
 
 
+async def check_export(store: Store, webinar_id: int, user_id: int) -> Webinar:
+    """May this user export the webinar's whole transcript (hidden and deleted messages
+    included)? Its moderators and hosts, unless banned, and platform admins, who need no
+    registration (as for the admin routes). Raises Denied: 404 unknown webinar, 403 otherwise.
+    Always read fresh: an export is rare, and a ban must stop the next one at once."""
+    user = await store.get_user(user_id)
+    if user is not None and user.is_admin:
+        webinar = await store.get_webinar(webinar_id)
+        if webinar is None:
+            raise Denied(404, "not_found", "Webinar not found")
+        return webinar
+    access = await check_access(store, webinar_id, user_id)
+    if not access.is_staff:
+        raise Denied(403, "forbidden", "Only moderators, hosts and admins can export the chat")
+    return access.webinar
+
+
 async def may_see_email(store: Store, viewer_id: int, subject_id: int) -> bool:
     return viewer_id == subject_id or await store.shares_staffed_webinar(viewer_id, subject_id)

@@ -101,7 +101,8 @@ def _message_fields(message: Message) -> dict[str, Any]:
             "webinar_id": message.webinar_id, "user_id": message.user_id,
             "content": message.content, "created_at": iso_utc(message.created_at),
             "hidden": message.hidden, "client_msg_id": message.client_msg_id,
-            "seq": message.seq, "display_name": message.display_name}
+            "seq": message.seq, "display_name": message.display_name,
+            "author_role": message.author_role}
 
 
 def _change(raw: dict[str, Any]) -> Change:
@@ -122,9 +123,14 @@ def _message(raw: dict[str, Any]) -> Message:
     if not isinstance(hidden, bool):
         raise BadMessage("hidden: not a boolean")
     created = datetime.fromisoformat(_str(raw, "created_at").replace("Z", "+00:00"))
+    # A node of the release before role badges sends none: its messages show as attendees' until
+    # read back from the store (rolling deploys only; docs/deployment.md).
+    role = raw.get("author_role", "attendee")
+    if role not in ("attendee", "moderator", "host"):
+        raise BadMessage(f"author_role: {role!r}")
     return Message(_int(raw, "id"), _int(raw, "agency_id"), _int(raw, "client_id"),
                    _int(raw, "webinar_id"), _int(raw, "user_id"), _str(raw, "content"), created,
-                   hidden, client_msg_id, _int(raw, "seq"), _str(raw, "display_name"))
+                   hidden, client_msg_id, _int(raw, "seq"), _str(raw, "display_name"), role)
 
 
 def _dict(raw: dict[str, Any], key: str) -> dict[str, Any]:

@@ -37,6 +37,9 @@ class ChatMessage:
     created_at: datetime | None
     client_msg_id: str | None
     display_name: str | None
+    # The author's role when they posted ("attendee", "moderator", "host"): the badge. None when
+    # redacted (or from a server before role badges).
+    author_role: str | None = None
 
     @property
     def redacted(self) -> bool:
@@ -61,6 +64,7 @@ class ChatMessage:
                 raise ProtocolError(f"bad created_at {created!r}") from None
         user = data.get("user")
         name = user.get("display_name") if isinstance(user, Mapping) else None
+        role = user.get("role") if isinstance(user, Mapping) else None
         cmid = data.get("client_msg_id")
         return cls(
             id=mid, webinar_id=webinar_id, seq=seq, hidden=bool(data.get("hidden", False)),
@@ -69,6 +73,7 @@ class ChatMessage:
             created_at=created_at,
             client_msg_id=cmid if isinstance(cmid, str) else None,
             display_name=name if isinstance(name, str) else None,
+            author_role=role if isinstance(role, str) else None,
         )
 
 

@@ -41,6 +41,10 @@ class Message:
     client_msg_id: str | None
     seq: int
     display_name: str
+    # The author's role in the webinar when they posted (attendee, moderator, host): the badge.
+    # Stored with the message, not looked up when read, so that every path — live, replay,
+    # long-poll, list, reload — shows the same badge forever (docs/delivery.md, guarantee 5).
+    author_role: str = "attendee"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +81,7 @@ def message_payload(message: Message, audience: Audience) -> dict[str, Any]:
         "hidden": message.hidden,
         "client_msg_id": message.client_msg_id,
         "seq": message.seq,
-        "user": {"display_name": message.display_name},
+        "user": {"display_name": message.display_name, "role": message.author_role},
     }
 
 

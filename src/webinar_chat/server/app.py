@@ -47,6 +47,17 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 @dataclass(frozen=True)
+class Media:
+    """A success answer that is not one JSON model (Prometheus text, a transcript download):
+    each media type the operation can answer with its model or JSON Schema, and the headers the
+    answer always carries ((name, JSON Schema, description))."""
+
+    description: str
+    content: tuple[tuple[str, type[BaseModel] | dict[str, Any]], ...]
+    headers: tuple[tuple[str, dict[str, Any], str], ...] = ()
+
+
+@dataclass(frozen=True)
 class Endpoint:
     """One HTTP operation and what the OpenAPI document says about it: its request body, its
     answer and the errors it can give besides the ones every operation of its kind can (400 for
@@ -56,7 +67,7 @@ class Endpoint:
     path: str
     handler: Handler
     summary: str
-    response: type[BaseModel] | None  # None: Prometheus text (/metrics)
+    response: type[BaseModel] | Media
     body: type[BaseModel] | None = None
     auth: bool = True
     statuses: tuple[int, ...] = ()
@@ -66,6 +77,15 @@ class Endpoint:
 _SEQ = {"type": "integer", "format": "int64", "minimum": 0, "maximum": 2**63 - 1}
 _ID = {"type": "integer", "format": "int64", "minimum": 1, "maximum": 2**63 - 1}
 R = responses
+_TRANSCRIPT = Media(
+    "The transcript, streamed: JSON, or CSV (RFC 4180, cells that start like a formula prefixed "
+    "with a single quote)",
+    (("application/json", R.Transcript), ("text/csv", {"type": "string"})),
+    headers=(("Content-Disposition", {"type": "string", "pattern":
+              r'^attachment; filename="webinar-[0-9]+-transcript\.(json|csv)"$'},
+              "A download named webinar-<id>-transcript.<format>"),
+             ("Cache-Control", {"type": "string", "const": "no-store"},
+              "Never stored by a browser or a proxy")))
 
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("POST", "/api/auth/signup", http_api.signup, "Create an account and log in",
@@ -128,8 +148,16 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("POST", "/api/metrics/events", http_api.client_events,
              "Monitoring events from the page and the SDK (batched; rate limited per session)",
              R.EventsAccepted, schemas.ClientEvents, statuses=(429,)),
+    Endpoint("GET", "/api/webinars/{webinar_id}/export", http_api.export_transcript,
+             "The whole transcript as a download, deleted messages included (moderator/host, "
+             "admin; docs/export.md)", _TRANSCRIPT, statuses=(403, 404),
+             query=(("format", {"type": "string", "enum": ["json", "csv"], "default": "json"},
+                     "json (a Transcript document) or csv (a header row, then one row per "
+                     "message)"),)),
     Endpoint("GET", "/metrics", http_api.metrics,
-             "Prometheus metrics of this process (docs/operations.md)", None, auth=False),
+             "Prometheus metrics of this process (docs/operations.md)",
+             Media("Prometheus text exposition format 0.0.4",
+                   (("text/plain", {"type": "string"}),)), auth=False),
     Endpoint("GET", "/healthz", http_api.healthz, "Liveness", R.Health, auth=False),
     Endpoint("GET", "/readyz", http_api.readyz, "Readiness: database and bus reachable",
              R.Readiness, auth=False, statuses=(503,)),
@@ -177,18 +205,28 @@ def _text_rules(components: dict[str, Any], settings: Settings) -> None:
         components[name]["properties"]["display_name"]["pattern"] = display_name_pattern()
 
 
+def _success(response: type[BaseModel] | Media, components: dict[str, Any]) -> dict[str, Any]:
+    """The 200 of an operation: its JSON model, or each media type of a `Media` answer."""
+    if not isinstance(response, Media):
+        return {"description": _STATUS_TEXT[200],
+                "content": _json(_model_schema(response, components, mode="serialization"))}
+    success: dict[str, Any] = {"description": response.description, "content": {
+        media: {"schema": schema if isinstance(schema, dict)
+                else _model_schema(schema, components, mode="serialization")}
+        for media, schema in response.content}}
+    if response.headers:
+        success["headers"] = {name: {"description": description, "required": True,
+                                     "schema": schema}
+                              for name, schema, description in response.headers}
+    return success
+
+
 def openapi_document(settings: Settings) -> dict[str, Any]:
     paths: dict[str, Any] = {}
     components: dict[str, Any] = {}
     error = _model_schema(responses.Error, components, mode="serialization")
     for ep in ENDPOINTS:
-        if ep.response is None:
-            success = {"description": "Prometheus text exposition format 0.0.4",
-                       "content": {"text/plain": {"schema": {"type": "string"}}}}
-        else:
-            success = {"description": _STATUS_TEXT[200],
-                       "content": _json(_model_schema(ep.response, components,
-                                                      mode="serialization"))}
+        success = _success(ep.response, components)
         op: dict[str, Any] = {"summary": ep.summary, "responses": {"200": success}}
         for status in _statuses(ep):
             body = (_model_schema(responses.Readiness, components, mode="serialization")

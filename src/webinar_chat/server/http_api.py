@@ -10,6 +10,7 @@ import os
 import re
 import time
 import uuid
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -18,7 +19,7 @@ import structlog
 from prometheus_client import CONTENT_TYPE_LATEST as METRICS_CONTENT_TYPE
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from ..auth import permissions as perm
 from ..auth.passwords import hash_password, verify_password
@@ -26,6 +27,7 @@ from ..auth.tokens import TokenError, hash_refresh_token, new_refresh_token
 from ..bus import BusNotReady
 from ..protocol.events import Audience, encode_event, message_payload
 from ..store.store import DuplicateMessage, EmailTaken, NotFound, SlowMode, User, now_utc
+from ..transcript import FORMATS, MEDIA_TYPES, filename, transcript_chunks
 from . import responses, schemas
 from .client_events import RateLimited
 from .errors import ApiError, JSONResponse, validation_message
@@ -305,7 +307,7 @@ async def _create_message(request: Request) -> Response:
     try:
         message, change = await state.store.create_message(
             access.webinar, user_id, access.display_name, content, body.clientMsgId,
-            slow_mode_applies=perm.slow_mode_applies(access),
+            slow_mode_applies=perm.slow_mode_applies(access), author_role=access.role,
         )
         stored = True
     except DuplicateMessage as dup:
@@ -433,6 +435,35 @@ async def delete_message(request: Request) -> Response:
         raise ApiError(404, "not_found", "Message not found") from None
     await state.hub.publish(change)
     return ok(responses.Deleted, message={"id": message.id, "seq": change.seq})
+
+
+# --- transcript export (docs/export.md) ----------------------------------------------------------
+
+async def _nothing() -> AsyncIterator[bytes]:
+    return
+    yield  # an async generator with no chunk
+
+
+async def export_transcript(request: Request) -> Response:
+    """The webinar's whole transcript as a download, streamed a page at a time from the store
+    (transcript.py): memory does not grow with the webinar. Staff and admins only."""
+    state = _state(request)
+    user_id = _user_id(request)
+    webinar_id = _path_id(request, "webinar_id")
+    fmt = next((f for f in FORMATS if f == request.query_params.get("format", "json")), None)
+    if fmt is None:
+        raise ApiError(400, "invalid_request", "format: must be one of " + ", ".join(FORMATS))
+    structlog.contextvars.bind_contextvars(webinar_id=webinar_id)
+    try:
+        webinar = await perm.check_export(state.store, webinar_id, user_id)
+    except perm.Denied as exc:
+        raise _denied(exc) from None
+    # HEAD gets the GET's headers without reading the whole webinar for a body nobody receives.
+    chunks = (_nothing() if request.method == "HEAD"
+              else transcript_chunks(state.store, webinar, fmt, now_utc()))
+    return StreamingResponse(chunks, media_type=MEDIA_TYPES[fmt], headers={
+        "Content-Disposition": f'attachment; filename="{filename(webinar.id, fmt)}"',
+        **NO_STORE})
 
 
 # --- webinars and profiles -----------------------------------------------------------------------

@@ -110,6 +110,8 @@ class ProfileAnswer(Answer):
 
 class Author(Answer):
     display_name: str
+    role: Role = Field(description="The author's role in the webinar when they posted: the badge "
+                       "(the same on every path, forever)")
 
 
 class VisibleMessage(Answer):
@@ -200,6 +202,59 @@ class WebinarView(Answer):
 class WebinarAnswer(Answer):
     success: Literal[True]
     webinar: WebinarView
+
+
+# --- transcript export (docs/export.md) ----------------------------------------------------------
+# Written row by row as the store reads them (transcript.py), not through `respond`: tests check
+# `transcript.row` against these models, and schemathesis checks the streamed documents.
+
+Timestamp = Annotated[str, Field(description="RFC 3339, UTC, milliseconds",
+                                 json_schema_extra={"format": "date-time"})]
+
+
+class TranscriptWebinar(Answer):
+    id: Id
+    title: str
+    agency_id: Id
+    client_id: Id
+
+
+class TranscriptMessage(Answer):
+    """A message as it is stored, hidden or not."""
+
+    id: Id
+    seq: Seq = Field(description="The change-feed seq of its current state")
+    created_at: Timestamp
+    user_id: Id
+    display_name: str = Field(description="The author's display name now")
+    content: str
+    hidden: bool
+    deleted: Literal[False]
+    deleted_at: None
+
+
+class TranscriptDeletedMessage(Answer):
+    """A deleted message: the store keeps only its id and its deletion (the DELETE change)."""
+
+    id: Id
+    seq: Seq = Field(description="The change-feed seq of its deletion")
+    created_at: None
+    user_id: None
+    display_name: None
+    content: None
+    hidden: None
+    deleted: Literal[True]
+    deleted_at: Timestamp
+
+
+class Transcript(Answer):
+    """`GET /api/webinars/{id}/export?format=json`: the webinar's every message by id, deleted
+    ones included. Sections added later (Q&A `questions`) come as new keys after `messages`."""
+
+    webinar: TranscriptWebinar
+    exported_at: Timestamp = Field(description="When the export started")
+    messages: list[TranscriptMessage | TranscriptDeletedMessage] = Field(
+        description="Ascending by id; each page as the database held it when it was read")
 
 
 # --- admin ---------------------------------------------------------------------------------------

@@ -25,10 +25,20 @@ def migrate(database_url: str, revision: str = "head") -> None:
 
 
 def current_revision(database_url: str) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-    from sqlalchemy import create_engine
+    """The revision the database is at, through the same async driver as the migrations (no
+    second, synchronous driver to install). Runs its own event loop: call it from a thread."""
+    import asyncio
 
-    sync_url = sqlalchemy_url(database_url).replace("+aiosqlite", "").replace("+asyncpg", "+psycopg")
-    engine = create_engine(sync_url)
-    with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+    from alembic.runtime.migration import MigrationContext
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    async def read() -> str | None:
+        engine = create_async_engine(sqlalchemy_url(database_url))
+        try:
+            async with engine.connect() as conn:
+                return await conn.run_sync(
+                    lambda sync: MigrationContext.configure(sync).get_current_revision())
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(read())

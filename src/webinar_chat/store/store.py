@@ -7,7 +7,7 @@ The change feed is built here: every write to `messages` takes the next per-webi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -97,6 +97,26 @@ class ChangePage:
     last_seq: int  # highest seq in `changes`, or the requested `after_seq` when empty
 
 
+@dataclass(frozen=True, slots=True)
+class TranscriptEntry:
+    """One message of a transcript export (Store.transcript_pages). A deleted message's row is
+    gone (delete_message) and only its DELETE change is left: it comes back with its id, the
+    change's `seq` and `deleted_at`, and None for everything the store no longer has."""
+
+    id: int
+    seq: int
+    created_at: datetime | None
+    user_id: int | None
+    display_name: str | None
+    content: str | None
+    hidden: bool | None
+    deleted_at: datetime | None
+
+    @property
+    def deleted(self) -> bool:
+        return self.deleted_at is not None
+
+
 def now_utc() -> datetime:
     return datetime.now(UTC)
 
@@ -113,7 +133,7 @@ def _opt_datetime(value: Any) -> datetime | None:
 
 
 _MESSAGE_COLUMNS = """m.id, m.agency_id, m.client_id, m.webinar_id, m.user_id, m.content, m.created_at,
-    m.hidden, m.client_msg_id, m.seq, COALESCE(p.display_name, '') AS display_name"""
+    m.hidden, m.client_msg_id, m.seq, COALESCE(p.display_name, '') AS display_name, m.author_role"""
 
 _MESSAGE_SELECT = f"""SELECT {_MESSAGE_COLUMNS}
     FROM messages m LEFT JOIN profiles p ON p.user_id = m.user_id"""
@@ -141,6 +161,53 @@ def history_sql(dialect: str, *, newer: bool, include_hidden: bool) -> str:
             " ORDER BY m.webinar_id DESC, m.id DESC LIMIT $3")
 
 
+# Page size of Store.transcript_pages: a page is one statement, so on SQLite (one reader
+# thread) an export of any size holds the reader for one page at a time, between other reads.
+TRANSCRIPT_PAGE_SIZE = 1000
+
+
+def transcript_sql(dialect: str) -> str:
+    """One page of a webinar's transcript ($1 webinar, $2 message id, $3 limit): the `limit`
+    entries after $2 by id, messages and deleted messages merged. Each branch walks its own index
+    in id order and stops after `limit` rows: messages on (webinar_id, id) — with history_sql's
+    `ANY(ARRAY[…])` on PostgreSQL, for the same reason — and DELETE changes on the partial index
+    message_changes_deletes (webinar_id, message_id). One statement: one snapshot, so a message
+    deleted while the page is read is in exactly one branch. The NULLs are cast so that both
+    branches' columns have one type on PostgreSQL (SQLite ignores the types)."""
+    webinar = ("m.webinar_id = ANY(ARRAY[$1::bigint])" if dialect == "postgresql"
+               else "m.webinar_id = $1")
+    return f"""SELECT * FROM (
+        SELECT m.id, m.seq, m.created_at, m.user_id, COALESCE(p.display_name, '') AS display_name,
+               m.content, m.hidden, CAST(NULL AS TIMESTAMPTZ) AS deleted_at
+        FROM messages m LEFT JOIN profiles p ON p.user_id = m.user_id
+        WHERE {webinar} AND m.id > $2
+        ORDER BY m.webinar_id ASC, m.id ASC LIMIT $3) AS live
+    UNION ALL
+    SELECT * FROM (
+        SELECT c.message_id AS id, c.seq, CAST(NULL AS TIMESTAMPTZ) AS created_at,
+               CAST(NULL AS BIGINT) AS user_id, CAST(NULL AS TEXT) AS display_name,
+               CAST(NULL AS TEXT) AS content, CAST(NULL AS BOOLEAN) AS hidden,
+               c.changed_at AS deleted_at
+        FROM message_changes c
+        WHERE c.webinar_id = $1 AND c.op = 'DELETE' AND c.message_id > $2
+        ORDER BY c.webinar_id ASC, c.message_id ASC LIMIT $3) AS gone
+    ORDER BY id ASC LIMIT $3"""
+
+
+def _transcript_entry(row: Row) -> TranscriptEntry:
+    deleted = row["deleted_at"] is not None
+    return TranscriptEntry(
+        id=row["id"],
+        seq=row["seq"],
+        created_at=_opt_datetime(row["created_at"]),
+        user_id=row["user_id"],
+        display_name=row["display_name"],
+        content=row["content"],
+        hidden=None if deleted else bool(row["hidden"]),
+        deleted_at=_opt_datetime(row["deleted_at"]),
+    )
+
+
 
 def _message(row: Row) -> Message:
     cmid = row["client_msg_id"]
@@ -156,6 +223,7 @@ def _message(row: Row) -> Message:
         client_msg_id=None if cmid is None else str(cmid),
         seq=row["seq"],
         display_name=row["display_name"],
+        author_role=row["author_role"],
     )
 
 
@@ -215,7 +283,8 @@ def _slow_mode_wait(webinar: Webinar, last_posted_at: datetime | None, now: date
 
 
 # PostgreSQL's create in one statement (Store._create_message_pg): $1 agency, $2 client,
-# $3 webinar, $4 user, $5 content, $6 now, $7 client_msg_id[, $8 slow-mode cutoff]. The seq comes
+# $3 webinar, $4 user, $5 content, $6 now, $7 client_msg_id[, $8 slow-mode cutoff], then the
+# author's role ($8, or $9 with slow mode: every parameter must be used, for its type). The seq comes
 # first (the row lock that orders commits, as in _next_seq); `claim` is _claim_slow_mode's UPDATE.
 # Data-modifying CTEs all run to completion in one snapshot; the final INSERT's LEFT JOIN yields a
 # NULL message_id, hence the abort, when `m` wrote nothing.
@@ -224,8 +293,8 @@ WITH s AS (
     UPDATE webinars SET last_seq = last_seq + 1 WHERE id = $3 RETURNING last_seq
 ), {claim}m AS (
     INSERT INTO messages (agency_id, client_id, webinar_id, user_id, content, created_at, hidden,
-                          client_msg_id, seq)
-    SELECT $1, $2, $3, $4, $5, $6, FALSE, $7, s.last_seq FROM s{claimed}
+                          client_msg_id, seq, author_role)
+    SELECT $1, $2, $3, $4, $5, $6, FALSE, $7, s.last_seq, {role} FROM s{claimed}
     ON CONFLICT (webinar_id, user_id, client_msg_id) DO NOTHING
     RETURNING id
 )
@@ -233,7 +302,7 @@ INSERT INTO message_changes (webinar_id, seq, message_id, op, changed_at)
 SELECT $3, s.last_seq, m.id, 'INSERT', $6 FROM s LEFT JOIN m ON TRUE
 RETURNING seq, message_id
 """
-_CREATE_MESSAGE_PG = _CREATE_MESSAGE_PG_TEMPLATE.format(claim="", claimed="")
+_CREATE_MESSAGE_PG = _CREATE_MESSAGE_PG_TEMPLATE.format(claim="", claimed="", role="$8")
 # The claim reads `s`, so it runs after the webinar lock is taken (same lock order as the plan).
 _CREATE_MESSAGE_SLOW_PG = _CREATE_MESSAGE_PG_TEMPLATE.format(
     claim="""r AS (
@@ -242,7 +311,7 @@ _CREATE_MESSAGE_SLOW_PG = _CREATE_MESSAGE_PG_TEMPLATE.format(
       AND (registrations.last_posted_at IS NULL OR registrations.last_posted_at <= $8)
     RETURNING registrations.user_id
 ), """,
-    claimed=" JOIN r ON TRUE")
+    claimed=" JOIN r ON TRUE", role="$9")
 
 
 class Store:
@@ -523,6 +592,7 @@ class Store:
         client_msg_id: str | None,
         *,
         slow_mode_applies: bool,
+        author_role: str = "attendee",
     ) -> tuple[Message, Change]:
         """Store a message and its INSERT change in one transaction.
 
@@ -533,28 +603,29 @@ class Store:
         slow = slow_mode_applies and webinar.slow_mode_seconds > 0
         if self.dialect == "postgresql":
             seq, message_id = await self._create_message_pg(webinar, user_id, content,
-                                                            client_msg_id, now, slow)
+                                                            client_msg_id, now, slow, author_role)
         else:
             seq, message_id = await self._create_message_plan(webinar, user_id, content,
-                                                              client_msg_id, now, slow)
+                                                              client_msg_id, now, slow,
+                                                              author_role)
         message = Message(message_id, webinar.agency_id, webinar.client_id, webinar.id, user_id,
-                          content, now, False, client_msg_id, seq, display_name)
+                          content, now, False, client_msg_id, seq, display_name, author_role)
         return message, Change(webinar.id, seq, ChangeOp.INSERT, message.id, message)
 
     async def _create_message_plan(self, webinar: Webinar, user_id: int, content: str,
                                    client_msg_id: str | None, now: datetime,
-                                   slow: bool) -> tuple[int, int]:
+                                   slow: bool, author_role: str) -> tuple[int, int]:
         """SQLite: the create as a plan, run in one hop on the writer thread."""
 
         def plan() -> Plan[tuple[int, int]]:
             seq = yield from _next_seq(webinar.id)
             row = yield q("""INSERT INTO messages (agency_id, client_id, webinar_id, user_id,
-                                 content, created_at, hidden, client_msg_id, seq)
-                             VALUES ($1, $2, $3, $4, $5, $6, FALSE, $7, $8)
+                                 content, created_at, hidden, client_msg_id, seq, author_role)
+                             VALUES ($1, $2, $3, $4, $5, $6, FALSE, $7, $8, $9)
                              ON CONFLICT (webinar_id, user_id, client_msg_id) DO NOTHING
                              RETURNING id""",
                           webinar.agency_id, webinar.client_id, webinar.id, user_id, content, now,
-                          client_msg_id, seq)
+                          client_msg_id, seq, author_role)
             if row is None:
                 raise _Conflict
             if slow:
@@ -572,7 +643,7 @@ class Store:
 
     async def _create_message_pg(self, webinar: Webinar, user_id: int, content: str,
                                  client_msg_id: str | None, now: datetime,
-                                 slow: bool) -> tuple[int, int]:
+                                 slow: bool, author_role: str) -> tuple[int, int]:
         """PostgreSQL: the same transaction as one statement, so one round trip holds the
         webinar's row lock instead of five. When no message row is written (the idempotency key
         exists, or slow mode refused the claim), the change row's message_id is NULL and its NOT
@@ -583,6 +654,7 @@ class Store:
                            now, client_msg_id]
         if slow:
             args.append(now - timedelta(seconds=webinar.slow_mode_seconds))
+        args.append(author_role)
         try:
             row = await self.db.fetchrow(_CREATE_MESSAGE_SLOW_PG if slow else _CREATE_MESSAGE_PG,
                                          *args)
@@ -689,6 +761,28 @@ class Store:
             for r in rows[:limit]
         ]
         return ChangePage(changes, has_more, changes[-1].seq if changes else after_seq)
+
+    async def transcript_page(self, webinar_id: int, after_id: int,
+                              limit: int = TRANSCRIPT_PAGE_SIZE) -> list[TranscriptEntry]:
+        """The `limit` transcript entries after message id `after_id`, ascending (transcript_sql)."""
+        rows = await self.db.fetch(transcript_sql(self.dialect), webinar_id, after_id, limit)
+        return [_transcript_entry(r) for r in rows]
+
+    async def transcript_pages(self, webinar_id: int, *, page_size: int = TRANSCRIPT_PAGE_SIZE
+                               ) -> AsyncIterator[list[TranscriptEntry]]:
+        """Every message of the webinar, deleted ones included, ascending by id, a page at a time:
+        the next page is read only when the caller asks for it, so memory does not grow with the
+        webinar. Keyset pagination on the id: each page is what the database holds when that page
+        is read, and no entry is repeated or skipped however writes interleave (a message is
+        either still there or has its DELETE change; new messages have higher ids)."""
+        after = 0
+        while True:
+            page = await self.transcript_page(webinar_id, after, page_size)
+            if page:
+                yield page
+            if len(page) < page_size:
+                return
+            after = page[-1].id
 
     async def head_seq(self, webinar_id: int) -> int | None:
         row = await self.db.fetchrow("SELECT last_seq FROM webinars WHERE id = $1", webinar_id)

@@ -367,7 +367,8 @@ export class ChatClient {
     this.pollAbort = null;
     this.wake = null;
     this.socket = { live: false, failures: 0, silentMs: 0, attempt: 0 };
-    this.status = 'reconnecting';
+    this.connectedBefore = false; // a socket was joined once: from then on a loss "reconnects"
+    this.status = 'connecting';
     this.hasMoreHistory = false;
     this.listeners = new Set();
     this.started = false;
@@ -569,8 +570,9 @@ export class ChatClient {
   }
 
   _updateStatus() {
+    if (this.socket.live) this.connectedBefore = true;
     const status = connectionStatus({ online: this.env.isOnline(), socketLive: this.socket.live,
-      fallback: this.fallback });
+      fallback: this.fallback, connectedBefore: this.connectedBefore });
     if (status !== this.status) {
       this.status = status;
       this._emit('status', { status });

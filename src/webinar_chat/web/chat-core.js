@@ -125,12 +125,16 @@ export function pollAllowed({ fallback, visible, online }) {
   return Boolean(fallback && visible && online);
 }
 
-/** The status shown to the user: one of live / reconnecting / fallback / offline. */
-export function connectionStatus({ online, socketLive, fallback }) {
+/**
+ * The status shown to the user: one of connecting / live / reconnecting / fallback / offline.
+ * `connectedBefore`: a socket of this chat was joined at least once. Until then a failed attempt
+ * is still "connecting" — telling a newcomer we are *re*connecting suggests something was lost.
+ */
+export function connectionStatus({ online, socketLive, fallback, connectedBefore = false }) {
   if (!online) return 'offline';
   if (socketLive) return 'live';
   if (fallback) return 'fallback';
-  return 'reconnecting';
+  return connectedBefore ? 'reconnecting' : 'connecting';
 }
 
 // --- send results ---------------------------------------------------------------------------
@@ -380,6 +384,87 @@ export function applyChange(timeline, event) {
   }
   const { changed, resolved } = timeline.upsert(neu);
   return { applied: changed, warning: null, resolved };
+}
+
+// --- presentation decisions -------------------------------------------------------------------
+
+/**
+ * The label of an unsent message of this tab. A pending message waits for the network while the
+ * browser is offline (no attempt is spent, chat-client.js `_attempt`) and is re-sent with backoff
+ * otherwise; saying "retrying" while nothing is tried would be untrue.
+ */
+export function localStateLabel(state, { online = true } = {}) {
+  if (state === 'sending') return 'Sending…';
+  if (state === 'pending') return online ? 'Not sent yet · retrying' : 'Waiting for network…';
+  if (state === 'failed') return 'Not sent';
+  return '';
+}
+
+/**
+ * What the "Message actions" menu of a stored message offers this viewer, in menu order:
+ * staff hide/unhide and delete anything; an author deletes their own. Unsent messages have no
+ * menu (their Retry / Discard are shown inline).
+ */
+export function messageActions({ kind, staff = false, own = false, hidden = false }) {
+  if (kind !== 'server') return [];
+  const actions = [];
+  if (staff) actions.push(hidden ? 'unhide' : 'hide');
+  if (staff || own) actions.push('delete');
+  return actions;
+}
+
+// Consecutive messages of one author this close together share one name and avatar (the gap is
+// measured from the previous message, as chat apps do: a steady conversation stays one block).
+export const GROUP_GAP_MS = 5 * 60 * 1000;
+
+/** 'YYYY-MM-DD' of a time in the viewer's local time zone (sorts like the dates it names). */
+export function localDayKey(ms) {
+  const d = new Date(ms);
+  const pad = (n) => String(n).padStart(2, '0');
+  return `${String(d.getFullYear()).padStart(4, '0')}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
+}
+
+/**
+ * Day separators and author groups of a rendered timeline, decided from scratch on every render
+ * so that an insertion out of order, a hidden or deleted message, or prepended history can never
+ * leave a stale name or separator behind.
+ * `entries`: in display order, [{key, author (user id or null), at (ms since epoch or null)}].
+ * → [{key, groupStart, day: null | {key: 'YYYY-MM-DD', kind: 'today'|'yesterday'|'date', at}}],
+ *   `day` set on the first entry of each local day (the separator goes before it).
+ * A day only ever moves forward: an entry dated before the day already shown (clocks disagree,
+ * or no date at all) stays under the current separator instead of opening a second one for a
+ * day that is already on screen.
+ */
+export function timelineLayout(entries, { now, groupGapMs = GROUP_GAP_MS } = {}) {
+  const today = localDayKey(now);
+  const n = new Date(now);
+  const yesterday = localDayKey(new Date(n.getFullYear(), n.getMonth(), n.getDate() - 1).getTime());
+  const out = [];
+  let day = null;
+  let prev = null;
+  for (const entry of entries) {
+    const at = Number.isFinite(entry.at) ? entry.at : null;
+    const key = at === null ? null : localDayKey(at);
+    let separator = null;
+    if (key !== null && (day === null || key > day)) {
+      day = key;
+      separator = { key, kind: key === today ? 'today' : key === yesterday ? 'yesterday' : 'date',
+        at };
+    }
+    const groupStart = !prev || separator !== null || entry.author === null
+      || entry.author === undefined || entry.author !== prev.author || at === null
+      || prev.at === null || Math.abs(at - prev.at) > groupGapMs;
+    out.push({ key: entry.key, groupStart, day: separator });
+    prev = { author: entry.author, at };
+  }
+  return out;
+}
+
+/** The text of a day separator: "Today", "Yesterday", else `formatDate(at)` (Intl, the UI's). */
+export function dayLabel(day, formatDate) {
+  if (day.kind === 'today') return 'Today';
+  if (day.kind === 'yesterday') return 'Yesterday';
+  return formatDate(day.at);
 }
 
 // --- outbox ---------------------------------------------------------------------------------

@@ -4,21 +4,23 @@
 
 import { AuthSession } from './auth.js';
 import { ChatRuntime, MAX_MESSAGE_LENGTH, readConfig, safeNextPath } from './chat-client.js';
-import { newClientMsgId } from './chat-core.js';
+import {
+  dayLabel, localStateLabel, messageActions, newClientMsgId, timelineLayout,
+} from './chat-core.js';
 import { Monitor, createLogger } from './monitor.js';
 
+// [label, tooltip]. The label says what it means to a person; the technical word (fallback,
+// long-polling) is left to the tooltip and the debug log.
 const STATUS_TEXT = {
+  connecting: ['Connecting…', 'Connecting to the chat.'],
   live: ['Live', 'Connected: new messages arrive instantly.'],
   reconnecting: ['Reconnecting…', 'The live connection dropped; trying again.'],
-  fallback: ['Fallback', 'The live connection is blocked or unstable: messages arrive by polling '
-    + 'every few seconds. Sending works normally.'],
+  fallback: ['Live (backup connection)', 'The direct live connection is blocked or unstable, so '
+    + 'the chat uses a backup connection (fallback: HTTP long-polling). Messages may arrive a few '
+    + 'seconds late; sending works normally.'],
   offline: ['Offline', 'You are offline. Messages you write are kept and sent when you are back.'],
 };
-const STATE_TEXT = {
-  sending: 'Sending…',
-  pending: 'Not sent yet · retrying',
-  failed: 'Not sent',
-};
+const MENU_TEXT = { hide: 'Hide', unhide: 'Unhide', delete: 'Delete' };
 // Scrolled closer than this to the bottom counts as "reading the latest": new messages follow.
 const STICK_TO_BOTTOM_PX = 80;
 // A delete must be confirmed within this time (a second click), never with a blocking dialog.
@@ -54,6 +56,20 @@ function hue(seed) {
 
 const timeFormat = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
 const fullFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'medium' });
+const dayFormat = new Intl.DateTimeFormat(undefined, { weekday: 'long', month: 'long',
+  day: 'numeric' });
+const dayYearFormat = new Intl.DateTimeFormat(undefined, { weekday: 'long', month: 'long',
+  day: 'numeric', year: 'numeric' });
+
+// A separator names the year only when it is not this year's.
+function formatDay(at) {
+  const sameYear = new Date(at).getFullYear() === new Date().getFullYear();
+  return (sameYear ? dayFormat : dayYearFormat).format(at);
+}
+
+function msUntilNextDay(now = new Date()) {
+  return new Date(now.getFullYear(), now.getMonth(), now.getDate() + 1).getTime() - now.getTime();
+}
 
 function timeOf(iso) {
   const d = iso ? new Date(iso) : new Date();
@@ -69,17 +85,20 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
   const config = runtime.config;
   const me = () => client.user;
   const nodes = new Map(); // render key → <li>
+  const days = new Map(); // 'YYYY-MM-DD' → the day separator's <li>
   const confirmTimers = new Map();
+  const busy = new Set(); // message ids with a moderation call in flight
   let cooldownTimer = null;
+  let dayTimer = null;
   let unreadBelow = 0;
 
   // --- the skeleton ----------------------------------------------------------------------------
   const title = h('h1', { className: 'chat-title' }, 'Loading chat…');
   const subtitle = h('p', { className: 'chat-subtitle' });
   const statusDot = h('span', { className: 'status-dot', 'aria-hidden': 'true' });
-  const statusText = h('span', { className: 'status-text' }, 'Connecting…');
+  const statusText = h('span', { className: 'status-text' }, STATUS_TEXT.connecting[0]);
   const status = h('div', { className: 'status', id: 'status', role: 'status',
-    dataset: { status: 'reconnecting' }, title: STATUS_TEXT.reconnecting[1] }, statusDot, statusText);
+    dataset: { status: 'connecting' }, title: STATUS_TEXT.connecting[1] }, statusDot, statusText);
   const who = h('span', { className: 'who' });
   const logout = h('button', { className: 'button ghost small', type: 'button' }, 'Log out');
   const header = h('header', { className: 'chat-header' },
@@ -122,6 +141,7 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
     const w = client.webinar;
     if (!w) return;
     title.textContent = w.title;
+    title.title = w.title; // the whole title, where a narrow header has to cut it
     document.title = `${w.title} · webinar-chat`;
     const bits = [];
     if (!w.chat_open) bits.push('Chat closed');
@@ -129,7 +149,10 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
     subtitle.textContent = bits.join(' · ');
     subtitle.hidden = bits.length === 0;
     const user = me();
-    who.textContent = user ? `${user.display_name}${client.staff ? ` · ${client.role}` : ''}` : '';
+    // The role is a separate span: a narrow header drops it before it cuts the name.
+    who.replaceChildren(...(user ? [user.display_name] : []),
+      ...(user && client.staff ? [h('span', { className: 'who-role' }, ` · ${client.role}`)] : []));
+    who.title = user ? `Signed in as ${who.textContent}` : '';
     const canPost = w.chat_open || client.staff;
     input.disabled = !canPost;
     sendButton.disabled = !canPost;
@@ -150,7 +173,9 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
   }
 
   function signature(item) {
-    if (item.kind === 'local') return `l|${item.entry.state}|${item.entry.error}`;
+    if (item.kind === 'local') {
+      return `l|${item.entry.state}|${item.entry.error}|${client.status === 'offline'}`;
+    }
     const m = item.message;
     return `s|${m.seq}|${m.hidden}|${m.content}`;
   }
@@ -162,11 +187,16 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
       h('div', { className: 'msg-body' },
         h('div', { className: 'msg-meta' },
           h('span', { className: 'author' }),
+          h('span', { className: 'role-badge', hidden: true }),
           h('time', { className: 'time' }),
           h('span', { className: 'hidden-badge', hidden: true }, 'Hidden from attendees'),
           h('span', { className: 'msg-state' })),
         h('p', { className: 'content' }),
-        h('div', { className: 'msg-actions' })));
+        h('div', { className: 'msg-actions' })),
+      // Always shown (not only on hover): reachable by Tab, discoverable, usable on touch.
+      h('button', { type: 'button', className: 'msg-menu-button', hidden: true,
+        'aria-label': 'Message actions', 'aria-haspopup': 'menu', 'aria-expanded': 'false' },
+      '⋯'));
     fillMessage(li, item);
     return li;
   }
@@ -179,6 +209,7 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
     const author = local ? (user?.display_name || 'You') : (m.user?.display_name || 'Unknown');
     const state = local ? item.entry.state : 'sent';
     li.dataset.key = item.key;
+    li.renderKey = item.key;
     li.dataset.state = state;
     li.dataset.own = own ? 'true' : 'false';
     li.dataset.hidden = m && m.hidden ? 'true' : 'false';
@@ -189,6 +220,13 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
     avatar.textContent = initials(author);
     avatar.style.setProperty('--hue', String(hue(local ? user?.id : m.user_id)));
     li.querySelector('.author').textContent = own ? `${author} (you)` : author;
+    // The author's role when they posted (the server stores it with the message): the same
+    // badge on every path and after any reload.
+    const badge = li.querySelector('.role-badge');
+    const role = m?.user?.role;
+    badge.hidden = role !== 'host' && role !== 'moderator';
+    badge.textContent = role === 'host' ? 'Host' : role === 'moderator' ? 'Moderator' : '';
+    li.dataset.role = role || '';
     const when = timeOf(local ? item.entry.created_at : m.created_at);
     const time = li.querySelector('.time');
     time.textContent = when ? timeFormat.format(when) : '';
@@ -196,10 +234,21 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
     time.title = when ? fullFormat.format(when) : '';
     li.querySelector('.hidden-badge').hidden = !(m && m.hidden);
     const stateEl = li.querySelector('.msg-state');
-    stateEl.textContent = local ? (STATE_TEXT[state] || '') : '';
+    stateEl.textContent = local ? localStateLabel(state, { online: client.status !== 'offline' })
+      : '';
     stateEl.title = local && item.entry.error ? item.entry.error : '';
     // The one place user text meets the page: textContent, never HTML.
-    li.querySelector('.content').textContent = local ? item.entry.content : (m.content ?? '');
+    const content = li.querySelector('.content');
+    content.textContent = local ? item.entry.content : (m.content ?? '');
+    content.id = `content-${item.key}`;
+    const menuActions = messageActions({ kind: item.kind, staff: client.staff, own,
+      hidden: Boolean(m && m.hidden) });
+    li.menuActions = menuActions;
+    li.dataset.menu = menuActions.length > 0 ? 'true' : 'false';
+    const menuButton = li.querySelector('.msg-menu-button');
+    menuButton.hidden = menuActions.length === 0;
+    menuButton.setAttribute('aria-describedby', content.id);
+    if (menuFor === li) refreshMenu();
     const actions = li.querySelector('.msg-actions');
     actions.replaceChildren();
     if (local && state === 'failed') {
@@ -209,16 +258,82 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
           'Retry'),
         h('button', { type: 'button', className: 'link-button muted', dataset: { action: 'discard' } },
           'Discard'));
-    } else if (!local) {
-      if (client.staff) {
-        actions.append(h('button', { type: 'button', className: 'link-button',
-          dataset: { action: m.hidden ? 'unhide' : 'hide' } }, m.hidden ? 'Unhide' : 'Hide'));
-      }
-      if (client.staff || own) {
-        actions.append(h('button', { type: 'button', className: 'link-button danger',
-          dataset: { action: 'delete' } }, 'Delete'));
-      }
     }
+  }
+
+  // --- the message menu --------------------------------------------------------------------------
+  // One menu for the page, moved into the message it is opened for (so it scrolls with it). The
+  // WAI-ARIA menu button pattern: Enter/Space/↓ open it on the first item (↑ on the last), arrows
+  // Home/End move, Escape closes it and gives the focus back to its button, Tab closes it and
+  // moves on, a click or tap anywhere else closes it.
+  const menu = h('div', { className: 'msg-menu', id: 'message-menu', role: 'menu',
+    'aria-label': 'Message actions', hidden: true });
+  let menuFor = null; // the <li> whose menu is open
+
+  const menuItems = () => [...menu.querySelectorAll('[role="menuitem"]')];
+  const menuButtonOf = (li) => li.querySelector('.msg-menu-button');
+
+  function clearMenuConfirms() {
+    for (const item of menuItems()) {
+      clearTimeout(confirmTimers.get(item));
+      confirmTimers.delete(item);
+    }
+  }
+
+  function fillMenu(li) {
+    clearMenuConfirms();
+    menu.dataset.actions = li.menuActions.join(' ');
+    menu.replaceChildren(...li.menuActions.map((action) => h('button', { type: 'button',
+      role: 'menuitem', tabIndex: -1, className: `menu-item${action === 'delete' ? ' danger' : ''}`,
+      dataset: { action } }, MENU_TEXT[action])));
+  }
+
+  function openMenu(li, focus = 'first') {
+    if (menuFor && menuFor !== li) closeMenu();
+    const button = menuButtonOf(li);
+    menuFor = li;
+    fillMenu(li);
+    menu.dataset.placement = 'below';
+    li.append(menu);
+    menu.hidden = false;
+    li.classList.add('menu-open');
+    button.setAttribute('aria-expanded', 'true');
+    button.setAttribute('aria-controls', menu.id);
+    // Open upwards when the menu would run past the bottom of the visible messages (the last
+    // message of a short chat) and there is more room above.
+    const view = scroller.getBoundingClientRect();
+    const at = button.getBoundingClientRect();
+    if (menu.getBoundingClientRect().bottom > view.bottom && at.top - view.top > view.bottom - at.bottom) {
+      menu.dataset.placement = 'above';
+    }
+    const items = menuItems();
+    items[focus === 'last' ? items.length - 1 : 0]?.focus();
+  }
+
+  function closeMenu({ focusButton = false } = {}) {
+    const li = menuFor;
+    if (!li) return;
+    menuFor = null;
+    clearMenuConfirms();
+    menu.hidden = true;
+    menu.remove();
+    li.classList.remove('menu-open');
+    const button = menuButtonOf(li);
+    button.setAttribute('aria-expanded', 'false');
+    button.removeAttribute('aria-controls');
+    if (focusButton && !button.hidden) button.focus();
+  }
+
+  /** The open menu's message changed (hidden by another moderator …): offer what now applies. */
+  function refreshMenu() {
+    const li = menuFor;
+    if (!li || menu.dataset.actions === li.menuActions.join(' ')) return;
+    if (li.menuActions.length === 0) return void closeMenu();
+    const had = menu.contains(document.activeElement);
+    const index = Math.max(0, menuItems().indexOf(document.activeElement));
+    fillMenu(li);
+    const items = menuItems();
+    if (had) items[Math.min(index, items.length - 1)].focus();
   }
 
   function renderTimeline({ stick = false, prepended = 0 } = {}) {
@@ -232,19 +347,56 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
       const temp = cmid && `temp-${cmid}`;
       if (temp && !nodes.has(item.key) && nodes.has(temp)) {
         nodes.set(item.key, nodes.get(temp));
+        nodes.get(item.key).renderKey = item.key;
         nodes.delete(temp);
       }
     }
     const wanted = new Set(items.map((i) => i.key));
+    let refocus = null;
     for (const [key, el] of nodes) {
       if (!wanted.has(key)) {
+        if (el.contains(document.activeElement)) refocus = focusAfter(el, wanted);
+        if (el === menuFor) closeMenu();
         el.remove();
         nodes.delete(key);
       }
     }
+    // Names, avatars and day separators are decided for the whole list on every render
+    // (timelineLayout), never patched: out-of-order inserts, hides, deletes and prepended history
+    // all come out right.
+    const user = me();
+    const layout = timelineLayout(items.map((item) => ({
+      key: item.key,
+      author: item.kind === 'local' ? (user ? user.id : null) : item.message.user_id,
+      at: Date.parse(item.kind === 'local' ? item.entry.created_at : item.message.created_at),
+    })), { now: Date.now() });
+    const wantedDays = new Set(layout.filter((l) => l.day).map((l) => l.day.key));
+    for (const [key, el] of days) {
+      if (!wantedDays.has(key)) {
+        el.remove();
+        days.delete(key);
+      }
+    }
     let previous = null;
     let added = 0;
-    for (const item of items) {
+    const place = (el) => {
+      const expected = previous ? previous.nextSibling : list.firstChild;
+      if (el !== expected) list.insertBefore(el, expected);
+      previous = el;
+    };
+    items.forEach((item, i) => {
+      const { day, groupStart } = layout[i];
+      if (day) {
+        let separator = days.get(day.key);
+        if (!separator) {
+          separator = h('li', { className: 'day-separator', dataset: { day: day.key } },
+            h('span', { className: 'day-label' }));
+          days.set(day.key, separator);
+        }
+        const label = dayLabel(day, formatDay);
+        if (separator.firstChild.textContent !== label) separator.firstChild.textContent = label;
+        place(separator);
+      }
       let el = nodes.get(item.key);
       const sig = signature(item);
       if (!el) {
@@ -255,9 +407,17 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
         fillMessage(el, item);
       }
       el.sig = sig;
-      const expected = previous ? previous.nextSibling : list.firstChild;
-      if (el !== expected) list.insertBefore(el, expected);
-      previous = el;
+      const group = groupStart ? 'start' : 'cont';
+      if (el.dataset.group !== group) el.dataset.group = group;
+      place(el);
+    });
+    if (refocus) refocus.focus({ preventScroll: true });
+    // "Today" becomes "Yesterday" at midnight even in a quiet chat.
+    if (dayTimer === null) {
+      dayTimer = setTimeout(() => {
+        dayTimer = null;
+        renderTimeline();
+      }, msUntilNextDay() + 1000);
     }
     empty.hidden = items.length > 0 || !client.webinar;
     earlier.hidden = !client.hasMoreHistory;
@@ -271,6 +431,22 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
     }
     jump.hidden = unreadBelow === 0;
     jump.textContent = unreadBelow === 1 ? '1 new message ↓' : `${unreadBelow} new messages ↓`;
+  }
+
+  /**
+   * Where the keyboard focus goes when the message holding it leaves the list (deleted here or
+   * by a moderator elsewhere, discarded): the nearest remaining message's menu button, else the
+   * message list itself — never the page's <body>.
+   */
+  function focusAfter(gone, wanted) {
+    for (const step of ['nextElementSibling', 'previousElementSibling']) {
+      for (let n = gone[step]; n; n = n[step]) {
+        if (!n.matches('li.msg') || !wanted.has(n.renderKey)) continue;
+        const button = menuButtonOf(n);
+        if (!button.hidden) return button;
+      }
+    }
+    return scroller;
   }
 
   function showError(text) {
@@ -333,33 +509,96 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
   });
 
   // --- message actions ---------------------------------------------------------------------------
+  async function moderate(id, call) {
+    if (busy.has(id)) return; // one call per message at a time (a double activation)
+    busy.add(id);
+    try {
+      await call();
+    } finally {
+      busy.delete(id);
+    }
+  }
+
   list.addEventListener('click', async (event) => {
+    const menuButton = event.target.closest('.msg-menu-button');
+    if (menuButton) {
+      const li = menuButton.closest('li.msg');
+      if (menuFor === li) closeMenu({ focusButton: true });
+      else openMenu(li);
+      return;
+    }
     const button = event.target.closest('button[data-action]');
     if (!button) return;
     const li = button.closest('li.msg');
     const action = button.dataset.action;
+    const id = Number(li.dataset.id);
     if (action === 'retry') client.retry(li.dataset.clientMsgId);
     else if (action === 'discard') client.discard(li.dataset.clientMsgId);
     else if (action === 'hide' || action === 'unhide') {
-      button.disabled = true;
-      await client.setHidden(Number(li.dataset.id), action === 'hide');
-      button.disabled = false;
+      closeMenu({ focusButton: true });
+      await moderate(id, () => client.setHidden(id, action === 'hide'));
     } else if (action === 'delete') {
+      // Confirmed by a second activation within CONFIRM_MS (the menu stays open), never by a
+      // blocking dialog.
       if (button.dataset.confirm !== 'yes') {
         button.dataset.confirm = 'yes';
         button.textContent = 'Confirm delete';
         confirmTimers.set(button, setTimeout(() => {
+          confirmTimers.delete(button);
           delete button.dataset.confirm;
           button.textContent = 'Delete';
         }, CONFIRM_MS));
         return;
       }
       clearTimeout(confirmTimers.get(button));
-      button.disabled = true;
-      const r = await client.deleteMessage(Number(li.dataset.id));
-      if (!r.ok) button.disabled = false;
+      confirmTimers.delete(button);
+      closeMenu({ focusButton: true });
+      await moderate(id, () => client.deleteMessage(id));
     }
   });
+
+  list.addEventListener('keydown', (event) => {
+    const menuButton = event.target.closest('.msg-menu-button');
+    if (menuButton && (event.key === 'ArrowDown' || event.key === 'ArrowUp')) {
+      event.preventDefault();
+      openMenu(menuButton.closest('li.msg'), event.key === 'ArrowUp' ? 'last' : 'first');
+      return;
+    }
+    if (!menu.contains(event.target)) return;
+    const items = menuItems();
+    const at = items.indexOf(event.target);
+    switch (event.key) {
+      case 'ArrowDown': items[(at + 1) % items.length].focus(); break;
+      case 'ArrowUp': items[(at - 1 + items.length) % items.length].focus(); break;
+      case 'Home': items[0].focus(); break;
+      case 'End': items[items.length - 1].focus(); break;
+      case 'Escape': closeMenu({ focusButton: true }); break;
+      case 'Tab':
+        // Back on the button, the browser's own Tab (or Shift+Tab) moves on from there.
+        closeMenu({ focusButton: true });
+        return;
+      default: return;
+    }
+    event.preventDefault();
+  });
+  menu.addEventListener('focusout', (event) => {
+    const to = event.relatedTarget;
+    if (menuFor && to && !menu.contains(to) && to !== menuButtonOf(menuFor)) closeMenu();
+  });
+  // A click or tap anywhere outside the menu and its button closes it.
+  const onPointerDown = (event) => {
+    if (!menuFor || menu.contains(event.target) || menuButtonOf(menuFor).contains(event.target)) {
+      return;
+    }
+    closeMenu();
+  };
+  const onKeyDown = (event) => {
+    if (event.key === 'Escape' && menuFor && !menu.contains(event.target)) {
+      closeMenu({ focusButton: true });
+    }
+  };
+  document.addEventListener('pointerdown', onPointerDown, true);
+  document.addEventListener('keydown', onKeyDown);
 
   earlier.addEventListener('click', async () => {
     earlier.disabled = true;
@@ -399,6 +638,7 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
         break;
       case 'status':
         renderStatus();
+        renderTimeline(); // an unsent message waits for the network or is retried
         break;
       case 'rejected':
         if (!input.value.trim()) {
@@ -443,7 +683,10 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
     unmount() {
       off();
       if (cooldownTimer !== null) clearTimeout(cooldownTimer);
+      if (dayTimer !== null) clearTimeout(dayTimer);
       for (const t of confirmTimers.values()) clearTimeout(t);
+      document.removeEventListener('pointerdown', onPointerDown, true);
+      document.removeEventListener('keydown', onKeyDown);
       root.replaceChildren();
       runtime.release(webinarId);
     },
