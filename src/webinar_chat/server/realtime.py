@@ -141,7 +141,8 @@ class RealtimeConnection:
                 self.last_received = time.monotonic()
                 self.perform(self.session.on_text(text or "", time.time()))
                 self._track_user()
-                await self._take_user_connect()
+                if self.counted_user != self.connect_user:  # a new user: not on every frame
+                    await self._take_user_connect()
         except WebSocketDisconnect:
             pass
         except Exception as exc:

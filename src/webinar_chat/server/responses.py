@@ -22,7 +22,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import JSONResponse
 
-Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 Id = Annotated[int, Field(ge=1, le=2**63 - 1)]
 Seq = Annotated[int, Field(ge=0, le=2**63 - 1)]
 Role = Literal["attendee", "moderator", "host"]
