@@ -75,7 +75,10 @@ async def test_expired_token_is_refreshed_not_a_dead_end(
     bob = await open_chat(browser, server, world.bob, wid)
     await eventually(lambda: len(refreshes) >= 1, timeout=TTL_S + 6,
                      message="expired token never refreshed")
-    await expect(alice.status).to_have_attribute("data-status", "live")
+    # The refresh was requested, not necessarily answered: on a loaded 2-core CI machine its round
+    # trip plus the re-join has taken longer than the 2 s silence threshold, so the page may pass
+    # through the backup connection first. What must hold is that it ends live again.
+    await expect(alice.status).to_have_attribute("data-status", "live", timeout=15_000)
     await bob.send("Delivered after Alice's token expired")
     await expect(alice.message("token expired")).to_have_attribute("data-state", "sent")
     await alice.send("And I can still send")
