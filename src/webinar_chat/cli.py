@@ -162,13 +162,20 @@ def cmd_admin(args: argparse.Namespace) -> int:
             return {"id": await store.create_client(args.agency_id, args.name)}
         if what == "create-webinar":
             w = await store.create_webinar(args.client_id, args.title,
-                                           chat_open=not args.closed,
+                                           chat_mode=args.mode or (
+                                               "read_only" if args.closed else "everyone"),
                                            slow_mode_seconds=args.slow_mode)
             return {"id": w.id}
         if what == "update-webinar":
-            w = await store.update_webinar(args.webinar_id, chat_open=args.chat_open,
-                                           slow_mode_seconds=args.slow_mode)
-            return {"id": w.id, "chat_open": w.chat_open, "slow_mode_seconds": w.slow_mode_seconds}
+            # Stored with its ROOM change; running servers deliver it with their next feed read
+            # (a reconnect, or the bus's safety poll) — use the API for an instant change.
+            mode = args.mode
+            if mode is None and args.chat_open is not None:
+                mode = "everyone" if args.chat_open else "read_only"
+            w, _ = await store.update_webinar(args.webinar_id, chat_mode=mode,
+                                              slow_mode_seconds=args.slow_mode)
+            return {"id": w.id, "chat_open": w.chat_open, "chat_mode": w.chat_mode,
+                    "slow_mode_seconds": w.slow_mode_seconds}
         if what == "create-user":
             # The API's rules for a new account (password strength, a visible display name).
             from pydantic import ValidationError
@@ -249,11 +256,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = admin_sub.add_parser("create-webinar")
     p.add_argument("client_id", type=int)
     p.add_argument("title")
-    p.add_argument("--closed", action="store_true")
+    p.add_argument("--closed", action="store_true", help="the same as --mode read_only")
+    p.add_argument("--mode", choices=("everyone", "hosts_only", "read_only"))
     p.add_argument("--slow-mode", type=int, default=0)
     p = admin_sub.add_parser("update-webinar")
     p.add_argument("webinar_id", type=int)
     p.add_argument("--chat-open", type=lambda s: s.lower() in ("1", "true", "yes", "open"))
+    p.add_argument("--mode", choices=("everyone", "hosts_only", "read_only"))
     p.add_argument("--slow-mode", type=int)
     p = admin_sub.add_parser("create-user")
     p.add_argument("email")

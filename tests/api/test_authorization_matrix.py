@@ -76,6 +76,15 @@ async def test_every_route_answers_every_caller_as_the_table_says(
         return await c.post(f"/api/messages/{await bobs_message()}/hide", json={"hidden": True},
                             headers=h)
 
+    async def time_out_bob(c: httpx.AsyncClient, h: dict[str, str]) -> httpx.Response:
+        r = await c.post(f"/api/webinars/{wid}/bans",
+                         json={"user_id": world.bob.user_id, "duration_s": 60}, headers=h)
+        if r.status_code == 200:  # bob posts for the other rows: let him back in
+            undo = await c.delete(f"/api/webinars/{wid}/bans/{world.bob.user_id}",
+                                  headers=auth(world.host.token))
+            assert undo.status_code == 200, undo.text
+        return r
+
     routes: list[tuple[str, Request, dict[str, int]]] = [
         ("GET /api/me", lambda c, h: c.get("/api/me", headers=h), ANY_USER),
         ("GET /api/webinars/{id}", lambda c, h: c.get(f"/api/webinars/{wid}", headers=h),
@@ -114,6 +123,11 @@ async def test_every_route_answers_every_caller_as_the_table_says(
             "/api/admin/bans", json={"webinar_id": world.other_webinar.id,
                                      "user_id": world.outsider.user_id, "banned": False},
             headers=h), ADMIN_ONLY),
+        ("POST …/bans", time_out_bob, STAFF_OR_ADMIN),
+        ("GET …/bans", lambda c, h: c.get(f"/api/webinars/{wid}/bans", headers=h),
+         STAFF_OR_ADMIN),
+        ("DELETE …/bans/{user_id}", lambda c, h: c.delete(
+            f"/api/webinars/{wid}/bans/{world.bob.user_id}", headers=h), STAFF_OR_ADMIN),
         ("GET /healthz", lambda c, h: c.get("/healthz", headers=h), PUBLIC),
         ("GET /readyz", lambda c, h: c.get("/readyz", headers=h), PUBLIC),
         ("GET /api/openapi.json", lambda c, h: c.get("/api/openapi.json", headers=h), PUBLIC),

@@ -138,7 +138,7 @@ async def test_only_staff_and_admins_may_export(http: httpx.AsyncClient, store: 
     assert anonymous.status_code == 401 and anonymous.json()["success"] is False
     await store.set_banned(wid, world.moderator.user_id, True)
     banned = await http.get(_url(wid), headers=auth(world.moderator.token))
-    assert banned.status_code == 403 and banned.json()["code"] == "forbidden", banned.text
+    assert banned.status_code == 403 and banned.json()["code"] == "banned", banned.text
     for token in (world.admin.token, world.host.token):
         unknown = await http.get(_url(wid + 1000), headers=auth(token))
         assert unknown.status_code == 404 and unknown.json()["code"] == "not_found"

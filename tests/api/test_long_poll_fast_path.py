@@ -488,7 +488,7 @@ async def test_a_ban_from_elsewhere_reaches_fast_pollers_after_the_recheck(
     async def refused() -> bool:
         r = await http.get(url, params={"after_seq": 0, "wait": 0.1},
                            headers=auth(world.bob.token))
-        return r.status_code == 403 and r.json()["code"] == "forbidden"
+        return r.status_code == 403 and r.json()["code"] == "banned"
 
     await eventually(refused, timeout=5, interval=0.05, message="ban never reached the poller")
     assert not server.app_state.access._rechecks

@@ -21,6 +21,7 @@ from webinar_chat.protocol.events import (
     Change,
     ChangeOp,
     Message,
+    RoomState,
     event_payload,
     message_payload,
 )
@@ -103,9 +104,15 @@ def test_message_and_change_payloads_match_the_models(audience: Audience, hidden
     responses.MessagePage.model_validate({"success": True, "messages": [payload],
                                           "has_more": False, "last_seq": 9, "next_after": None,
                                           "next_before": None})
-    for op in ChangeOp:
+    for op in (ChangeOp.INSERT, ChangeOp.UPDATE, ChangeOp.DELETE):
         change = Change(3, 9, op, 7, None if op is ChangeOp.DELETE else message)
         responses.ChangeEvent.model_validate(event_payload(change, audience))
+    for room in (RoomState(), RoomState("hosts_only", 30, "Break until 11:00",
+                                        datetime(2026, 12, 2, 10, 0, tzinfo=UTC))):
+        event = event_payload(Change(3, 10, ChangeOp.ROOM, 0, None, room), audience)
+        responses.RoomEvent.model_validate(event)
+        responses.ChangePage.model_validate({"success": True, "changes": [event],
+                                             "last_seq": 10, "has_more": False})
     responses.MessageCreated.model_validate({"success": True, "message": message_payload(
         _message(False, None), audience)})
 

@@ -90,7 +90,7 @@ async def test_a_ban_on_one_node_stops_delivery_on_the_other_within_a_second(
         await bob_on_b.wait_for(lambda c: bool(c.of_type("error")), timeout=5)
         answer = await asyncio.wait_for(poll, 5)
         assert loop.time() - banned_at < 1.0
-        assert bob_on_b.of_type("error")[0]["code"] == "forbidden"
+        assert bob_on_b.of_type("error")[0]["code"] == "banned"
         assert answer.status_code == 403
         # and nothing more reaches him
         assert (await send(http_a, world.alice, wid, "after the ban", new_id())).status_code == 200

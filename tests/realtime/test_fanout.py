@@ -350,7 +350,8 @@ async def test_join_uses_the_read_path_access_cache_without_a_stale_head(
     assert r.status_code == 200
     async with realtime(server, world.bob.token) as c:
         await c.join(wid, last_seq=0, ref="banned")
-        assert c.of_type("error")[-1]["code"] == "forbidden"
+        assert c.of_type("error")[-1]["code"] == "banned"
+        assert c.of_type("error")[-1]["banned_until"] is None
 
 
 async def test_client_heartbeats_skip_the_read_loop_and_frames_after_them_still_parse(

@@ -48,9 +48,9 @@ async def test_history_pages_walk_the_webinar_index(database_url: str, world: Wo
     try:
         first_old, last_old = await _seed(conn, world)
         await conn.execute(f"SET plan_cache_mode = {cache_mode}")
-        await conn.execute("PREPARE newer(bigint, bigint, bigint) AS "
+        await conn.execute("PREPARE newer(bigint, bigint, bigint, bigint) AS "
                            + history_sql("postgresql", newer=True, include_hidden=False))
-        await conn.execute("PREPARE older(bigint, bigint, bigint) AS "
+        await conn.execute("PREPARE older(bigint, bigint, bigint, bigint) AS "
                            + history_sql("postgresql", newer=False, include_hidden=False))
         webinar = world.webinar.id
         cases = {
@@ -61,8 +61,8 @@ async def test_history_pages_walk_the_webinar_index(database_url: str, world: Wo
         }
         for name, (statement, position) in cases.items():
             for _ in range(6):  # past the 5 custom plans after which auto may go generic
-                await conn.fetch(f"EXECUTE {statement}({webinar}, {position}, 101)")
-            plan = await _plan(conn, f"EXECUTE {statement}({webinar}, {position}, 101)")
+                await conn.fetch(f"EXECUTE {statement}({webinar}, {position}, 101, {world.alice.user_id})")
+            plan = await _plan(conn, f"EXECUTE {statement}({webinar}, {position}, 101, {world.alice.user_id})")
             assert "messages_webinar_id_id" in plan, f"{name}:\n{plan}"
             assert "messages_pkey on messages m" not in plan, f"{name}:\n{plan}"
             assert "Rows Removed by Filter" not in plan.split("Memoize")[0], f"{name}:\n{plan}"

@@ -11,7 +11,8 @@ from webinar_chat.store.db import sqlalchemy_url
 
 MESSAGE_COLUMNS = {"id", "agency_id", "client_id", "webinar_id", "user_id", "content",
                    "created_at", "hidden", "client_msg_id", "seq",
-                   "author_role"}  # the role badge (migration 0002)
+                   "author_role",  # the role badge (migration 0002)
+                   "visibility"}  # staff-only messages of hosts_only mode (migration 0004)
 TABLES = {"agencies", "clients", "webinars", "users", "profiles", "registrations",
           "refresh_tokens", "messages", "message_changes", "alembic_version"}
 

@@ -67,8 +67,10 @@ class AccessCache:
             hit = self._entries.get(key)
             if hit is not None and now - hit[0] < TTL_S:
                 if isinstance(hit[1], Denied):
-                    raise hit[1]
-                return hit[1]
+                    if not hit[1].lapsed():  # a timeout that ended: check fresh
+                        raise hit[1]
+                else:
+                    return hit[1]
         try:
             access = await check_access(self.store, webinar_id, user_id)
         except Denied as exc:

@@ -9,21 +9,43 @@ registration for agency B's, so every read or write there is refused.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
-from ..protocol.events import Audience, Message
-from ..store.store import Registration, Store, Webinar
+from ..protocol.events import Audience, Message, iso_utc, visible_to
+from ..store.store import Registration, Store, Webinar, now_utc
 
 STAFF_ROLES = frozenset({"moderator", "host"})
 
 
 class Denied(Exception):
-    """A refused action: `status` is the HTTP status, `code` the machine-readable reason."""
+    """A refused action: `status` is the HTTP status, `code` the machine-readable reason,
+    `extra` more fields for the JSON error and the realtime error frame (a ban's
+    `banned_until`). `until`: a refusal that ends by itself then (a timeout)."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, *,
+                 extra: dict[str, Any] | None = None, until: datetime | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.extra = extra or {}
+        self.until = until
+
+    def lapsed(self, now: datetime | None = None) -> bool:
+        """True once a timeout's refusal is over (a cached one must not outlive it)."""
+        return self.until is not None and self.until <= (now or now_utc())
+
+
+def banned(registration: Registration) -> Denied:
+    """The refusal of a banned or timed-out user, on every path (HTTP, socket, long-poll)."""
+    until = registration.banned_until
+    if until is None:
+        return Denied(403, "banned", "You are banned from this webinar's chat",
+                      extra={"banned_until": None})
+    return Denied(403, "timed_out", f"You are timed out of this webinar's chat until "
+                  f"{until.astimezone(UTC):%H:%M:%S} UTC",
+                  extra={"banned_until": iso_utc(until)}, until=until)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,15 +79,23 @@ def access_from(
 ) -> WebinarAccess:
     if registration is None:
         raise Denied(403, "forbidden", "You are not registered for this webinar")
-    if registration.banned:
-        raise Denied(403, "forbidden", "You are banned from this webinar's chat")
+    if registration.banned_at(now_utc()):  # a timeout that ended is no ban
+        raise banned(registration)
     return WebinarAccess(webinar, user_id, registration.role, display_name)
 
 
 def require_post(access: WebinarAccess) -> None:
-    # Staff may still post in a closed chat (announcements); attendees may not.
+    # Staff may still post in a read-only chat (announcements); attendees may not.
     if not access.webinar.chat_open and not access.is_staff:
-        raise Denied(403, "chat_closed", "The chat is closed")
+        raise Denied(403, "chat_closed", "The chat is read-only: only hosts and moderators "
+                     "can post")
+
+
+def message_visibility(access: WebinarAccess) -> str:
+    """`staff` for an attendee posting in hosts_only mode: seen by staff and the author only."""
+    if access.webinar.chat_mode == "hosts_only" and not access.is_staff:
+        return "staff"
+    return "everyone"
 
 
 def slow_mode_applies(access: WebinarAccess) -> bool:
@@ -84,7 +114,7 @@ def require_delete(access: WebinarAccess, message: Message) -> None:
 
 def require_visible(access: WebinarAccess, message: Message) -> None:
     """Hidden messages do not exist for attendees (404, not 403: no existence oracle)."""
-    if message.hidden and not access.is_staff:
+    if not visible_to(message, access.audience, access.user_id):
         raise Denied(404, "not_found", "Message not found")
 
 

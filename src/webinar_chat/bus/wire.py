@@ -4,7 +4,8 @@ Every message is one JSON object stamped with its sender's node id:
 
     {"v": 1, "node": "<node id>", "kind": "change", "change": {webinar_id, seq, op, message_id,
         "message": {id, agency_id, client_id, webinar_id, user_id, content, created_at, hidden,
-                    client_msg_id, seq, display_name} | null}}
+                    client_msg_id, seq, display_name, author_role, visibility} | null,
+        "room": {chat_mode, slow_mode_seconds, pinned_content, pinned_at} (op ROOM only)}}
     {"v": 1, "node": "…", "kind": "access", "webinar_id": 7, "user_id": 12 | null}
     {"v": 1, "node": "…", "kind": "probe", "probe": 3}
 
@@ -21,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from ..protocol.events import Change, ChangeOp, Message, iso_utc
+from ..protocol.events import CHAT_MODES, Change, ChangeOp, Message, RoomState, iso_utc
 
 VERSION = 1
 
@@ -56,12 +57,35 @@ BusMessage = ChangeMessage | AccessMessage | ProbeMessage
 
 def encode_change(node: str, change: Change) -> bytes:
     message = change.message
-    return orjson.dumps({
-        "v": VERSION, "node": node, "kind": "change",
-        "change": {"webinar_id": change.webinar_id, "seq": change.seq, "op": change.op.value,
-                   "message_id": change.message_id,
-                   "message": None if message is None else _message_fields(message)},
-    })
+    fields: dict[str, Any] = {
+        "webinar_id": change.webinar_id, "seq": change.seq, "op": change.op.value,
+        "message_id": change.message_id,
+        "message": None if message is None else _message_fields(message)}
+    if change.room is not None:
+        fields["room"] = _room_fields(change.room)
+    return orjson.dumps({"v": VERSION, "node": node, "kind": "change", "change": fields})
+
+
+def _room_fields(room: RoomState) -> dict[str, Any]:
+    return {"chat_mode": room.chat_mode, "slow_mode_seconds": room.slow_mode_seconds,
+            "pinned_content": room.pinned_content,
+            "pinned_at": iso_utc(room.pinned_at) if room.pinned_at else None}
+
+
+def _room(raw: dict[str, Any]) -> RoomState:
+    mode = raw.get("chat_mode")
+    if mode not in CHAT_MODES:
+        raise BadMessage(f"chat_mode: {mode!r}")
+    pinned = raw.get("pinned_content")
+    if pinned is not None and not isinstance(pinned, str):
+        raise BadMessage("pinned_content: not a string")
+    pinned_at = raw.get("pinned_at")
+    at = None if pinned_at is None else _time(_str(raw, "pinned_at"))
+    return RoomState(mode, _int(raw, "slow_mode_seconds"), pinned, at)
+
+
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def encode_access(node: str, webinar_id: int, user_id: int | None) -> bytes:
@@ -102,7 +126,7 @@ def _message_fields(message: Message) -> dict[str, Any]:
             "content": message.content, "created_at": iso_utc(message.created_at),
             "hidden": message.hidden, "client_msg_id": message.client_msg_id,
             "seq": message.seq, "display_name": message.display_name,
-            "author_role": message.author_role}
+            "author_role": message.author_role, "visibility": message.visibility}
 
 
 def _change(raw: dict[str, Any]) -> Change:
@@ -112,7 +136,11 @@ def _change(raw: dict[str, Any]) -> Change:
         op = ChangeOp(str(raw.get("op")))
     except ValueError:
         raise BadMessage(f"unknown op {raw.get('op')!r}") from None
-    return Change(_int(raw, "webinar_id"), _int(raw, "seq"), op, _int(raw, "message_id"), message)
+    room = None
+    if op is ChangeOp.ROOM:
+        room = _room(_dict(raw, "room"))
+    return Change(_int(raw, "webinar_id"), _int(raw, "seq"), op, _int(raw, "message_id"), message,
+                  room)
 
 
 def _message(raw: dict[str, Any]) -> Message:
@@ -128,9 +156,14 @@ def _message(raw: dict[str, Any]) -> Message:
     role = raw.get("author_role", "attendee")
     if role not in ("attendee", "moderator", "host"):
         raise BadMessage(f"author_role: {role!r}")
+    # Likewise before chat modes: every message was for everyone.
+    visibility = raw.get("visibility", "everyone")
+    if visibility not in ("everyone", "staff"):
+        raise BadMessage(f"visibility: {visibility!r}")
     return Message(_int(raw, "id"), _int(raw, "agency_id"), _int(raw, "client_id"),
                    _int(raw, "webinar_id"), _int(raw, "user_id"), _str(raw, "content"), created,
-                   hidden, client_msg_id, _int(raw, "seq"), _str(raw, "display_name"), role)
+                   hidden, client_msg_id, _int(raw, "seq"), _str(raw, "display_name"), role,
+                   visibility)
 
 
 def _dict(raw: dict[str, Any], key: str) -> dict[str, Any]:

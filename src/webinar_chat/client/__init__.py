@@ -6,6 +6,7 @@ from .conversation import Conversation
 from .errors import (
     ApiError,
     AuthenticationError,
+    Banned,
     ChatError,
     ClientClosed,
     JoinError,
@@ -20,7 +21,7 @@ from .realtime import ConnectFn, RealtimeSocket, websocket_connector
 from .room import Room
 
 __all__ = [
-    "ApiError", "AuthenticationError", "ChangeEvent", "ChangeType", "ChatClient", "ChatError",
+    "ApiError", "AuthenticationError", "Banned", "ChangeEvent", "ChangeType", "ChatClient", "ChatError",
     "ChatMessage", "ClientClosed", "ClientConfig", "ClientStats", "ConnectFn", "ConnectionStatus",
     "Conversation", "JoinError", "LinkState", "ProtocolError", "RealtimeSocket", "Room",
     "SendGaveUp", "SendRejected", "SeqTracker", "TransientError", "backoff_delay",

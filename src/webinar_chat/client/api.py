@@ -14,7 +14,14 @@ import httpx
 import orjson
 import structlog
 
-from .errors import ApiError, AuthenticationError, TransientError
+from .errors import (
+    BAN_CODES,
+    ApiError,
+    AuthenticationError,
+    Banned,
+    TransientError,
+    parse_banned_until,
+)
 
 log = structlog.get_logger("webinar_chat.client")
 
@@ -206,6 +213,9 @@ class Api:
             raise TransientError(f"{method} {path}: HTTP {response.status_code} {code}")
         if response.status_code == 401:
             raise AuthenticationError(401, code, message)
+        if code in BAN_CODES:
+            raise Banned(response.status_code, code, message, banned_until=parse_banned_until(
+                body.get("banned_until") if isinstance(body, dict) else None))
         raise ApiError(response.status_code, code, message)
 
     async def respond(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,

@@ -17,6 +17,7 @@ import random
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -36,6 +37,7 @@ from .errors import (
     SendGaveUp,
     SendRejected,
     TransientError,
+    parse_banned_until,
 )
 from .feed import ChangeEvent, ChatMessage
 from .monitor import EventReporter, api_poster
@@ -244,7 +246,8 @@ class ChatClient:
         except AuthenticationError:
             raise
         except ApiError as exc:
-            raise JoinError(exc.status, exc.code, exc.message) from None
+            raise JoinError(exc.status, exc.code, exc.message,
+                            banned_until=exc.banned_until) from None
         if after_seq is not None:
             start_seq = after_seq
         elif snapshot is not None and isinstance(snapshot.get("last_seq"), int):
@@ -358,7 +361,8 @@ class ChatClient:
                                   error=outcome.message, attempts=attempts)
                 log.info("sdk_send_error", webinar_id=webinar_id, client_msg_id=cmid,
                          status=outcome.status, code=outcome.code)
-                raise SendRejected(outcome.status, outcome.code, outcome.message, cmid)
+                raise SendRejected(outcome.status, outcome.code, outcome.message, cmid,
+                                   banned_until=parse_banned_until(outcome.banned_until))
             if outcome.delay is not None:
                 delay = outcome.delay
             else:
@@ -445,6 +449,32 @@ class ChatClient:
         """Delete a message (moderators and hosts, or its author)."""
         await self._api.request("DELETE", f"/api/messages/{message_id}")
 
+    async def timeout(self, webinar_id: int, user_id: int, seconds: int) -> datetime | None:
+        """Time an attendee out of the webinar's chat for `seconds` (1–31536000; moderators,
+        hosts, admins). Returns when the timeout ends. Their live subscriptions stop at once."""
+        return await self._set_ban(webinar_id, user_id, seconds)
+
+    async def ban(self, webinar_id: int, user_id: int) -> None:
+        """Ban an attendee from the webinar's chat permanently (until `unban`)."""
+        await self._set_ban(webinar_id, user_id, None)
+
+    async def unban(self, webinar_id: int, user_id: int) -> None:
+        """End a ban or a timeout early."""
+        await self._api.request("DELETE", f"/api/webinars/{webinar_id}/bans/{user_id}")
+
+    async def bans(self, webinar_id: int) -> list[dict[str, Any]]:
+        """Who is banned or timed out now: `[{user_id, display_name, banned_until}]`."""
+        return list((await self._api.get(f"/api/webinars/{webinar_id}/bans")).get("bans") or [])
+
+    async def _set_ban(self, webinar_id: int, user_id: int, seconds: int | None
+                       ) -> datetime | None:
+        if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, int)
+                                    or seconds < 1):
+            raise ValueError("seconds must be a positive integer")
+        body = await self._api.request("POST", f"/api/webinars/{webinar_id}/bans",
+                                       json={"user_id": user_id, "duration_s": seconds})
+        return parse_banned_until((body.get("ban") or {}).get("banned_until"))
+
     async def me(self) -> dict[str, Any]:
         """`GET /api/me`: `{user, webinars: [{id, title, chat_open}]}`."""
         return await self._api.get("/api/me")
@@ -510,7 +540,8 @@ class ChatClient:
         if self._rooms.get(room.webinar_id) is room:
             del self._rooms[room.webinar_id]
         room.close(error if isinstance(error, JoinError) else
-                   JoinError(error.status, error.code, error.message))
+                   JoinError(error.status, error.code, error.message,
+                             banned_until=error.banned_until))
         if self._link is not None:
             self._link.leave(room)
 

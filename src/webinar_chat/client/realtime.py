@@ -20,7 +20,14 @@ import structlog
 from websockets.asyncio.client import connect as ws_connect
 
 from .config import ClientConfig
-from .errors import ApiError, AuthenticationError, JoinError, TransientError
+from .errors import (
+    BAN_CODES,
+    ApiError,
+    AuthenticationError,
+    JoinError,
+    TransientError,
+    parse_banned_until,
+)
 from .policy import LinkState, backoff_delay
 
 if TYPE_CHECKING:
@@ -283,10 +290,11 @@ class RealtimeLink:
         room = self._client._rooms.get(webinar_id) if webinar_id is not None else None
         # too_many_topics: this socket joined REALTIME_MAX_TOPICS rooms already (docs/realtime.md).
         if room is not None and code in ("forbidden", "not_found", "bad_request",
-                                         "too_many_topics"):
-            self._client._room_failed(room, JoinError(403 if code == "forbidden" else
-                                                      404 if code == "not_found" else 400,
-                                                      code, message))
+                                         "too_many_topics", *BAN_CODES):
+            self._client._room_failed(room, JoinError(
+                403 if code == "forbidden" or code in BAN_CODES else
+                404 if code == "not_found" else 400, code, message,
+                banned_until=parse_banned_until(frame.get("banned_until"))))
             return
         log.warning("sdk_socket_error", code=code, message=message)
 

@@ -41,6 +41,7 @@ class Rejected:
     status: int
     code: str
     message: str
+    banned_until: str | None = None  # a timeout's end (code `timed_out`)
 
 
 SendOutcome = Stored | RetryLater | RenewToken | Rejected
@@ -87,4 +88,6 @@ def classify_send_response(status: int, body: Any, retry_after: str | None) -> S
         return RetryLater(f"429 {code or 'rate_limited'}", delay if delay is not None else 1.0)
     if status in (408, 425) or status >= 500 or status < 200:
         return RetryLater(f"HTTP {status}")
-    return Rejected(status, code or f"http_{status}", error or f"HTTP {status}")
+    until = data.get("banned_until")
+    return Rejected(status, code or f"http_{status}", error or f"HTTP {status}",
+                    until if isinstance(until, str) else None)

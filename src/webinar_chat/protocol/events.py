@@ -26,6 +26,23 @@ class ChangeOp(enum.StrEnum):
     INSERT = "INSERT"
     UPDATE = "UPDATE"
     DELETE = "DELETE"
+    # The webinar's room state (chat mode, slow mode, pinned announcement) changed; the event
+    # carries the whole state (docs/webinar-features.md). Stored as kind `room`, op UPDATE.
+    ROOM = "ROOM"
+
+
+CHAT_MODES = ("everyone", "hosts_only", "read_only")
+
+
+@dataclass(frozen=True, slots=True)
+class RoomState:
+    """What every viewer of a webinar sees besides its messages. Complete in every ROOM event, so
+    the state of the highest seq applied is the current one however events were collapsed."""
+
+    chat_mode: str = "everyone"
+    slow_mode_seconds: int = 0
+    pinned_content: str | None = None
+    pinned_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +62,8 @@ class Message:
     # Stored with the message, not looked up when read, so that every path — live, replay,
     # long-poll, list, reload — shows the same badge forever (docs/delivery.md, guarantee 5).
     author_role: str = "attendee"
+    # "staff": an attendee's message posted in hosts_only mode, seen by staff and its author only.
+    visibility: str = "everyone"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +76,7 @@ class Change:
     op: ChangeOp
     message_id: int
     message: Message | None
+    room: RoomState | None = None  # set on ROOM changes (message_id 0, message None)
     # Wire encoding per audience, filled by `encode_event`: a change is encoded once and the same
     # bytes serve live fan-out, replays from the room's ring and long-poll answers.
     encoded: dict[Audience, bytes] = field(default_factory=dict, compare=False, repr=False)
@@ -69,8 +89,11 @@ def iso_utc(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def message_payload(message: Message, audience: Audience) -> dict[str, Any]:
-    if message.hidden and audience is Audience.ATTENDEE:
+def message_payload(message: Message, audience: Audience,
+                    viewer_id: int | None = None) -> dict[str, Any]:
+    """The message as `audience` sees it; `viewer_id` (the reader) matters only for attendees'
+    own staff-only messages. Redacted: the stub a client needs to drop what it may have shown."""
+    if audience is Audience.ATTENDEE and not _attendee_may_see(message, viewer_id):
         return {"id": message.id, "webinar_id": message.webinar_id, "hidden": True, "seq": message.seq}
     return {
         "id": message.id,
@@ -82,15 +105,35 @@ def message_payload(message: Message, audience: Audience) -> dict[str, Any]:
         "client_msg_id": message.client_msg_id,
         "seq": message.seq,
         "user": {"display_name": message.display_name, "role": message.author_role},
+        "visibility": message.visibility,
     }
 
 
-def visible_to(message: Message, audience: Audience) -> bool:
-    return audience is Audience.STAFF or not message.hidden
+def _attendee_may_see(message: Message, viewer_id: int | None) -> bool:
+    if message.hidden:
+        return False
+    return message.visibility != "staff" or (viewer_id is not None and viewer_id == message.user_id)
+
+
+def visible_to(message: Message, audience: Audience, viewer_id: int | None = None) -> bool:
+    return audience is Audience.STAFF or _attendee_may_see(message, viewer_id)
+
+
+def room_payload(room: RoomState) -> dict[str, Any]:
+    pinned = None
+    if room.pinned_content is not None:
+        pinned = {"content": room.pinned_content,
+                  "pinned_at": iso_utc(room.pinned_at) if room.pinned_at else None}
+    return {"chat_mode": room.chat_mode, "slow_mode_seconds": room.slow_mode_seconds,
+            "pinned": pinned}
 
 
 def event_payload(change: Change, audience: Audience) -> dict[str, Any]:
-    """`{seq, type, new, old}`; UPDATE and DELETE always carry `old.id`."""
+    """`{seq, type, new, old}`; UPDATE and DELETE always carry `old.id`; ROOM carries the room
+    state in `new` and no `old`."""
+    if change.op is ChangeOp.ROOM:
+        assert change.room is not None
+        return {"seq": change.seq, "type": "ROOM", "new": room_payload(change.room), "old": None}
     new = message_payload(change.message, audience) if change.message is not None else None
     old = None if change.op is ChangeOp.INSERT and change.message is not None else {"id": change.message_id}
     return {"seq": change.seq, "type": change.op.value, "new": new, "old": old}
@@ -107,8 +150,32 @@ def encode_event(change: Change, audience: Audience) -> bytes:
     return encoded
 
 
+def encode_for(change: Change, audience: Audience, viewer_id: int | None) -> bytes:
+    """`encode_event` for one reader: an attendee's own staff-only message is shown to them
+    whole, which is exactly what staff see (message payloads differ only by redaction)."""
+    if audience is Audience.ATTENDEE and viewer_id is not None and is_private_to(change, viewer_id):
+        return encode_event(change, Audience.STAFF)
+    return encode_event(change, audience)
+
+
+def is_private_to(change: Change, viewer_id: int) -> bool:
+    """Does this change read differently for `viewer_id` than for other attendees?"""
+    message = change.message
+    return (message is not None and message.visibility == "staff" and not message.hidden
+            and message.user_id == viewer_id)
+
+
+def private_author(change: Change) -> int | None:
+    """The one attendee for whom this change is not redacted like for the others, if any."""
+    message = change.message
+    if message is not None and message.visibility == "staff" and not message.hidden:
+        return message.user_id
+    return None
+
+
 def _redacted_for_attendees(change: Change) -> bool:
-    return change.message is not None and change.message.hidden
+    message = change.message
+    return message is not None and (message.hidden or message.visibility == "staff")
 
 
 def topic_name(webinar_id: int) -> str:

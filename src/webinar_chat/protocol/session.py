@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from .events import Audience, Change, changes_frame, encode_event, parse_topic, topic_name
+from .events import Audience, Change, changes_frame, encode_for, parse_topic, topic_name
 
 # Topics one connection may join (the server passes REALTIME_MAX_TOPICS); one more join gets
 # `too_many_topics` and the socket stays open.
@@ -64,11 +64,14 @@ class Batch:
     changes: list[Change]
     frames: dict[Audience, bytes]
     sealed_at: float = 0.0  # time.monotonic() when the hub sealed it (the fan-out histogram)
+    # The attendee frame as the author of a staff-only message in this batch sees it, by author
+    # (docs/webinar-features.md, "Chat modes"); empty for nearly every batch.
+    personal: dict[int, bytes] = field(default_factory=dict)
 
 
 class Subscription:
     __slots__ = ("webinar_id", "topic", "generation", "state", "delivered_seq", "audience",
-                 "buffer", "ref", "requested_seq", "owner")
+                 "viewer_id", "buffer", "ref", "requested_seq", "owner")
 
     def __init__(self, webinar_id: int, generation: int, requested_seq: int | None, ref: Any,
                  owner: Any) -> None:
@@ -80,6 +83,7 @@ class Subscription:
         self.delivered_seq: int | None = None
         self.requested_seq = requested_seq
         self.audience = Audience.ATTENDEE
+        self.viewer_id: int | None = None  # whose subscription: their own staff-only messages
         self.buffer: list[Change] = []
         self.ref = ref
         self.owner = owner  # the adapter's connection object; opaque here
@@ -333,6 +337,7 @@ class Session:
         if sub is None or sub.state is not SubState.AUTHORIZING:
             return []
         sub.audience = audience
+        sub.viewer_id = self._subscriber_id
         resumed = sub.delivered_seq is not None  # coming back from SUSPENDED
         if not resumed:
             requested = sub.requested_seq
@@ -349,12 +354,14 @@ class Session:
         return actions
 
     def on_access_denied(self, webinar_id: int, generation: int, code: str,
-                         message: str) -> list[Action]:
+                         message: str, extra: dict[str, Any] | None = None) -> list[Action]:
+        """`extra`: more fields of the error frame (a ban's `banned_until`)."""
         sub = self._current(webinar_id, generation)
         if sub is None:
             return []
         del self.subscriptions[webinar_id]
-        return [Unsubscribe(sub), error_frame(code, message, topic=sub.topic, ref=sub.ref)]
+        return [Unsubscribe(sub), error_frame(code, message, topic=sub.topic, ref=sub.ref,
+                                              **(extra or {}))]
 
     def on_changes(self, webinar_id: int, generation: int, changes: list[Change],
                    has_more: bool) -> list[Action]:
@@ -407,7 +414,7 @@ class Session:
         actions: list[Action] = []
         for start in range(0, len(fresh), REPLAY_FRAME_EVENTS):
             chunk = fresh[start:start + REPLAY_FRAME_EVENTS]
-            actions.append(Send(changes_frame(sub.topic, [encode_event(c, sub.audience)
+            actions.append(Send(changes_frame(sub.topic, [encode_for(c, sub.audience, sub.viewer_id)
                                                           for c in chunk])))
         if fresh:
             sub.delivered_seq = fresh[-1].seq

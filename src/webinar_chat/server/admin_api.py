@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from ..auth.passwords import hash_password
 from ..store.store import EmailTaken, NotFound, Webinar
-from . import responses, schemas
+from . import moderation_api, responses, schemas
 from .errors import ApiError
 from .http_api import _body, _path_id, _state, _user_id, ok
 from .text_rules import RESERVED_DISPLAY_NAME, display_name_key
@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
 def _admin_webinar(w: Webinar) -> dict[str, Any]:
     return {"id": w.id, "agency_id": w.agency_id, "client_id": w.client_id, "title": w.title,
-            "chat_open": w.chat_open, "slow_mode_seconds": w.slow_mode_seconds}
+            "chat_open": w.chat_open, "chat_mode": w.chat_mode,
+            "slow_mode_seconds": w.slow_mode_seconds}
 
 
 async def _admin(request: Request) -> AppState:
@@ -55,7 +56,7 @@ async def create_webinar(request: Request) -> Response:
     state = await _admin(request)
     body = await _body(request, schemas.CreateWebinar)
     try:
-        w = await state.store.create_webinar(body.client_id, body.title, chat_open=body.chat_open,
+        w = await state.store.create_webinar(body.client_id, body.title, chat_mode=body.mode(),
                                              slow_mode_seconds=body.slow_mode_seconds)
     except NotFound:
         raise ApiError(404, "not_found", "Client not found") from None
@@ -66,11 +67,12 @@ async def update_webinar(request: Request) -> Response:
     state = await _admin(request)
     body = await _body(request, schemas.UpdateWebinar)
     try:
-        w = await state.store.update_webinar(_path_id(request, "webinar_id"),
-                                             chat_open=body.chat_open,
-                                             slow_mode_seconds=body.slow_mode_seconds)
+        w, change = await state.store.update_webinar(_path_id(request, "webinar_id"),
+                                                     chat_mode=body.mode(),
+                                                     slow_mode_seconds=body.slow_mode_seconds)
     except NotFound:
         raise ApiError(404, "not_found", "Webinar not found") from None
+    await state.hub.publish(change)
     await state.bus.publish_access(w.id, None)
     return ok(responses.AdminWebinarAnswer, webinar=_admin_webinar(w))
 
@@ -108,9 +110,7 @@ async def create_registration(request: Request) -> Response:
 async def set_banned(request: Request) -> Response:
     state = await _admin(request)
     body = await _body(request, schemas.SetBanned)
-    try:
-        await state.store.set_banned(body.webinar_id, body.user_id, body.banned)
-    except NotFound:
-        raise ApiError(404, "not_found", "Registration not found") from None
-    await state.bus.publish_access(body.webinar_id, body.user_id)
+    # (Admins may ban anyone registered, staff included; `duration_s`: a timeout.)
+    await moderation_api.apply_ban(state, body.webinar_id, body.user_id, body.banned,
+                                   body.duration_s)
     return ok(responses.Ok)

@@ -26,7 +26,7 @@ from ..auth.tokens import TokenService
 from ..bus import Bus, create_bus
 from ..settings import Settings, resolve_jwt_secret
 from ..store import open_store
-from . import admin_api, http_api, responses, schemas
+from . import admin_api, http_api, moderation_api, responses, schemas
 from .access_changes import access_changed
 from .client_events import ClientEventLedger
 from .errors import ApiError, JSONResponse, api_error_handler, error_response
@@ -119,7 +119,13 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/api/webinars/{webinar_id}", http_api.get_webinar,
              "Webinar and the caller's role", R.WebinarAnswer, statuses=(403, 404)),
     Endpoint("PATCH", "/api/webinars/{webinar_id}", http_api.update_webinar,
-             "Open/close the chat, set slow mode (host)", R.WebinarAnswer, schemas.UpdateWebinar,
+             "Set the chat mode and slow mode (host); a ROOM event for every viewer",
+             R.WebinarAnswer, schemas.UpdateWebinar, statuses=(403, 404)),
+    Endpoint("PUT", "/api/webinars/{webinar_id}/pin", http_api.set_pinned,
+             "Pin an announcement, replacing any earlier one (moderator/host)", R.WebinarAnswer,
+             schemas.SetPinned, statuses=(403, 404)),
+    Endpoint("DELETE", "/api/webinars/{webinar_id}/pin", http_api.set_pinned,
+             "Remove the pinned announcement (moderator/host)", R.WebinarAnswer,
              statuses=(403, 404)),
     Endpoint("POST", "/api/messages/{message_id}/hide", http_api.hide_message,
              "Hide or unhide a message (moderator/host)", R.MessageAnswer, schemas.HideMessage,
@@ -143,8 +149,18 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("POST", "/api/admin/registrations", admin_api.create_registration,
              "Register a user for a webinar with a role", R.RegistrationAnswer,
              schemas.CreateRegistration, statuses=(403, 404)),
-    Endpoint("POST", "/api/admin/bans", admin_api.set_banned, "Ban or unban a registered user",
-             R.Ok, schemas.SetBanned, statuses=(403, 404)),
+    Endpoint("POST", "/api/admin/bans", admin_api.set_banned,
+             "Ban, time out (duration_s) or unban a registered user", R.Ok, schemas.SetBanned,
+             statuses=(403, 404)),
+    Endpoint("POST", "/api/webinars/{webinar_id}/bans", moderation_api.ban_user,
+             "Time out (duration_s) or permanently ban an attendee (moderator/host, admin)",
+             R.BanAnswer, schemas.Ban, statuses=(403, 404)),
+    Endpoint("GET", "/api/webinars/{webinar_id}/bans", moderation_api.list_bans,
+             "Banned and timed-out users now (moderator/host, admin)", R.BanList,
+             statuses=(403, 404)),
+    Endpoint("DELETE", "/api/webinars/{webinar_id}/bans/{user_id}", moderation_api.unban_user,
+             "Unban, or end a timeout early (moderator/host, admin)", R.BanAnswer,
+             statuses=(403, 404)),
     Endpoint("POST", "/api/metrics/events", http_api.client_events,
              "Monitoring events from the page and the SDK (batched; rate limited per session)",
              R.EventsAccepted, schemas.ClientEvents, statuses=(429,)),

@@ -25,13 +25,13 @@ from ..auth import permissions as perm
 from ..auth.passwords import hash_password, verify_password
 from ..auth.tokens import TokenError, hash_refresh_token, new_refresh_token
 from ..bus import BusNotReady
-from ..protocol.events import Audience, encode_event, message_payload
+from ..protocol.events import Audience, encode_for, message_payload, room_payload
 from ..store.store import DuplicateMessage, EmailTaken, NotFound, SlowMode, User, now_utc
 from ..transcript import FORMATS, MEDIA_TYPES, filename, transcript_chunks
 from . import responses, schemas
 from .client_events import RateLimited
 from .errors import ApiError, JSONResponse, validation_message
-from .longpoll import changes_body, ring_body
+from .longpoll import changes_body, ring_body, viewer_key
 from .rate_limits import client_ip, rate_limited
 from .text_rules import RESERVED_DISPLAY_NAME, content_problem, display_name_key
 
@@ -103,11 +103,11 @@ async def _access(request: Request, webinar_id: int, user_id: int, *, cached: bo
     try:
         return await _state(request).access.check(webinar_id, user_id, cached=cached)
     except perm.Denied as exc:
-        raise ApiError(exc.status, exc.code, exc.message) from None
+        raise _denied(exc) from None
 
 
 def _denied(exc: perm.Denied) -> ApiError:
-    return ApiError(exc.status, exc.code, exc.message)
+    return ApiError(exc.status, exc.code, exc.message, extra=exc.extra)
 
 
 def ok(model: type[responses.Answer], **fields: Any) -> JSONResponse:
@@ -263,21 +263,27 @@ async def create_message(request: Request) -> Response:
     return response
 
 
+def _checked_text(state: AppState, raw: str) -> str:
+    """A message's (or an announcement's) text, stripped, or a 400 saying what is wrong."""
+    content = raw.strip()
+    if not content:
+        raise ApiError(400, "invalid_request", "content: must not be empty")
+    if len(raw) > state.settings.max_message_length:  # as sent (the document's maxLength)
+        raise ApiError(400, "invalid_request",
+                       f"content: at most {state.settings.max_message_length} characters")
+    problem = content_problem(content)
+    if problem is not None:
+        raise ApiError(400, "invalid_request", f"content: {problem}")
+    return content
+
+
 async def _create_message(request: Request) -> Response:
     state = _state(request)
     user_id = _user_id(request)
     body = await _body(request, schemas.CreateMessage)
     if body.clientMsgId is not None:
         structlog.contextvars.bind_contextvars(client_msg_id=str(body.clientMsgId))
-    content = body.content.strip()
-    if not content:
-        raise ApiError(400, "invalid_request", "content: must not be empty")
-    if len(body.content) > state.settings.max_message_length:  # as sent (the document's maxLength)
-        raise ApiError(400, "invalid_request",
-                       f"content: at most {state.settings.max_message_length} characters")
-    problem = content_problem(content)
-    if problem is not None:
-        raise ApiError(400, "invalid_request", f"content: {problem}")
+    content = _checked_text(state, body.content)
     access = await _access(request, body.webinarId, user_id, cached=False)
     try:
         perm.require_post(access)
@@ -308,6 +314,7 @@ async def _create_message(request: Request) -> Response:
         message, change = await state.store.create_message(
             access.webinar, user_id, access.display_name, content, body.clientMsgId,
             slow_mode_applies=perm.slow_mode_applies(access), author_role=access.role,
+            visibility=perm.message_visibility(access),
         )
         stored = True
     except DuplicateMessage as dup:
@@ -322,12 +329,13 @@ async def _create_message(request: Request) -> Response:
         if not stored:
             await state.limits.refund(limit, str(user_id))
     await state.hub.publish(change)
-    return message_ok(message=message_payload(message, access.audience))
+    return message_ok(message=message_payload(message, access.audience, user_id))
 
 
 def _duplicate(message: Any, audience: Audience) -> ApiError:
+    # Always the caller's own message (found by their clientMsgId): shown to them as its author.
     return ApiError(409, "duplicate", "Duplicate message detected",
-                    extra={"message": message_payload(message, audience)})
+                    extra={"message": message_payload(message, audience, message.user_id)})
 
 
 async def list_messages(request: Request) -> Response:
@@ -341,7 +349,8 @@ async def list_messages(request: Request) -> Response:
     access = await _access(request, webinar_id, user_id, cached=True)
     page = await state.store.list_messages(webinar_id, after=after,
                                            before=before if after is None else None,
-                                           limit=limit, include_hidden=access.is_staff)
+                                           limit=limit, include_hidden=access.is_staff,
+                                           viewer_id=user_id)
     found = page.messages
     has_more = page.has_more
     if after is not None and before is not None:
@@ -349,7 +358,7 @@ async def list_messages(request: Request) -> Response:
         # once it reached `before`, nothing more lies in the range.
         found = [m for m in found if m.id < before]
         has_more = has_more and len(found) == len(page.messages)
-    messages = [message_payload(m, access.audience) for m in found]
+    messages = [message_payload(m, access.audience, user_id) for m in found]
     cursor = messages[-1]["id"] if after is not None and messages else None
     return message_ok(messages=messages, has_more=has_more, last_seq=page.last_seq,
               next_after=cursor if has_more else None,
@@ -381,10 +390,10 @@ async def list_changes(request: Request) -> Response:
         # (a cache hit when nothing changed; access_changes.py drops the entry when it did).
         access = await _access(request, webinar_id, user_id, cached=True)
     state.hub.settle(room)
-    body = ring_body(room, (access.audience, after_seq, limit))
+    body = ring_body(room, viewer_key(room, (access.audience, after_seq, limit, 0), user_id))
     if body is None:  # older than the room's ring: read the feed (not memoized)
         page = await state.store.changes_after(webinar_id, after_seq, limit)
-        body = changes_body([encode_event(c, access.audience) for c in page.changes],
+        body = changes_body([encode_for(c, access.audience, user_id) for c in page.changes],
                             page.last_seq, page.has_more)
     return JSONResponse(body)
 
@@ -471,8 +480,8 @@ async def export_transcript(request: Request) -> Response:
 def _webinar_json(access: perm.WebinarAccess) -> dict[str, Any]:
     w = access.webinar
     return {"id": w.id, "title": w.title, "agency_id": w.agency_id, "client_id": w.client_id,
-            "chat_open": w.chat_open, "slow_mode_seconds": w.slow_mode_seconds,
-            "last_seq": w.last_seq, "role": access.role}
+            "chat_open": w.chat_open, **room_payload(w.room), "last_seq": w.last_seq,
+            "role": access.role}
 
 
 async def get_webinar(request: Request) -> Response:
@@ -489,11 +498,43 @@ async def update_webinar(request: Request) -> Response:
     access = await _access(request, webinar_id, user_id, cached=False)
     if access.role != "host":
         raise ApiError(403, "forbidden", "Only hosts can change chat settings")
-    webinar = await state.store.update_webinar(webinar_id, chat_open=body.chat_open,
-                                               slow_mode_seconds=body.slow_mode_seconds)
-    await state.bus.publish_access(webinar_id, None)
-    return ok(responses.WebinarAnswer, webinar=_webinar_json(perm.WebinarAccess(webinar, user_id, access.role,
-                                                       access.display_name)))
+    try:
+        webinar, change = await state.store.update_webinar(
+            webinar_id, chat_mode=body.mode(), slow_mode_seconds=body.slow_mode_seconds)
+    except NotFound:
+        raise ApiError(404, "not_found", "Webinar not found") from None
+    return await _room_changed(request, access, webinar, change)
+
+
+async def _room_changed(request: Request, access: perm.WebinarAccess, webinar: Any,
+                        change: Any) -> Response:
+    """After a ROOM change was stored: deliver it, drop cached accesses (they hold the webinar's
+    settings) on every node, and answer with the new state."""
+    state = _state(request)
+    await state.hub.publish(change)
+    await state.bus.publish_access(webinar.id, None)
+    return ok(responses.WebinarAnswer, webinar=_webinar_json(
+        perm.WebinarAccess(webinar, access.user_id, access.role, access.display_name)))
+
+
+async def set_pinned(request: Request) -> Response:
+    state = _state(request)
+    user_id = _user_id(request)
+    webinar_id = _path_id(request, "webinar_id")
+    content: str | None = None
+    if request.method == "PUT":
+        body = await _body(request, schemas.SetPinned)
+        content = _checked_text(state, body.content)
+    access = await _access(request, webinar_id, user_id, cached=False)
+    try:
+        perm.require_moderate(access)
+    except perm.Denied as exc:
+        raise _denied(exc) from None
+    try:
+        webinar, change = await state.store.set_pinned(webinar_id, content)
+    except NotFound:
+        raise ApiError(404, "not_found", "Webinar not found") from None
+    return await _room_changed(request, access, webinar, change)
 
 
 async def get_profile(request: Request) -> Response:

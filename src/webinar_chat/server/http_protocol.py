@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-from .longpoll import PollKey, parse_poll, ring_body
+from .longpoll import PollKey, parse_poll, ring_body, viewer_key
 from .middleware import log_request
 
 if TYPE_CHECKING:
@@ -66,11 +66,12 @@ class FastPoll:
         state = self.protocol.chat_state()
         if state is not None:
             state.hub.settle(self.room)  # a hide/delete in the pending tick redacts the ring first
-        body = ring_body(self.room, self.key)
+        key = viewer_key(self.room, self.key, self.user_id)
+        body = ring_body(self.room, key)
         if body is None:
             self.protocol.to_slow_path(self)  # older than the ring: the database answers
         else:
-            self.protocol.finish(self, self.room.parked.response(self.key, body, self.request_id))
+            self.protocol.finish(self, self.room.parked.response(key, body, self.request_id))
 
     def recheck(self) -> None:
         self.protocol.to_slow_path(self)
@@ -150,7 +151,7 @@ class WebinarChatHttpProtocol(HttpToolsProtocol):
         if request.after_seq > released:
             return False  # ahead of this process: the feed decides (slow path)
         room.last_used = now
-        key = (access.audience, request.after_seq, request.limit)
+        key = (access.audience, request.after_seq, request.limit, 0)
         request_id = request.request_id or state.request_ids.new().encode()
         poll = FastPoll(self, cycle, app, room, key, request_id, claims.user_id)
         self.parked_poll = poll

@@ -26,7 +26,9 @@ import structlog
 
 from ..bus import Bus
 from ..logs import detached
-from ..protocol.events import Audience, Change, ChangeOp, changes_frame, encode_event, topic_name
+from ..protocol.events import (
+    Audience, Change, ChangeOp, changes_frame, encode_event, encode_for, private_author, topic_name,
+)
 from ..protocol.sequencer import GAP_TIMEOUT_S, RoomSequencer
 from ..protocol.session import Batch, Subscription
 from ..store import Store
@@ -71,7 +73,7 @@ class Listener(Protocol):
 class Delivery:
     """A sealed batch on its way to the subscribers the room had when its delivery began."""
 
-    __slots__ = ("batch", "wires", "targets", "next", "check_buffers")
+    __slots__ = ("batch", "wires", "targets", "next", "check_buffers", "personal_wires")
 
     def __init__(self, batch: Batch, wires: dict[Audience, bytes], targets: list[Subscription],
                  check_buffers: bool) -> None:
@@ -80,6 +82,14 @@ class Delivery:
         self.targets = targets
         self.next = 0  # index of the first target not yet served
         self.check_buffers = check_buffers
+        self.personal_wires: dict[int, bytes] = {}
+
+    def personal_wire(self, author: int, frame: bytes, wire: Callable[[bytes], bytes]) -> bytes:
+        """The wire bytes of an author's own frame, built for their first subscriber."""
+        found = self.personal_wires.get(author)
+        if found is None:
+            found = self.personal_wires[author] = wire(frame)
+        return found
 
 
 class Room:
@@ -105,7 +115,12 @@ class Room:
         self.ring: collections.deque[Change] = collections.deque(maxlen=RING_SIZE)
         # Long-poll answers since the last flush, by (audience, after_seq, limit): the pollers a
         # change wakes share their after_seq, so thousands of answers are one body.
-        self.poll_bodies: dict[tuple[Audience, int, int], bytes] = {}
+        self.poll_bodies: dict[tuple[Audience, int, int, int], bytes] = {}
+        # Attendees with a staff-only message (hosts_only mode) in the ring: their long-poll
+        # answers are their own, not the shared attendee body (longpoll.viewer_key). Only grows
+        # until the room is reset; a user in it whose messages left the ring just gets an
+        # answer of their own that equals the shared one.
+        self.private_authors: set[int] = set()
         self.changed: asyncio.Future[None] | None = None  # long-poll waiters
         self.parked = ParkedPolls(self)  # fast-path long-polls (http_protocol.py)
         self.waiters = 0  # long-polls waiting, slow path and parked
@@ -116,7 +131,8 @@ class Room:
     def released_seq(self) -> int:
         return self.sequencer.released_seq if self.sequencer else -1
 
-    def ring_after(self, after_seq: int, audience: Audience, limit: int) -> list[bytes] | None:
+    def ring_after(self, after_seq: int, audience: Audience, limit: int,
+                   viewer_id: int | None = None) -> list[bytes] | None:
         """Encoded events with seq > after_seq from memory, or None if the ring does not reach
         back that far (then read the database)."""
         if self.sequencer is None or after_seq > self.sequencer.released_seq:
@@ -126,7 +142,7 @@ class Room:
         if not self.ring or self.ring[0].seq > after_seq + 1:
             return None
         start = after_seq + 1 - self.ring[0].seq
-        return [encode_event(self.ring[i], audience)
+        return [encode_for(self.ring[i], audience, viewer_id)
                 for i in range(start, min(start + limit, len(self.ring)))]
 
 
@@ -408,6 +424,7 @@ class Hub:
         room.sealed.clear()
         room.delivery = None
         room.ring.clear()
+        room.private_authors.clear()
         room.poll_bodies.clear()
         subscribers, room.subscribers = list(room.subscribers), {}
         for sub in subscribers:
@@ -427,15 +444,24 @@ class Hub:
         changes, room.pending = room.pending, []
         room.poll_bodies.clear()
         encoded: dict[Audience, list[bytes]] = {a: [] for a in AUDIENCES}
+        authors: set[int] = set()
         for change in changes:
             for audience in AUDIENCES:
                 encoded[audience].append(encode_event(change, audience))
             room.ring.append(change)
             if change.op is not ChangeOp.INSERT:
                 self._redact_ring(room, change)
+            author = private_author(change)
+            if author is not None:
+                authors.add(author)
         frames = {a: changes_frame(room.topic, encoded[a]) for a in AUDIENCES}
+        # The author of a staff-only message gets it whole in a frame of their own.
+        personal = {author: changes_frame(room.topic, [encode_for(c, Audience.ATTENDEE, author)
+                                                       for c in changes])
+                    for author in authors}
+        room.private_authors |= authors
         room.sealed.append(Batch(room.webinar_id, changes[0].seq, changes[-1].seq, changes,
-                                 frames, time.monotonic()))
+                                 frames, time.monotonic(), personal))
         self._ring_changed(room)
 
     def _ring_changed(self, room: Room) -> None:
@@ -486,7 +512,7 @@ class Hub:
             return
         batch = delivery.batch
         first, last = batch.first_seq, batch.last_seq
-        wires, frames = delivery.wires, batch.frames
+        wires, frames, personal = delivery.wires, batch.frames, batch.personal
         check, max_buffer = delivery.check_buffers, self.max_buffer
         current = room.subscribers
         start = delivery.next
@@ -502,10 +528,16 @@ class Hub:
                 listener: Listener = sub.owner
                 try:
                     if sub.take_shared(first, last):
+                        if personal and sub.viewer_id in personal \
+                                and sub.audience is Audience.ATTENDEE:
+                            frame = personal[sub.viewer_id]
+                            wire = delivery.personal_wire(sub.viewer_id, frame, self._wire)
+                        else:
+                            frame, wire = frames[sub.audience], wires[sub.audience]
                         if transport is None:
-                            listener.write(frames[sub.audience])
+                            listener.write(frame)
                         elif not transport.is_closing():  # closing: its connection is going away
-                            transport.write(wires[sub.audience])
+                            transport.write(wire)
                             listener.last_sent = now
                             listener.frames_out += 1
                             if check and transport.get_write_buffer_size() > max_buffer:

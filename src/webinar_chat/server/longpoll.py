@@ -28,7 +28,18 @@ from .request_ids import NOSNIFF, REQUEST_ID_HEADER, sane_request_id
 if TYPE_CHECKING:
     from .hub import Room
 
-PollKey = tuple[Audience, int, int]  # (audience, after_seq, limit): pollers that share one body
+# (audience, after_seq, limit, viewer): pollers that share one body. `viewer` is 0 except for an
+# attendee whose own staff-only message is in the ring (`viewer_key`): that answer is theirs.
+PollKey = tuple[Audience, int, int, int]
+
+
+def viewer_key(room: Room, key: PollKey, user_id: int) -> PollKey:
+    """The body key for `user_id`'s answer: the shared one unless the ring holds a staff-only
+    message of theirs (docs/webinar-features.md, "Chat modes"). Decided when answering, not when
+    parking: the message may arrive in the very flush that answers the poll."""
+    if key[0] is Audience.ATTENDEE and user_id in room.private_authors:
+        return (key[0], key[1], key[2], user_id)
+    return key
 
 DEFAULT_LIMIT = 500
 MAX_LIMIT = 1000
@@ -124,8 +135,8 @@ def ring_body(room: Room, key: PollKey) -> bytes | None:
     body = room.poll_bodies.get(key)
     if body is not None:
         return body
-    audience, after_seq, limit = key
-    encoded = room.ring_after(after_seq, audience, limit)
+    audience, after_seq, limit, viewer = key
+    encoded = room.ring_after(after_seq, audience, limit, viewer or None)
     if encoded is None:
         return None
     last_seq = after_seq + len(encoded)

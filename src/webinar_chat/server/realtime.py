@@ -389,7 +389,7 @@ class RealtimeConnection:
             except Denied as exc:
                 self.state.metrics.joins.labels(outcome="denied").inc()
                 self.perform(self.session.on_access_denied(action.webinar_id, action.generation,
-                                                           exc.code, exc.message))
+                                                           exc.code, exc.message, exc.extra))
                 return
             head_seq = access.webinar.last_seq
         # The room must exist before the session subscribes to it (synchronously, below).
@@ -413,7 +413,7 @@ class RealtimeConnection:
         except Denied as exc:
             if self.session.subscriptions.get(sub.webinar_id) is sub and not self.closed:
                 self.perform(self.session.on_access_denied(sub.webinar_id, sub.generation,
-                                                           exc.code, exc.message))
+                                                           exc.code, exc.message, exc.extra))
             return
         if self.session.subscriptions.get(sub.webinar_id) is sub:
             sub.audience = access.audience  # a role change: redaction from the next frame on

@@ -59,6 +59,8 @@ class Error(Answer):
     retry_after: float | None = Optional("429: seconds to wait before retrying")
     message: Message | None = Optional("409 duplicate: the message stored earlier with this "
                                        "clientMsgId")
+    banned_until: str | None = Field(None, description="403 `timed_out`: when the timeout ends "
+                                     "(RFC 3339, UTC); 403 `banned`: null (permanent)")
 
 
 # --- users and sessions --------------------------------------------------------------------------
@@ -124,6 +126,9 @@ class VisibleMessage(Answer):
     client_msg_id: str | None
     seq: Seq
     user: Author
+    visibility: Literal["everyone", "staff"] = Field(description=(
+        "`staff`: an attendee's message posted in hosts_only mode, seen by staff and its "
+        "author only"))
 
 
 class HiddenMessage(Answer):
@@ -178,9 +183,33 @@ class ChangeEvent(Answer):
     old: OldRef | None = Field(description="Set for UPDATE and DELETE")
 
 
+class Pinned(Answer):
+    content: str
+    pinned_at: str = Field(description="RFC 3339, UTC, milliseconds", json_schema_extra={
+        "format": "date-time"})
+
+
+ChatMode = Literal["everyone", "hosts_only", "read_only"]
+
+
+class RoomView(Answer):
+    """The room state: complete in every ROOM event (docs/webinar-features.md)."""
+
+    chat_mode: ChatMode
+    slow_mode_seconds: int
+    pinned: Pinned | None
+
+
+class RoomEvent(Answer):
+    seq: Seq
+    type: Literal["ROOM"]
+    new: RoomView
+    old: None
+
+
 class ChangePage(Answer):
     success: Literal[True]
-    changes: list[ChangeEvent]
+    changes: list[ChangeEvent | RoomEvent]
     last_seq: Seq
     has_more: bool
 
@@ -192,9 +221,12 @@ class WebinarView(Answer):
     title: str
     agency_id: Id
     client_id: Id
-    chat_open: bool
+    chat_open: bool = Field(description="false exactly when chat_mode is read_only")
+    chat_mode: ChatMode
     slow_mode_seconds: int
-    last_seq: Seq
+    pinned: Pinned | None
+    last_seq: Seq = Field(description=(
+        "The feed position this state was read at: a ROOM event with a higher seq replaces it"))
     role: Role
 
 
@@ -285,6 +317,7 @@ class AdminWebinar(Answer):
     client_id: Id
     title: str
     chat_open: bool
+    chat_mode: ChatMode
     slow_mode_seconds: int
 
 
@@ -329,6 +362,32 @@ class Readiness(Answer):
 class EventsAccepted(Answer):
     success: Literal[True]
     accepted: int
+
+
+# --- timeouts and bans (docs/webinar-features.md) -------------------------------------------------
+
+class BanState(Answer):
+    webinar_id: Id
+    user_id: Id
+    banned: bool = Field(description="false after an unban")
+    banned_until: Timestamp | None = Field(description="When the timeout ends; null: permanent "
+                                           "(or not banned)")
+
+
+class BanAnswer(Answer):
+    success: Literal[True]
+    ban: BanState
+
+
+class BannedUser(Answer):
+    user_id: Id
+    display_name: str
+    banned_until: Timestamp | None = Field(description="When the timeout ends; null: permanent")
+
+
+class BanList(Answer):
+    success: Literal[True]
+    bans: list[BannedUser] = Field(description="Banned and timed-out users now, by user id")
 
 
 Error.model_rebuild()  # `Message` is defined after it

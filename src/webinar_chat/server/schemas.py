@@ -131,16 +131,41 @@ class CreateClient(Body):
     name: Annotated[StrictStr, Field(min_length=1, max_length=200)]
 
 
+ChatMode = Literal["everyone", "hosts_only", "read_only"]
+
+
 class CreateWebinar(Body):
     client_id: Id
     title: Annotated[StrictStr, Field(min_length=1, max_length=200)]
-    chat_open: StrictBool = True
+    chat_open: StrictBool | None = Field(None, description="false: read_only (with chat_mode, "
+                                         "chat_mode wins)")
+    chat_mode: ChatMode | None = None
     slow_mode_seconds: SlowModeSeconds = 0
+
+    def mode(self) -> str:
+        return _mode(self.chat_mode, self.chat_open) or "everyone"
 
 
 class UpdateWebinar(Body):
-    chat_open: StrictBool | None = None
+    chat_open: StrictBool | None = Field(None, description="false: read_only, true: everyone "
+                                         "(with chat_mode, chat_mode wins)")
+    chat_mode: ChatMode | None = None
     slow_mode_seconds: SlowModeSeconds | None = None
+
+    def mode(self) -> str | None:
+        return _mode(self.chat_mode, self.chat_open)
+
+
+def _mode(chat_mode: str | None, chat_open: bool | None) -> str | None:
+    if chat_mode is not None:
+        return chat_mode
+    if chat_open is None:
+        return None
+    return "everyone" if chat_open else "read_only"
+
+
+class SetPinned(Body):
+    content: StrictStr = Field(description="The announcement; the text rules of messages apply")
 
 
 class CreateUser(NewAccount):
@@ -153,10 +178,24 @@ class CreateRegistration(Body):
     role: Literal["attendee", "moderator", "host"] = "attendee"
 
 
+# A timeout's length (POST …/bans): 1 s to 365 days; null is a permanent ban.
+BanSeconds = Annotated[StrictInt, Field(ge=1, le=31_536_000), BeforeValidator(_integral)]
+
+
 class SetBanned(Body):
     webinar_id: Id
     user_id: Id
     banned: StrictBool
+    duration_s: BanSeconds | None = Field(None, description="With banned: a timeout of this "
+                                          "many seconds; absent or null: permanent")
+
+
+class Ban(Body):
+    """POST /api/webinars/{id}/bans (staff): time out or ban one registered attendee."""
+
+    user_id: Id
+    duration_s: BanSeconds | None = Field(description="Seconds (1–31536000) of a timeout; null: "
+                                          "a permanent ban")
 
 
 # Monitoring events (POST /api/metrics/events; server/client_events.py).

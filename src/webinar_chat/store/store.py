@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..protocol.events import Change, ChangeOp, Message
+from ..protocol.events import CHAT_MODES, Change, ChangeOp, Message, RoomState
 from .db import Database, NotNullViolation, Plan, Row, UniqueViolation, q, single
 
 ROLES = ("attendee", "moderator", "host")
@@ -50,9 +50,21 @@ class Webinar:
     agency_id: int
     client_id: int
     title: str
-    chat_open: bool
+    chat_mode: str  # protocol.events.CHAT_MODES
     slow_mode_seconds: int
-    last_seq: int
+    last_seq: int  # the feed position this state was read at (docs/webinar-features.md)
+    pinned_content: str | None = None
+    pinned_at: datetime | None = None
+
+    @property
+    def chat_open(self) -> bool:
+        """May attendees post at all (everyone or hosts_only)?"""
+        return self.chat_mode != "read_only"
+
+    @property
+    def room(self) -> RoomState:
+        return RoomState(self.chat_mode, self.slow_mode_seconds, self.pinned_content,
+                         self.pinned_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +82,12 @@ class Registration:
     user_id: int
     role: str
     banned: bool
+    # With `banned`: when the timeout ends (None: a permanent ban). A lapsed timeout is no ban
+    # (auth/permissions.access_from); the row keeps it until the next ban or unban.
+    banned_until: datetime | None = None
+
+    def banned_at(self, now: datetime) -> bool:
+        return self.banned and (self.banned_until is None or self.banned_until > now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,14 +151,19 @@ def _opt_datetime(value: Any) -> datetime | None:
 
 
 _MESSAGE_COLUMNS = """m.id, m.agency_id, m.client_id, m.webinar_id, m.user_id, m.content, m.created_at,
-    m.hidden, m.client_msg_id, m.seq, COALESCE(p.display_name, '') AS display_name, m.author_role"""
+    m.hidden, m.client_msg_id, m.seq, COALESCE(p.display_name, '') AS display_name, m.author_role,
+    m.visibility"""
+
+_WEBINAR_COLUMNS = """w.id, w.agency_id, w.client_id, w.title, w.chat_mode, w.slow_mode_seconds,
+    w.last_seq, w.pinned_content, w.pinned_at"""
 
 _MESSAGE_SELECT = f"""SELECT {_MESSAGE_COLUMNS}
     FROM messages m LEFT JOIN profiles p ON p.user_id = m.user_id"""
 
 
 def history_sql(dialect: str, *, newer: bool, include_hidden: bool) -> str:
-    """One page of a webinar's messages ($1 webinar, $2 message id, $3 limit): the `limit` next
+    """One page of a webinar's messages ($1 webinar, $2 message id, $3 limit[, $4 the attendee
+    reading]): the `limit` next
     after $2 in ascending order (`newer`), or the `limit` just before $2 in descending order.
 
     It must walk the index on (webinar_id, id) and stop after `limit` rows. PostgreSQL's planner
@@ -153,7 +176,9 @@ def history_sql(dialect: str, *, newer: bool, include_hidden: bool) -> str:
     planner always takes the index for the plain equality. Plans: bench `after`, docs/benchmarks.md.
     """
     webinar = "m.webinar_id = ANY(ARRAY[$1::bigint])" if dialect == "postgresql" else "m.webinar_id = $1"
-    hidden = "" if include_hidden else " AND NOT m.hidden"
+    # Attendees ($4: the reader): no hidden messages, and staff-only ones only if their own.
+    hidden = ("" if include_hidden
+              else " AND NOT m.hidden AND (m.visibility = 'everyone' OR m.user_id = $4)")
     if newer:
         return (_MESSAGE_SELECT + f" WHERE {webinar} AND m.id > $2{hidden}"
                 " ORDER BY m.webinar_id ASC, m.id ASC LIMIT $3")
@@ -224,6 +249,7 @@ def _message(row: Row) -> Message:
         seq=row["seq"],
         display_name=row["display_name"],
         author_role=row["author_role"],
+        visibility=row["visibility"],
     )
 
 
@@ -233,9 +259,11 @@ def _webinar(row: Row) -> Webinar:
         agency_id=row["agency_id"],
         client_id=row["client_id"],
         title=row["title"],
-        chat_open=bool(row["chat_open"]),
+        chat_mode=row["chat_mode"],
         slow_mode_seconds=row["slow_mode_seconds"],
         last_seq=row["last_seq"],
+        pinned_content=row["pinned_content"],
+        pinned_at=_opt_datetime(row["pinned_at"]),
     )
 
 
@@ -261,6 +289,12 @@ def _record_change(webinar_id: int, seq: int, message_id: int, op: ChangeOp,
                VALUES ($1, $2, $3, $4, $5)""", webinar_id, seq, message_id, op.value, now)
 
 
+def _record_room_change(webinar_id: int, seq: int, now: datetime) -> Plan[None]:
+    # Kind `room`, message_id 0: read back with the room state current then (changes_after).
+    yield q("""INSERT INTO message_changes (webinar_id, seq, message_id, op, changed_at, kind)
+               VALUES ($1, $2, 0, 'UPDATE', $3, 'room')""", webinar_id, seq, now)
+
+
 def _claim_slow_mode(webinar: Webinar, user_id: int, now: datetime) -> Plan[None]:
     """Record this post's time, or raise SlowMode if the previous one is too recent. Runs under
     the webinar lock, so two quick sends cannot both pass."""
@@ -284,7 +318,8 @@ def _slow_mode_wait(webinar: Webinar, last_posted_at: datetime | None, now: date
 
 # PostgreSQL's create in one statement (Store._create_message_pg): $1 agency, $2 client,
 # $3 webinar, $4 user, $5 content, $6 now, $7 client_msg_id[, $8 slow-mode cutoff], then the
-# author's role ($8, or $9 with slow mode: every parameter must be used, for its type). The seq comes
+# author's role and the visibility ($8 $9, or $9 $10 with slow mode: every parameter must be used,
+# for its type). The seq comes
 # first (the row lock that orders commits, as in _next_seq); `claim` is _claim_slow_mode's UPDATE.
 # Data-modifying CTEs all run to completion in one snapshot; the final INSERT's LEFT JOIN yields a
 # NULL message_id, hence the abort, when `m` wrote nothing.
@@ -293,8 +328,8 @@ WITH s AS (
     UPDATE webinars SET last_seq = last_seq + 1 WHERE id = $3 RETURNING last_seq
 ), {claim}m AS (
     INSERT INTO messages (agency_id, client_id, webinar_id, user_id, content, created_at, hidden,
-                          client_msg_id, seq, author_role)
-    SELECT $1, $2, $3, $4, $5, $6, FALSE, $7, s.last_seq, {role} FROM s{claimed}
+                          client_msg_id, seq, author_role, visibility)
+    SELECT $1, $2, $3, $4, $5, $6, FALSE, $7, s.last_seq, {role}, {visibility} FROM s{claimed}
     ON CONFLICT (webinar_id, user_id, client_msg_id) DO NOTHING
     RETURNING id
 )
@@ -302,7 +337,8 @@ INSERT INTO message_changes (webinar_id, seq, message_id, op, changed_at)
 SELECT $3, s.last_seq, m.id, 'INSERT', $6 FROM s LEFT JOIN m ON TRUE
 RETURNING seq, message_id
 """
-_CREATE_MESSAGE_PG = _CREATE_MESSAGE_PG_TEMPLATE.format(claim="", claimed="", role="$8")
+_CREATE_MESSAGE_PG = _CREATE_MESSAGE_PG_TEMPLATE.format(claim="", claimed="", role="$8",
+                                                        visibility="$9")
 # The claim reads `s`, so it runs after the webinar lock is taken (same lock order as the plan).
 _CREATE_MESSAGE_SLOW_PG = _CREATE_MESSAGE_PG_TEMPLATE.format(
     claim="""r AS (
@@ -311,7 +347,7 @@ _CREATE_MESSAGE_SLOW_PG = _CREATE_MESSAGE_PG_TEMPLATE.format(
       AND (registrations.last_posted_at IS NULL OR registrations.last_posted_at <= $8)
     RETURNING registrations.user_id
 ), """,
-    claimed=" JOIN r ON TRUE", role="$9")
+    claimed=" JOIN r ON TRUE", role="$9", visibility="$10")
 
 
 class Store:
@@ -345,40 +381,73 @@ class Store:
         return int(row["id"])
 
     async def create_webinar(
-        self, client_id: int, title: str, *, chat_open: bool = True, slow_mode_seconds: int = 0
+        self, client_id: int, title: str, *, chat_mode: str = "everyone",
+        slow_mode_seconds: int = 0
     ) -> Webinar:
+        if chat_mode not in CHAT_MODES:
+            raise ValueError(f"chat_mode must be one of {CHAT_MODES}")
         client = await self.db.fetchrow("SELECT agency_id FROM clients WHERE id = $1", client_id)
         if client is None:
             raise NotFound("client")
         row = await self._insert(
-            """INSERT INTO webinars (agency_id, client_id, title, chat_open, slow_mode_seconds,
-                   last_seq, created_at)
-               VALUES ($1, $2, $3, $4, $5, 0, $6)
-               RETURNING id, agency_id, client_id, title, chat_open, slow_mode_seconds, last_seq""",
-            client["agency_id"], client_id, title, chat_open, slow_mode_seconds, now_utc(),
+            """INSERT INTO webinars (agency_id, client_id, title, chat_open, chat_mode,
+                   slow_mode_seconds, last_seq, created_at)
+               VALUES ($1, $2, $3, $4, $5, $6, 0, $7)
+               RETURNING id""",
+            client["agency_id"], client_id, title, chat_mode != "read_only", chat_mode,
+            slow_mode_seconds, now_utc(),
         )
-        return _webinar(row)
+        webinar = await self.get_webinar(int(row["id"]))
+        assert webinar is not None
+        return webinar
 
     async def update_webinar(
-        self, webinar_id: int, *, chat_open: bool | None = None, slow_mode_seconds: int | None = None
-    ) -> Webinar:
-        row = await self._write(
-            """UPDATE webinars SET chat_open = COALESCE($2, chat_open),
-                   slow_mode_seconds = COALESCE($3, slow_mode_seconds)
-               WHERE id = $1
-               RETURNING id, agency_id, client_id, title, chat_open, slow_mode_seconds, last_seq""",
-            webinar_id, chat_open, slow_mode_seconds,
-        )
-        if row is None:
-            raise NotFound("webinar")
-        return _webinar(row)
+        self, webinar_id: int, *, chat_mode: str | None = None,
+        slow_mode_seconds: int | None = None
+    ) -> tuple[Webinar, Change]:
+        """Change the room state and append its ROOM change, in one transaction under the
+        webinar's feed lock. `chat_open` is written with the mode for processes of the release
+        before chat modes (migration 0004)."""
+        if chat_mode is not None and chat_mode not in CHAT_MODES:
+            raise ValueError(f"chat_mode must be one of {CHAT_MODES}")
+        now = now_utc()
+
+        def plan() -> Plan[Row]:
+            seq = yield from _next_seq(webinar_id)
+            yield q("""UPDATE webinars SET chat_mode = COALESCE($2, chat_mode),
+                           slow_mode_seconds = COALESCE($3, slow_mode_seconds)
+                       WHERE id = $1""", webinar_id, chat_mode, slow_mode_seconds)
+            yield q("UPDATE webinars SET chat_open = (chat_mode <> 'read_only') WHERE id = $1",
+                    webinar_id)
+            yield from _record_room_change(webinar_id, seq, now)
+            row = yield q(f"SELECT {_WEBINAR_COLUMNS} FROM webinars w WHERE w.id = $1",
+                          webinar_id)
+            return row
+
+        return self._room_changed(_webinar(await self.db.run(plan())))
+
+    async def set_pinned(self, webinar_id: int, content: str | None) -> tuple[Webinar, Change]:
+        """Pin `content` (replacing any earlier pin), or unpin with None; a ROOM change."""
+        now = now_utc()
+
+        def plan() -> Plan[Row]:
+            seq = yield from _next_seq(webinar_id)
+            yield q("UPDATE webinars SET pinned_content = $2, pinned_at = $3 WHERE id = $1",
+                    webinar_id, content, now if content is not None else None)
+            yield from _record_room_change(webinar_id, seq, now)
+            row = yield q(f"SELECT {_WEBINAR_COLUMNS} FROM webinars w WHERE w.id = $1",
+                          webinar_id)
+            return row
+
+        return self._room_changed(_webinar(await self.db.run(plan())))
+
+    @staticmethod
+    def _room_changed(webinar: Webinar) -> tuple[Webinar, Change]:
+        return webinar, Change(webinar.id, webinar.last_seq, ChangeOp.ROOM, 0, None, webinar.room)
 
     async def get_webinar(self, webinar_id: int) -> Webinar | None:
         row = await self.db.fetchrow(
-            """SELECT id, agency_id, client_id, title, chat_open, slow_mode_seconds, last_seq
-               FROM webinars WHERE id = $1""",
-            webinar_id,
-        )
+            f"SELECT {_WEBINAR_COLUMNS} FROM webinars w WHERE w.id = $1", webinar_id)
         return None if row is None else _webinar(row)
 
     async def list_agencies(self) -> list[Row]:
@@ -390,15 +459,14 @@ class Store:
     async def list_webinars(self, user_id: int | None = None) -> list[Webinar]:
         if user_id is None:
             rows = await self.db.fetch(
-                """SELECT id, agency_id, client_id, title, chat_open, slow_mode_seconds, last_seq
-                   FROM webinars ORDER BY id"""
+                f"SELECT {_WEBINAR_COLUMNS} FROM webinars w ORDER BY w.id"
             )
         else:
             rows = await self.db.fetch(
-                """SELECT w.id, w.agency_id, w.client_id, w.title, w.chat_open,
-                          w.slow_mode_seconds, w.last_seq
+                f"""SELECT {_WEBINAR_COLUMNS}
                    FROM webinars w JOIN registrations r ON r.webinar_id = w.id
-                   WHERE r.user_id = $1 AND NOT r.banned ORDER BY w.id""",
+                   WHERE r.user_id = $1 AND (NOT r.banned OR r.banned_until IS NOT NULL)
+                   ORDER BY w.id""",
                 user_id,
             )
         return [_webinar(r) for r in rows]
@@ -456,14 +524,31 @@ class Store:
         )
         return Registration(webinar_id, user_id, role, False)
 
-    async def set_banned(self, webinar_id: int, user_id: int, banned: bool) -> None:
+    async def set_banned(self, webinar_id: int, user_id: int, banned: bool,
+                         until: datetime | None = None) -> None:
+        """Ban (`until` None: permanently; else a timeout that ends by itself) or unban."""
         row = await self._write(
-            """UPDATE registrations SET banned = $3 WHERE webinar_id = $1 AND user_id = $2
+            """UPDATE registrations SET banned = $3, banned_until = $4
+               WHERE webinar_id = $1 AND user_id = $2
                RETURNING user_id""",
-            webinar_id, user_id, banned,
+            webinar_id, user_id, banned, until if banned else None,
         )
         if row is None:
             raise NotFound("registration")
+
+    async def list_bans(self, webinar_id: int, now: datetime
+                        ) -> list[tuple[int, str, datetime | None]]:
+        """The webinar's banned and timed-out users now: (user_id, display_name, banned_until)."""
+        rows = await self.db.fetch(
+            """SELECT r.user_id, COALESCE(p.display_name, '') AS display_name, r.banned_until
+               FROM registrations r LEFT JOIN profiles p ON p.user_id = r.user_id
+               WHERE r.webinar_id = $1 AND r.banned
+                 AND (r.banned_until IS NULL OR r.banned_until > $2)
+               ORDER BY r.user_id""",
+            webinar_id, now,
+        )
+        return [(int(r["user_id"]), r["display_name"], _opt_datetime(r["banned_until"]))
+                for r in rows]
 
     async def webinar_access(
         self, webinar_id: int, user_id: int
@@ -471,8 +556,8 @@ class Store:
         """The webinar, the user's registration for it and their display name, in one query: the
         input of every permission decision (auth/permissions.py). None for an unknown webinar."""
         row = await self.db.fetchrow(
-            """SELECT w.id, w.agency_id, w.client_id, w.title, w.chat_open, w.slow_mode_seconds,
-                      w.last_seq, r.role, r.banned, COALESCE(p.display_name, '') AS display_name
+            f"""SELECT {_WEBINAR_COLUMNS}, r.role, r.banned, r.banned_until,
+                      COALESCE(p.display_name, '') AS display_name
                FROM webinars w
                LEFT JOIN registrations r ON r.webinar_id = w.id AND r.user_id = $2
                LEFT JOIN profiles p ON p.user_id = $2
@@ -483,7 +568,8 @@ class Store:
             return None
         registration = (
             None if row["role"] is None
-            else Registration(webinar_id, user_id, row["role"], bool(row["banned"]))
+            else Registration(webinar_id, user_id, row["role"], bool(row["banned"]),
+                              _opt_datetime(row["banned_until"]))
         )
         return _webinar(row), registration, row["display_name"]
 
@@ -593,6 +679,7 @@ class Store:
         *,
         slow_mode_applies: bool,
         author_role: str = "attendee",
+        visibility: str = "everyone",
     ) -> tuple[Message, Change]:
         """Store a message and its INSERT change in one transaction.
 
@@ -603,29 +690,33 @@ class Store:
         slow = slow_mode_applies and webinar.slow_mode_seconds > 0
         if self.dialect == "postgresql":
             seq, message_id = await self._create_message_pg(webinar, user_id, content,
-                                                            client_msg_id, now, slow, author_role)
+                                                            client_msg_id, now, slow, author_role,
+                                                            visibility)
         else:
             seq, message_id = await self._create_message_plan(webinar, user_id, content,
                                                               client_msg_id, now, slow,
-                                                              author_role)
+                                                              author_role, visibility)
         message = Message(message_id, webinar.agency_id, webinar.client_id, webinar.id, user_id,
-                          content, now, False, client_msg_id, seq, display_name, author_role)
+                          content, now, False, client_msg_id, seq, display_name, author_role,
+                          visibility)
         return message, Change(webinar.id, seq, ChangeOp.INSERT, message.id, message)
 
     async def _create_message_plan(self, webinar: Webinar, user_id: int, content: str,
                                    client_msg_id: str | None, now: datetime,
-                                   slow: bool, author_role: str) -> tuple[int, int]:
+                                   slow: bool, author_role: str,
+                                   visibility: str) -> tuple[int, int]:
         """SQLite: the create as a plan, run in one hop on the writer thread."""
 
         def plan() -> Plan[tuple[int, int]]:
             seq = yield from _next_seq(webinar.id)
             row = yield q("""INSERT INTO messages (agency_id, client_id, webinar_id, user_id,
-                                 content, created_at, hidden, client_msg_id, seq, author_role)
-                             VALUES ($1, $2, $3, $4, $5, $6, FALSE, $7, $8, $9)
+                                 content, created_at, hidden, client_msg_id, seq, author_role,
+                                 visibility)
+                             VALUES ($1, $2, $3, $4, $5, $6, FALSE, $7, $8, $9, $10)
                              ON CONFLICT (webinar_id, user_id, client_msg_id) DO NOTHING
                              RETURNING id""",
                           webinar.agency_id, webinar.client_id, webinar.id, user_id, content, now,
-                          client_msg_id, seq, author_role)
+                          client_msg_id, seq, author_role, visibility)
             if row is None:
                 raise _Conflict
             if slow:
@@ -643,7 +734,8 @@ class Store:
 
     async def _create_message_pg(self, webinar: Webinar, user_id: int, content: str,
                                  client_msg_id: str | None, now: datetime,
-                                 slow: bool, author_role: str) -> tuple[int, int]:
+                                 slow: bool, author_role: str,
+                                 visibility: str) -> tuple[int, int]:
         """PostgreSQL: the same transaction as one statement, so one round trip holds the
         webinar's row lock instead of five. When no message row is written (the idempotency key
         exists, or slow mode refused the claim), the change row's message_id is NULL and its NOT
@@ -654,7 +746,7 @@ class Store:
                            now, client_msg_id]
         if slow:
             args.append(now - timedelta(seconds=webinar.slow_mode_seconds))
-        args.append(author_role)
+        args += (author_role, visibility)
         try:
             row = await self.db.fetchrow(_CREATE_MESSAGE_SLOW_PG if slow else _CREATE_MESSAGE_PG,
                                          *args)
@@ -716,23 +808,25 @@ class Store:
         before: int | None = None,
         limit: int = 100,
         include_hidden: bool,
+        viewer_id: int = 0,
     ) -> MessagePage:
         """Ascending by id. `after`: the next `limit` messages; `before`: the `limit` messages just
         before it; neither: the latest `limit`. `has_more` says whether the page was cut."""
         head = await self.db.fetchrow("SELECT last_seq FROM webinars WHERE id = $1", webinar_id)
         if head is None:
             raise NotFound("webinar")
+        reader = () if include_hidden else (viewer_id,)
         if after is not None:
             rows = await self.db.fetch(
                 history_sql(self.dialect, newer=True, include_hidden=include_hidden),
-                webinar_id, after, limit + 1,
+                webinar_id, after, limit + 1, *reader,
             )
             has_more = len(rows) > limit
             rows = rows[:limit]
         else:
             rows = await self.db.fetch(
                 history_sql(self.dialect, newer=False, include_hidden=include_hidden),
-                webinar_id, before if before is not None else 2**63 - 1, limit + 1,
+                webinar_id, before if before is not None else 2**63 - 1, limit + 1, *reader,
             )
             has_more = len(rows) > limit
             rows = rows[:limit][::-1]
@@ -741,16 +835,25 @@ class Store:
     async def changes_after(self, webinar_id: int, after_seq: int, limit: int = 500) -> ChangePage:
         """Changes with `seq > after_seq` in order, each with its message's current state."""
         rows = await self.db.fetch(
-            f"""SELECT c.seq AS change_seq, c.op, c.message_id AS change_message_id, {_MESSAGE_COLUMNS}
+            f"""SELECT c.seq AS change_seq, c.op, c.kind, c.message_id AS change_message_id,
+                       {_MESSAGE_COLUMNS}
                 FROM message_changes c
-                LEFT JOIN messages m ON m.id = c.message_id
+                LEFT JOIN messages m ON m.id = c.message_id AND c.kind = 'message'
                 LEFT JOIN profiles p ON p.user_id = m.user_id
                 WHERE c.webinar_id = $1 AND c.seq > $2
                 ORDER BY c.seq ASC LIMIT $3""",
             webinar_id, after_seq, limit + 1,
         )
         has_more = len(rows) > limit
+        rows = rows[:limit]
+        # ROOM entries carry the room state now, as message entries the message's state now.
+        room = None
+        if any(r["kind"] == "room" for r in rows):
+            webinar = await self.get_webinar(webinar_id)
+            room = webinar.room if webinar is not None else RoomState()
         changes = [
+            Change(webinar_id, r["change_seq"], ChangeOp.ROOM, 0, None, room)
+            if r["kind"] == "room" else
             Change(
                 webinar_id,
                 r["change_seq"],
@@ -758,7 +861,7 @@ class Store:
                 r["change_message_id"],
                 _message(r) if r["id"] is not None else None,
             )
-            for r in rows[:limit]
+            for r in rows
         ]
         return ChangePage(changes, has_more, changes[-1].seq if changes else after_seq)
 

@@ -8,6 +8,7 @@ import {
   pollAllowed, pollRetryDelay, readConfig, reconnectDelay, retryDelay, sequenceEvents,
   serializeOutbox, shouldUseFallback, topicFor,
 } from './chat-core.js';
+import { BAN_CODES, banFrom, banRecheckDelay } from './chat-core.js';
 
 export * from './chat-core.js';
 
@@ -83,6 +84,14 @@ export class RealtimeConnection {
       listener.onStatus?.(this.snapshot());
     }
     return () => this._unsubscribe(topic, listener);
+  }
+
+  /** Join a denied topic again (its ban is over): now if the socket is open, else on connect. */
+  rejoin(topic) {
+    const entry = this.topics.get(topic);
+    if (!entry) return;
+    entry.denied = false;
+    if (this._isOpen()) this._join(topic);
   }
 
   _unsubscribe(topic, listener) {
@@ -263,7 +272,8 @@ export class RealtimeConnection {
       });
       return;
     }
-    if (entry && (frame.code === 'forbidden' || frame.code === 'not_found')) {
+    if (entry && (frame.code === 'forbidden' || frame.code === 'not_found'
+      || BAN_CODES.has(frame.code))) {
       entry.denied = true;
       entry.joined = false;
       this._setLive(false);
@@ -376,6 +386,10 @@ export class ChatClient {
     this.unsubscribe = null;
     this.fatal = null;
     this.authLost = false;
+    this.ban = null; // {code: 'banned'|'timed_out', until: ms|null, message} while refused
+    this.banTimer = null;
+    this.banChecking = false;
+    this.bans = new Map(); // staff: userId → until (ms|null) of the webinar's current bans
   }
 
   subscribe(fn) {
@@ -401,6 +415,7 @@ export class ChatClient {
     ]);
     if (this.stopped) return;
     if (webinar.status === 401 || me.status === 401) return this._authLost();
+    if (banFrom(webinar.body)) return this._banned(banFrom(webinar.body));
     if (webinar.status !== 200 || !webinar.body?.webinar) {
       return this._fatal(webinar.body?.error
         || (webinar.status === 0 ? 'Cannot reach the server' : `Error ${webinar.status}`),
@@ -412,6 +427,7 @@ export class ChatClient {
     this.timeline = new Timeline({ staff: this.staff, userId: this.user ? this.user.id : null });
     this.monitor?.setContext({ webinarId: this.webinarId, userId: this.user ? this.user.id : null });
     this._emit('webinar');
+    if (this.staff) this.loadBans();
     const history = await this._loadHistory();
     if (this.stopped) return;
     if (!history) return;
@@ -425,7 +441,8 @@ export class ChatClient {
         this.socket = snap;
         this._evaluate();
       },
-      onError: (frame) => this._fatal(frame.message || 'You cannot follow this chat', 403),
+      onError: (frame) => (banFrom(frame) ? this._banned(banFrom(frame))
+        : this._fatal(frame.message || 'You cannot follow this chat', 403)),
       onAuthLost: () => this._authLost(),
     });
     this._evaluate();
@@ -444,6 +461,7 @@ export class ChatClient {
         return true;
       }
       if (r.status === 401) return this._authLost();
+      if (banFrom(r.body)) return this._banned(banFrom(r.body));
       if (r.status !== 0 && r.status < 500) {
         return this._fatal(r.body?.error || `Error ${r.status}`, r.status);
       }
@@ -480,6 +498,7 @@ export class ChatClient {
     if (this.pollAbort) this.pollAbort.abort();
     if (this.wake) this.wake();
     if (this.catchUpTimer !== null) this.env.clearTimeout(this.catchUpTimer);
+    if (this.banTimer !== null) this.env.clearTimeout(this.banTimer);
     for (const entry of this.outbox.values()) this._clearEntryTimers(entry);
     this.listeners.clear();
   }
@@ -547,7 +566,7 @@ export class ChatClient {
   // --- connection state and the long-poll fallback --------------------------------------------
 
   _evaluate() {
-    if (this.stopped) return;
+    if (this.stopped || this.ban) return; // banned: nothing to follow until _unbanned()
     const snap = this.socket;
     const want = shouldUseFallback({ socketLive: snap.live, failures: snap.failures,
       silentMs: snap.silentMs }, this.config);
@@ -607,6 +626,7 @@ export class ChatClient {
           continue; // a long-poll answered: ask again at once
         }
         if (r.status === 401) return void this._authLost();
+        if (banFrom(r.body)) return void this._banned(banFrom(r.body));
         if (r.status === 403 || r.status === 404) {
           return void this._fatal(r.body?.error || 'You cannot follow this chat', r.status);
         }
@@ -636,6 +656,7 @@ export class ChatClient {
   /** The tab became visible or the browser came back online: poll and send at once. */
   resume() {
     if (this.stopped) return;
+    if (this.ban) this._checkBan(); // back in the tab: maybe unbanned meanwhile
     this._updateStatus();
     if (this.wake) this.wake();
     if (this.fallback && !this.polling) this._pollLoop();
@@ -803,6 +824,7 @@ export class ChatClient {
       return;
     }
     const errorMessage = timedOut ? 'timeout' : result.error;
+    if (banFrom(r.body)) this._banned(banFrom(r.body)); // and the text goes back to the input
     this.monitor?.track('send_error', { clientMsgId: entry.client_msg_id, status: r.status,
       attempts: entry.attempts, errorMessage });
     if (result.kind === 'retry' && result.retryAfterS) {
@@ -903,10 +925,112 @@ export class ChatClient {
     return this._actionFailed(r, 'delete');
   }
 
-  _actionFailed(r, action) {
+  // --- timeouts and bans (docs/webinar-features.md) ---------------------------------------------
+
+  /**
+   * Refused because banned or timed out (any path: the first load, the socket, a poll, a send):
+   * stop following, tell the view (`ban` {ban}), and check again just after the timeout ends —
+   * and every BAN_RECHECK_MS and when the tab becomes visible, for an unban.
+   */
+  _banned(ban) {
+    if (this.stopped) return false;
+    const changed = !this.ban || this.ban.code !== ban.code || this.ban.until !== ban.until;
+    this.ban = ban;
+    this.fallback = false;
+    if (this.pollAbort) this.pollAbort.abort();
+    if (changed) {
+      this.log.info('chat_banned', { code: ban.code, until: ban.until });
+      this._emit('ban', { ban });
+    }
+    if (this.banTimer !== null) this.env.clearTimeout(this.banTimer);
+    this.banTimer = this.env.setTimeout(() => {
+      this.banTimer = null;
+      this._checkBan();
+    }, banRecheckDelay(ban, this.env.now()));
+    return false;
+  }
+
+  async _checkBan() {
+    if (!this.ban || this.stopped || this.banChecking) return;
+    this.banChecking = true;
+    let r;
+    try {
+      r = await this.auth.api('GET', `/api/webinars/${this.webinarId}`);
+    } finally {
+      this.banChecking = false;
+    }
+    if (!this.ban || this.stopped) return;
+    if (banFrom(r.body)) return void this._banned(banFrom(r.body));
+    if (r.status === 401) return void this._authLost();
+    if (r.status !== 200) {
+      if (r.status === 403 || r.status === 404) {
+        return void this._fatal(r.body?.error || 'You cannot follow this chat', r.status);
+      }
+      return void this._banned(this.ban); // the server is unreachable: try again later
+    }
+    this._unbanned();
+  }
+
+  /** The ban is over: follow the chat again from where it stopped (the join replays the gap). */
+  _unbanned() {
+    this.ban = null;
+    if (this.banTimer !== null) this.env.clearTimeout(this.banTimer);
+    this.banTimer = null;
+    this.log.info('chat_unbanned');
+    this._emit('ban', { ban: null });
+    if (!this.unsubscribe) { // refused before it followed anything: load it all again
+      this.started = false;
+      this.start();
+      return;
+    }
+    this._emit('webinar'); // the composer is back, as the webinar's settings allow
+    this.connection.rejoin(this.topic);
+    this._evaluate();
+    this.flush();
+  }
+
+  /** Staff: the webinar's current bans (for the menu's Unban). */
+  async loadBans() {
+    const r = await this.auth.api('GET', `/api/webinars/${this.webinarId}/bans`);
+    if (r.status !== 200 || !Array.isArray(r.body?.bans)) return;
+    this.bans = new Map(r.body.bans.map((b) => [b.user_id,
+      b.banned_until ? Date.parse(b.banned_until) : null]));
+    this._emit('timeline');
+  }
+
+  /** Staff: is this user banned or timed out now (as far as this tab knows)? */
+  isBanned(userId) {
+    if (!this.bans.has(userId)) return false;
+    const until = this.bans.get(userId);
+    return until === null || until > this.env.now();
+  }
+
+  /** Staff: time a user out for `seconds`, or ban them (`seconds` null). → {ok, error?} */
+  async banUser(userId, seconds) {
+    const r = await this.auth.api('POST', `/api/webinars/${this.webinarId}/bans`,
+      { body: { user_id: userId, duration_s: seconds } });
+    if (r.status !== 200 || !r.body?.ban) {
+      return this._actionFailed(r, seconds ? 'time out' : 'ban', 'the user');
+    }
+    const until = r.body.ban.banned_until ? Date.parse(r.body.ban.banned_until) : null;
+    this.bans.set(userId, until);
+    this._emit('timeline');
+    return { ok: true, until };
+  }
+
+  /** Staff: end a user's ban or timeout. → {ok, error?} */
+  async unbanUser(userId) {
+    const r = await this.auth.api('DELETE', `/api/webinars/${this.webinarId}/bans/${userId}`);
+    if (r.status !== 200) return this._actionFailed(r, 'unban', 'the user');
+    this.bans.delete(userId);
+    this._emit('timeline');
+    return { ok: true };
+  }
+
+  _actionFailed(r, action, what = 'the message') {
     const error = r.body?.error || (r.status === 0 ? 'No connection' : `Error ${r.status}`);
     this.log.warn('moderation_failed', { action, status: r.status, error });
-    this._emit('notice', { level: 'error', text: `Could not ${action} the message: ${error}` });
+    this._emit('notice', { level: 'error', text: `Could not ${action} ${what}: ${error}` });
     return { ok: false, error };
   }
 }

@@ -405,12 +405,44 @@ export function localStateLabel(state, { online = true } = {}) {
  * staff hide/unhide and delete anything; an author deletes their own. Unsent messages have no
  * menu (their Retry / Discard are shown inline).
  */
-export function messageActions({ kind, staff = false, own = false, hidden = false }) {
+export function messageActions({ kind, staff = false, own = false, hidden = false,
+  bannable = false, authorBanned = false }) {
   if (kind !== 'server') return [];
   const actions = [];
   if (staff) actions.push(hidden ? 'unhide' : 'hide');
   if (staff || own) actions.push('delete');
+  // Another attendee's message (`bannable`: not own, not staff's): time them out, ban, unban.
+  if (staff && bannable) actions.push(...(authorBanned ? ['unban'] : ['timeout', 'ban']));
   return actions;
+}
+
+// --- timeouts and bans (docs/webinar-features.md, "Timeouts and bans") ------------------------
+
+/** The page's timeout choices: [seconds, label] (the API takes any 1–31536000 s). */
+export const TIMEOUT_CHOICES = Object.freeze([[10, '10 s'], [60, '1 min'], [300, '5 min'],
+  [1800, '30 min'], [86400, '24 h']]);
+export const BAN_CODES = new Set(['banned', 'timed_out']);
+// A timed-out client re-joins this long after its timeout ends (clocks disagree a little), and a
+// denied one re-checks at least this often (an unban cannot reach a client that receives nothing).
+export const BAN_MARGIN_MS = 1500;
+export const BAN_RECHECK_MS = 30000;
+
+/**
+ * The ban in an error answer or frame (`{code: 'banned'|'timed_out', banned_until}`), or null.
+ * → {code, until: ms since epoch | null (permanent), message}
+ */
+export function banFrom(body) {
+  if (!body || !BAN_CODES.has(body.code)) return null;
+  const until = body.banned_until ? Date.parse(body.banned_until) : NaN;
+  return { code: body.code, until: Number.isFinite(until) ? until : null,
+    message: String(body.error || body.message || '') };
+}
+
+/** When to check again whether a ban is over: just after a timeout ends, else periodically. */
+export function banRecheckDelay(ban, now, { marginMs = BAN_MARGIN_MS,
+  everyMs = BAN_RECHECK_MS } = {}) {
+  if (ban.until === null) return everyMs;
+  return Math.max(250, Math.min(everyMs, ban.until - now + marginMs));
 }
 
 // Consecutive messages of one author this close together share one name and avatar (the gap is

@@ -7,6 +7,7 @@ import { ChatRuntime, MAX_MESSAGE_LENGTH, readConfig, safeNextPath } from './cha
 import {
   dayLabel, localStateLabel, messageActions, newClientMsgId, timelineLayout,
 } from './chat-core.js';
+import { TIMEOUT_CHOICES } from './chat-core.js';
 import { Monitor, createLogger } from './monitor.js';
 
 // [label, tooltip]. The label says what it means to a person; the technical word (fallback,
@@ -20,7 +21,22 @@ const STATUS_TEXT = {
     + 'seconds late; sending works normally.'],
   offline: ['Offline', 'You are offline. Messages you write are kept and sent when you are back.'],
 };
-const MENU_TEXT = { hide: 'Hide', unhide: 'Unhide', delete: 'Delete' };
+const MENU_TEXT = { hide: 'Hide', unhide: 'Unhide', delete: 'Delete', timeout: 'Time out…',
+  ban: 'Ban', unban: 'Unban' };
+// "Time out…" opens these in the same menu (`timeout-<seconds>`).
+const TIMEOUT_ACTIONS = TIMEOUT_CHOICES.map(([seconds, label]) => {
+  MENU_TEXT[`timeout-${seconds}`] = `Time out ${label}`;
+  return `timeout-${seconds}`;
+});
+const DANGER_ACTIONS = new Set(['delete', 'ban']);
+const banTimeFormat = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit',
+  second: '2-digit', hourCycle: 'h23' });
+
+/** The banner text of a ban (chat-client's `ban`): until when, or permanent. */
+export function banText(ban) {
+  return ban.until === null ? 'You are banned from this chat.'
+    : `You are timed out until ${banTimeFormat.format(ban.until)}.`;
+}
 // Scrolled closer than this to the bottom counts as "reading the latest": new messages follow.
 const STICK_TO_BOTTOM_PX = 80;
 // A delete must be confirmed within this time (a second click), never with a blocking dialog.
@@ -135,6 +151,10 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
   const panel = h('section', { className: 'chat-panel', 'aria-label': 'Webinar chat' },
     header, banner, h('div', { className: 'timeline' }, scroller, jump), form);
   root.replaceChildren(panel);
+  // Its own banner: a notice must not clear it (docs/webinar-features.md, "Timeouts and bans").
+  const banBanner = h('div', { className: 'banner banner-error ban-banner', id: 'ban-banner',
+    role: 'alert', hidden: true });
+  banner.after(banBanner);
 
   // --- rendering ---------------------------------------------------------------------------------
   function renderHeader() {
@@ -177,7 +197,7 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
       return `l|${item.entry.state}|${item.entry.error}|${client.status === 'offline'}`;
     }
     const m = item.message;
-    return `s|${m.seq}|${m.hidden}|${m.content}`;
+    return `s|${m.seq}|${m.hidden}|${m.content}|${client.staff && client.isBanned(m.user_id)}`;
   }
 
   function buildMessage(item) {
@@ -242,7 +262,9 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
     content.textContent = local ? item.entry.content : (m.content ?? '');
     content.id = `content-${item.key}`;
     const menuActions = messageActions({ kind: item.kind, staff: client.staff, own,
-      hidden: Boolean(m && m.hidden) });
+      hidden: Boolean(m && m.hidden),
+      bannable: Boolean(m && !own && (m.user?.role || 'attendee') === 'attendee'),
+      authorBanned: Boolean(m && client.staff && client.isBanned(m.user_id)) });
     li.menuActions = menuActions;
     li.dataset.menu = menuActions.length > 0 ? 'true' : 'false';
     const menuButton = li.querySelector('.msg-menu-button');
@@ -280,11 +302,12 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
     }
   }
 
-  function fillMenu(li) {
+  function fillMenu(li, actions = li.menuActions) {
     clearMenuConfirms();
-    menu.dataset.actions = li.menuActions.join(' ');
-    menu.replaceChildren(...li.menuActions.map((action) => h('button', { type: 'button',
-      role: 'menuitem', tabIndex: -1, className: `menu-item${action === 'delete' ? ' danger' : ''}`,
+    menu.dataset.actions = actions.join(' ');
+    menu.replaceChildren(...actions.map((action) => h('button', { type: 'button',
+      role: 'menuitem', tabIndex: -1,
+      className: `menu-item${DANGER_ACTIONS.has(action) ? ' danger' : ''}`,
       dataset: { action } }, MENU_TEXT[action])));
   }
 
@@ -537,6 +560,25 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
     else if (action === 'hide' || action === 'unhide') {
       closeMenu({ focusButton: true });
       await moderate(id, () => client.setHidden(id, action === 'hide'));
+    } else if (action === 'timeout') {
+      fillMenu(li, TIMEOUT_ACTIONS); // the durations, in the same menu
+      menuItems()[0].focus();
+    } else if (action.startsWith('timeout-') || action === 'ban' || action === 'unban') {
+      if (action === 'ban' && button.dataset.confirm !== 'yes') {
+        button.dataset.confirm = 'yes';
+        button.textContent = 'Confirm ban';
+        confirmTimers.set(button, setTimeout(() => {
+          confirmTimers.delete(button);
+          delete button.dataset.confirm;
+          button.textContent = MENU_TEXT.ban;
+        }, CONFIRM_MS));
+        return;
+      }
+      const author = client.timeline.items().find((i) => i.key === li.renderKey)?.message?.user_id;
+      closeMenu({ focusButton: true });
+      if (!author) return;
+      await moderate(`user-${author}`, () => (action === 'unban' ? client.unbanUser(author)
+        : client.banUser(author, action === 'ban' ? null : Number(action.slice(8)))));
     } else if (action === 'delete') {
       // Confirmed by a second activation within CONFIRM_MS (the menu stays open), never by a
       // blocking dialog.
@@ -661,6 +703,19 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
           h('a', { href: `/?next=${encodeURIComponent(next)}` }, 'Log in again'));
         break;
       }
+      case 'ban':
+        // Timed out or banned: say until when, no composer; the client re-joins by itself.
+        banBanner.textContent = event.ban ? banText(event.ban) : '';
+        banBanner.hidden = !event.ban;
+        root.dataset.banned = event.ban ? event.ban.code : '';
+        if (event.ban) {
+          input.disabled = true;
+          sendButton.disabled = true;
+        } else {
+          showBanner('info', 'You can chat again.');
+          setTimeout(() => showBanner('info'), 6000);
+        }
+        break;
       case 'fatal':
         input.disabled = true;
         sendButton.disabled = true;
