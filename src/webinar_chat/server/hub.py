@@ -583,8 +583,15 @@ class Hub:
     def _redact_ring(room: Room, change: Change) -> None:
         """Keep the ring equal to the feed's "current state" view: once a message is hidden or
         deleted, earlier ring entries must not hand its old content to a late poller."""
+        # A ROOM change likewise: earlier ROOM entries carry the room state now, as read back
+        # from the feed (store.changes_after).
+        is_room = change.op is ChangeOp.ROOM
         for i, old in enumerate(room.ring):
-            if old.message_id == change.message_id and old.seq < change.seq:
+            if old.seq >= change.seq or (old.op is ChangeOp.ROOM) is not is_room:
+                continue
+            if is_room:
+                room.ring[i] = Change(old.webinar_id, old.seq, old.op, 0, None, change.room)
+            elif old.message_id == change.message_id:
                 room.ring[i] = Change(old.webinar_id, old.seq, old.op, old.message_id,
                                       change.message)
 

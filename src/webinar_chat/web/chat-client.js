@@ -4,7 +4,8 @@
 // is a pure function of chat-core.js. Design note: docs/client.md (protocol: docs/realtime.md).
 
 import {
-  Timeline, applyChange, classifySendResult, connectionStatus, newClientMsgId, parseOutbox,
+  Timeline, applyChange, applyRoomEvent, classifySendResult, connectionStatus, newClientMsgId,
+  parseOutbox, roomNotice,
   pollAllowed, pollRetryDelay, readConfig, reconnectDelay, retryDelay, sequenceEvents,
   serializeOutbox, shouldUseFallback, topicFor,
 } from './chat-core.js';
@@ -422,6 +423,8 @@ export class ChatClient {
       webinar.status);
     }
     this.webinar = webinar.body.webinar;
+    // The feed position the room state was read at: ROOM events above it replace it.
+    this.roomSeq = this.webinar.last_seq;
     this.role = this.webinar.role;
     this.user = me.body?.user || this.auth.user;
     this.timeline = new Timeline({ staff: this.staff, userId: this.user ? this.user.id : null });
@@ -456,7 +459,9 @@ export class ChatClient {
       if (this.stopped) return false;
       if (r.status === 200 && r.body?.success) {
         for (const m of r.body.messages) this.timeline.upsert(m);
-        this.lastSeq = r.body.last_seq;
+        // Follow the feed from the older of the two reads: a ROOM change committed between the
+        // webinar's read and this one is replayed (messages replayed again change nothing).
+        this.lastSeq = Math.min(r.body.last_seq, this.roomSeq ?? r.body.last_seq);
         this.hasMoreHistory = Boolean(r.body.has_more);
         return true;
       }
@@ -525,6 +530,11 @@ export class ChatClient {
     const { ready, held, gap } = sequenceEvents(this.lastSeq, this.held.concat(events));
     let changed = false;
     for (const event of ready) {
+      if (event && event.type === 'ROOM') {
+        this._applyRoom(event, source);
+        this.lastSeq = event.seq;
+        continue;
+      }
       const result = applyChange(this.timeline, event);
       if (result.warning) this.log.warn('change_ignored', { seq: event.seq, reason: result.warning });
       if (result.resolved) this._resolvedElsewhere(result.resolved, source);
@@ -537,6 +547,17 @@ export class ChatClient {
       this._catchUp();
     }
     if (changed) this._emit('timeline', { live: true });
+  }
+
+  _applyRoom(event, source) {
+    const result = applyRoomEvent(this.webinar, this.roomSeq, event);
+    this.webinar = result.webinar;
+    this.roomSeq = result.roomSeq;
+    if (!result.changed.length) return;
+    this.log.info('room_changed', { seq: event.seq, changed: result.changed, source });
+    this._emit('webinar', { changed: result.changed });
+    const text = roomNotice(this.webinar, result.changed, { staff: this.staff });
+    if (text) this._emit('notice', { level: 'info', text });
   }
 
   /** Read the feed from lastSeq until the gap before `held` is closed. */
@@ -1024,6 +1045,35 @@ export class ChatClient {
     if (r.status !== 200) return this._actionFailed(r, 'unban', 'the user');
     this.bans.delete(userId);
     this._emit('timeline');
+    return { ok: true };
+  }
+
+  // --- host controls: chat mode, slow mode, pinned announcement --------------------------------
+
+  /** Host: `everyone` | `hosts_only` | `read_only`. → {ok, error?} */
+  setChatMode(mode) {
+    return this._changeRoom('PATCH', '', { chat_mode: mode }, 'change the chat mode');
+  }
+
+  /** Host: seconds between two messages of an attendee (0: off). → {ok, error?} */
+  setSlowMode(seconds) {
+    return this._changeRoom('PATCH', '', { slow_mode_seconds: seconds }, 'change slow mode');
+  }
+
+  /** Staff: pin an announcement (replacing the current one), or unpin with null. */
+  setPinned(content) {
+    return content === null
+      ? this._changeRoom('DELETE', '/pin', undefined, 'remove the announcement')
+      : this._changeRoom('PUT', '/pin', { content }, 'pin the announcement');
+  }
+
+  async _changeRoom(method, suffix, body, action) {
+    const r = await this.auth.api(method, `/api/webinars/${this.webinarId}${suffix}`, { body });
+    if (r.status !== 200 || !r.body?.webinar) return this._actionFailed(r, action, 'now');
+    // The answer is the room state at its seq: applied like the ROOM event it produced (which
+    // then changes nothing), so the host's controls never flicker back.
+    const w = r.body.webinar;
+    this._applyRoom({ seq: w.last_seq, type: 'ROOM', new: w }, 'answer');
     return { ok: true };
   }
 

@@ -386,6 +386,66 @@ export function applyChange(timeline, event) {
   return { applied: changed, warning: null, resolved };
 }
 
+// --- room state (docs/webinar-features.md) ------------------------------------------------------
+
+export const CHAT_MODES = ['everyone', 'hosts_only', 'read_only'];
+export const SLOW_MODE_CHOICES = [0, 5, 10, 30, 60, 120];
+
+/**
+ * Apply a ROOM event to the webinar as the page holds it. A ROOM event carries the whole room
+ * state, so the state of the highest seq applied is the current one: an event at or below
+ * `roomSeq` (the webinar was read after it) changes nothing.
+ * → {webinar, roomSeq, changed: ['chat_mode'|'slow_mode_seconds'|'pinned', ...]}
+ */
+export function applyRoomEvent(webinar, roomSeq, event) {
+  const room = event && event.new;
+  if (!webinar || !room || typeof event.seq !== 'number' || event.seq <= roomSeq
+    || !CHAT_MODES.includes(room.chat_mode)) {
+    return { webinar, roomSeq, changed: [] };
+  }
+  const pinned = room.pinned && typeof room.pinned.content === 'string' ? room.pinned : null;
+  const next = { ...webinar, chat_mode: room.chat_mode, chat_open: room.chat_mode !== 'read_only',
+    slow_mode_seconds: Number(room.slow_mode_seconds) || 0, pinned };
+  const changed = [];
+  if (next.chat_mode !== webinar.chat_mode) changed.push('chat_mode');
+  if (next.slow_mode_seconds !== webinar.slow_mode_seconds) changed.push('slow_mode_seconds');
+  if ((pinned && pinned.content) !== (webinar.pinned && webinar.pinned.content)
+    || (pinned && pinned.pinned_at) !== (webinar.pinned && webinar.pinned.pinned_at)) {
+    changed.push('pinned');
+  }
+  return { webinar: next, roomSeq: event.seq, changed };
+}
+
+/** What the composer may do for this viewer in this room state. */
+export function composerState(webinar, { staff = false } = {}) {
+  const mode = webinar ? webinar.chat_mode : 'everyone';
+  if (mode === 'read_only' && !staff) return { canPost: false, reason: 'read_only' };
+  if (mode === 'hosts_only' && !staff) return { canPost: true, reason: 'hosts_only' };
+  return { canPost: true, reason: null };
+}
+
+/** The notice a live room change gets, for a viewer (null: nothing worth saying). */
+export function roomNotice(webinar, changed, { staff = false } = {}) {
+  if (!webinar) return null;
+  const parts = [];
+  if (changed.includes('chat_mode')) {
+    if (webinar.chat_mode === 'read_only') {
+      parts.push(staff ? 'The chat is read-only for attendees.'
+        : 'The chat is read-only now: only hosts can post.');
+    } else if (webinar.chat_mode === 'hosts_only') {
+      parts.push(staff ? 'Attendees\' messages are now seen by hosts only.'
+        : 'Your messages are now seen by the hosts only.');
+    } else {
+      parts.push('Everyone can chat again.');
+    }
+  }
+  if (changed.includes('slow_mode_seconds')) {
+    const s = webinar.slow_mode_seconds;
+    parts.push(s > 0 ? `Slow mode is on: one message every ${s} s.` : 'Slow mode is off.');
+  }
+  return parts.length ? parts.join(' ') : null;
+}
+
 // --- presentation decisions -------------------------------------------------------------------
 
 /**

@@ -5,7 +5,8 @@
 import { AuthSession } from './auth.js';
 import { ChatRuntime, MAX_MESSAGE_LENGTH, readConfig, safeNextPath } from './chat-client.js';
 import {
-  dayLabel, localStateLabel, messageActions, newClientMsgId, timelineLayout,
+  SLOW_MODE_CHOICES, composerState, dayLabel, localStateLabel, messageActions, newClientMsgId,
+  timelineLayout,
 } from './chat-core.js';
 import { TIMEOUT_CHOICES } from './chat-core.js';
 import { Monitor, createLogger } from './monitor.js';
@@ -119,9 +120,41 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
   const logout = h('button', { className: 'button ghost small', type: 'button' }, 'Log out');
   const header = h('header', { className: 'chat-header' },
     h('div', { className: 'chat-heading' }, title, subtitle),
-    h('div', { className: 'chat-tools' }, status, who, logout));
+    h('div', { className: 'chat-tools' }, status, who, settingsButton, logout));
 
   const banner = h('div', { className: 'banner', role: 'alert', hidden: true });
+
+  // The pinned announcement, above the list for everyone; staff can unpin it here.
+  const pinnedText = h('p', { className: 'pinned-text' });
+  const unpin = h('button', { className: 'link-button small unpin', type: 'button', hidden: true },
+    'Unpin');
+  const pinned = h('aside', { className: 'pinned', id: 'pinned', hidden: true,
+    'aria-label': 'Pinned announcement' },
+  h('span', { className: 'pinned-label' }, '📌 Pinned'), pinnedText, unpin);
+
+  // Chat settings (staff): the mode and slow mode for hosts, the announcement for moderators too.
+  const settingsButton = h('button', { className: 'button ghost small settings-button',
+    type: 'button', hidden: true, 'aria-expanded': 'false', 'aria-controls': 'chat-settings' },
+  'Settings');
+  const modeSelect = h('select', { id: 'chat-mode', className: 'select' },
+    h('option', { value: 'everyone' }, 'Everyone can chat'),
+    h('option', { value: 'hosts_only' }, 'Attendees’ messages to hosts only'),
+    h('option', { value: 'read_only' }, 'Read-only (hosts only post)'));
+  const slowSelect = h('select', { id: 'slow-mode', className: 'select' },
+    ...SLOW_MODE_CHOICES.map((sec) => h('option', { value: String(sec) },
+      sec === 0 ? 'Off' : `${sec} s`)));
+  const pinInput = h('textarea', { id: 'pin-input', className: 'pin-input', rows: 2,
+    maxLength: MAX_MESSAGE_LENGTH, placeholder: 'An announcement everyone sees above the chat' });
+  const pinButton = h('button', { className: 'button primary small', type: 'button',
+    id: 'pin-button' }, 'Pin');
+  const hostOnly = h('div', { className: 'settings-row host-only' },
+    h('label', { for: 'chat-mode' }, 'Who can chat'), modeSelect,
+    h('label', { for: 'slow-mode' }, 'Slow mode'), slowSelect);
+  const settings = h('section', { className: 'chat-settings', id: 'chat-settings', hidden: true,
+    'aria-label': 'Chat settings' },
+  hostOnly,
+  h('div', { className: 'settings-row' },
+    h('label', { for: 'pin-input' }, 'Announcement'), pinInput, pinButton));
   const earlier = h('button', { className: 'button ghost small load-earlier', type: 'button',
     hidden: true }, 'Load earlier messages');
   const empty = h('div', { className: 'empty', hidden: true },
@@ -149,7 +182,7 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
     error);
 
   const panel = h('section', { className: 'chat-panel', 'aria-label': 'Webinar chat' },
-    header, banner, h('div', { className: 'timeline' }, scroller, jump), form);
+    header, settings, banner, pinned, h('div', { className: 'timeline' }, scroller, jump), form);
   root.replaceChildren(panel);
   // Its own banner: a notice must not clear it (docs/webinar-features.md, "Timeouts and bans").
   const banBanner = h('div', { className: 'banner banner-error ban-banner', id: 'ban-banner',
@@ -164,21 +197,76 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
     title.title = w.title; // the whole title, where a narrow header has to cut it
     document.title = `${w.title} · webinar-chat`;
     const bits = [];
-    if (!w.chat_open) bits.push('Chat closed');
+    if (w.chat_mode === 'read_only') bits.push('Read-only');
+    if (w.chat_mode === 'hosts_only') bits.push('Messages to hosts only');
     if (w.slow_mode_seconds > 0) bits.push(`Slow mode: one message every ${w.slow_mode_seconds} s`);
     subtitle.textContent = bits.join(' · ');
     subtitle.hidden = bits.length === 0;
+    root.dataset.chatMode = w.chat_mode || '';
+    renderPinned(w);
+    renderSettings(w);
     const user = me();
     // The role is a separate span: a narrow header drops it before it cuts the name.
     who.replaceChildren(...(user ? [user.display_name] : []),
       ...(user && client.staff ? [h('span', { className: 'who-role' }, ` · ${client.role}`)] : []));
     who.title = user ? `Signed in as ${who.textContent}` : '';
-    const canPost = w.chat_open || client.staff;
+    const composer = composerState(w, { staff: client.staff });
+    const canPost = composer.canPost && !client.ban;
     input.disabled = !canPost;
-    sendButton.disabled = !canPost;
-    input.placeholder = canPost ? 'Write a message…' : 'The chat is closed';
+    sendButton.disabled = !canPost || slowUntil > Date.now();
+    input.placeholder = !composer.canPost ? 'Only hosts can post right now'
+      : composer.reason === 'hosts_only' ? 'Write to the hosts… (only they see it)'
+        : 'Write a message…';
     root.dataset.role = client.role || '';
     root.dataset.ready = '1';
+  }
+
+  function renderPinned(w) {
+    const text = w.pinned ? w.pinned.content : '';
+    pinned.hidden = !text;
+    pinnedText.textContent = text;
+    const at = w.pinned && timeOf(w.pinned.pinned_at);
+    pinned.title = at ? `Pinned ${fullFormat.format(at)}` : '';
+    unpin.hidden = !text || !client.staff;
+  }
+
+  function renderSettings(w) {
+    settingsButton.hidden = !client.staff;
+    hostOnly.hidden = client.role !== 'host';
+    if (document.activeElement !== modeSelect) modeSelect.value = w.chat_mode || 'everyone';
+    if (document.activeElement !== slowSelect) {
+      const value = String(w.slow_mode_seconds || 0);
+      if (![...slowSelect.options].some((o) => o.value === value)) {
+        slowSelect.append(h('option', { value }, `${value} s`)); // set through the API
+      }
+      slowSelect.value = value;
+    }
+  }
+
+  // --- slow mode: the send button counts down the seconds left -----------------------------------
+  let slowUntil = 0;
+  let slowTimer = null;
+
+  function startSlowCountdown(seconds) {
+    slowUntil = Math.max(slowUntil, Date.now() + seconds * 1000);
+    tickSlowCountdown();
+  }
+
+  function tickSlowCountdown() {
+    if (slowTimer !== null) clearTimeout(slowTimer);
+    slowTimer = null;
+    const left = Math.ceil((slowUntil - Date.now()) / 1000);
+    if (left > 0) {
+      sendButton.textContent = `Wait ${left} s`;
+      sendButton.disabled = true;
+      sendButton.dataset.wait = String(left);
+      slowTimer = setTimeout(tickSlowCountdown, Math.min(1000, slowUntil - Date.now()));
+      return;
+    }
+    slowUntil = 0;
+    sendButton.textContent = 'Send';
+    delete sendButton.dataset.wait;
+    sendButton.disabled = input.disabled || cooldownTimer !== null;
   }
 
   function renderStatus() {
@@ -197,7 +285,7 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
       return `l|${item.entry.state}|${item.entry.error}|${client.status === 'offline'}`;
     }
     const m = item.message;
-    return `s|${m.seq}|${m.hidden}|${m.content}|${client.staff && client.isBanned(m.user_id)}`;
+    return `s|${m.seq}|${m.hidden}|${m.visibility}|${m.content}|${client.staff && client.isBanned(m.user_id)}`;
   }
 
   function buildMessage(item) {
@@ -210,6 +298,8 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
           h('span', { className: 'role-badge', hidden: true }),
           h('time', { className: 'time' }),
           h('span', { className: 'hidden-badge', hidden: true }, 'Hidden from attendees'),
+          h('span', { className: 'hidden-badge staff-only-badge', hidden: true },
+            'Seen by hosts only'),
           h('span', { className: 'msg-state' })),
         h('p', { className: 'content' }),
         h('div', { className: 'msg-actions' })),
@@ -253,6 +343,8 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
     time.dateTime = when ? when.toISOString() : '';
     time.title = when ? fullFormat.format(when) : '';
     li.querySelector('.hidden-badge').hidden = !(m && m.hidden);
+    li.querySelector('.staff-only-badge').hidden = !(m && m.visibility === 'staff');
+    li.dataset.visibility = (m && m.visibility) || 'everyone';
     const stateEl = li.querySelector('.msg-state');
     stateEl.textContent = local ? localStateLabel(state, { online: client.status !== 'offline' })
       : '';
@@ -511,8 +603,11 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
     if (cooldownTimer !== null) clearTimeout(cooldownTimer);
     cooldownTimer = setTimeout(() => {
       cooldownTimer = null;
-      sendButton.disabled = input.disabled;
+      sendButton.disabled = input.disabled || slowUntil > Date.now();
     }, config.sendCooldownMs);
+    // Slow mode: the next message may go this much later (the server decides; this only says).
+    const slow = client.webinar ? client.webinar.slow_mode_seconds : 0;
+    if (slow > 0 && !client.staff) startSlowCountdown(slow);
     renderTimeline({ stick: true });
   }
 
@@ -659,6 +754,22 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
     unreadBelow = 0;
     jump.hidden = true;
   });
+  settingsButton.addEventListener('click', () => {
+    settings.hidden = !settings.hidden;
+    settingsButton.setAttribute('aria-expanded', String(!settings.hidden));
+    if (!settings.hidden) (client.role === 'host' ? modeSelect : pinInput).focus();
+  });
+  modeSelect.addEventListener('change', () => client.setChatMode(modeSelect.value));
+  slowSelect.addEventListener('change', () => client.setSlowMode(Number(slowSelect.value)));
+  pinButton.addEventListener('click', async () => {
+    const text = pinInput.value.trim();
+    if (!text) return;
+    pinButton.disabled = true;
+    const result = await client.setPinned(text);
+    pinButton.disabled = false;
+    if (result.ok) pinInput.value = '';
+  });
+  unpin.addEventListener('click', () => client.setPinned(null));
   logout.addEventListener('click', async () => {
     const refreshToken = runtime.auth.data?.refresh_token;
     runtime.auth.clear();
@@ -690,6 +801,7 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
         }
         showError(event.retryAfterS
           ? `${event.error} You can send again in ${event.retryAfterS} s.` : event.error);
+        if (event.retryAfterS) startSlowCountdown(event.retryAfterS);
         input.focus();
         break;
       case 'notice':
@@ -738,6 +850,7 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
     unmount() {
       off();
       if (cooldownTimer !== null) clearTimeout(cooldownTimer);
+      if (slowTimer !== null) clearTimeout(slowTimer);
       if (dayTimer !== null) clearTimeout(dayTimer);
       for (const t of confirmTimers.values()) clearTimeout(t);
       document.removeEventListener('pointerdown', onPointerDown, true);
