@@ -116,22 +116,6 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
   const statusText = h('span', { className: 'status-text' }, STATUS_TEXT.connecting[0]);
   const status = h('div', { className: 'status', id: 'status', role: 'status',
     dataset: { status: 'connecting' }, title: STATUS_TEXT.connecting[1] }, statusDot, statusText);
-  const who = h('span', { className: 'who' });
-  const logout = h('button', { className: 'button ghost small', type: 'button' }, 'Log out');
-  const header = h('header', { className: 'chat-header' },
-    h('div', { className: 'chat-heading' }, title, subtitle),
-    h('div', { className: 'chat-tools' }, status, who, settingsButton, logout));
-
-  const banner = h('div', { className: 'banner', role: 'alert', hidden: true });
-
-  // The pinned announcement, above the list for everyone; staff can unpin it here.
-  const pinnedText = h('p', { className: 'pinned-text' });
-  const unpin = h('button', { className: 'link-button small unpin', type: 'button', hidden: true },
-    'Unpin');
-  const pinned = h('aside', { className: 'pinned', id: 'pinned', hidden: true,
-    'aria-label': 'Pinned announcement' },
-  h('span', { className: 'pinned-label' }, '📌 Pinned'), pinnedText, unpin);
-
   // Chat settings (staff): the mode and slow mode for hosts, the announcement for moderators too.
   const settingsButton = h('button', { className: 'button ghost small settings-button',
     type: 'button', hidden: true, 'aria-expanded': 'false', 'aria-controls': 'chat-settings' },
@@ -155,6 +139,23 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
   hostOnly,
   h('div', { className: 'settings-row' },
     h('label', { for: 'pin-input' }, 'Announcement'), pinInput, pinButton));
+
+  const who = h('span', { className: 'who' });
+  const logout = h('button', { className: 'button ghost small', type: 'button' }, 'Log out');
+  const header = h('header', { className: 'chat-header' },
+    h('div', { className: 'chat-heading' }, title, subtitle),
+    h('div', { className: 'chat-tools' }, status, who, settingsButton, logout));
+
+  const banner = h('div', { className: 'banner', role: 'alert', hidden: true });
+
+  // The pinned announcement, above the list for everyone; staff can unpin it here.
+  const pinnedText = h('p', { className: 'pinned-text' });
+  const unpin = h('button', { className: 'link-button small unpin', type: 'button', hidden: true },
+    'Unpin');
+  const pinned = h('aside', { className: 'pinned', id: 'pinned', hidden: true,
+    'aria-label': 'Pinned announcement' },
+  h('span', { className: 'pinned-label' }, '📌 Pinned'), pinnedText, unpin);
+
   const earlier = h('button', { className: 'button ghost small load-earlier', type: 'button',
     hidden: true }, 'Load earlier messages');
   const empty = h('div', { className: 'empty', hidden: true },
