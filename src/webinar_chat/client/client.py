@@ -39,7 +39,7 @@ from .errors import (
     TransientError,
     parse_banned_until,
 )
-from .feed import ChangeEvent, ChatMessage
+from .feed import CHAT_MODES, ChangeEvent, ChatMessage, RoomState
 from .monitor import EventReporter, api_poster
 from .policy import ConnectionStatus, LinkState, backoff_delay
 from .realtime import ConnectFn, RealtimeLink, websocket_connector
@@ -248,18 +248,26 @@ class ChatClient:
         except ApiError as exc:
             raise JoinError(exc.status, exc.code, exc.message,
                             banned_until=exc.banned_until) from None
+        room_seq = webinar.get("last_seq")
+        if not isinstance(room_seq, int):
+            raise ProtocolError(f"{path}: no last_seq to start from")
         if after_seq is not None:
             start_seq = after_seq
         elif snapshot is not None and isinstance(snapshot.get("last_seq"), int):
-            start_seq = snapshot["last_seq"]
-        elif isinstance(webinar.get("last_seq"), int):
-            start_seq = webinar["last_seq"]
+            # From the older of the two reads: a ROOM change between them is replayed (the
+            # messages replayed again change nothing).
+            start_seq = min(snapshot["last_seq"], room_seq)
         else:
-            raise ProtocolError(f"{path}: no last_seq to start from")
+            start_seq = room_seq
         role = webinar.get("role")
         room = Room(self, webinar_id, role=role if isinstance(role, str) else "attendee",
                     last_seq=start_seq, config=self.config, events=events, on_change=on_change,
                     rng=self._rng)
+        try:
+            room.apply_room(RoomState.from_payload(webinar), room_seq)
+        except ProtocolError:
+            log.warning("sdk_protocol_error", webinar_id=webinar_id,
+                        error="webinar without room state (a server before chat modes)")
         if snapshot is not None:
             room.conversation.load(_parse_messages(snapshot.get("messages")))
         self._check_usable()
@@ -474,6 +482,38 @@ class ChatClient:
         body = await self._api.request("POST", f"/api/webinars/{webinar_id}/bans",
                                        json={"user_id": user_id, "duration_s": seconds})
         return parse_banned_until((body.get("ban") or {}).get("banned_until"))
+
+    # --- room state: chat mode, slow mode, pinned announcement ------------------------------------
+
+    async def set_chat_mode(self, webinar_id: int, mode: str) -> RoomState:
+        """`everyone`, `hosts_only` (attendees' messages seen by staff and their author only) or
+        `read_only` (hosts). Every viewer gets the ROOM event; returns the new state."""
+        if mode not in CHAT_MODES:
+            raise ValueError(f"mode must be one of {CHAT_MODES}")
+        return await self._change_room(webinar_id, "PATCH", "", {"chat_mode": mode})
+
+    async def set_slow_mode(self, webinar_id: int, seconds: int) -> RoomState:
+        """Seconds an attendee waits between two messages, 0 to turn it off (hosts)."""
+        return await self._change_room(webinar_id, "PATCH", "", {"slow_mode_seconds": seconds})
+
+    async def pin(self, webinar_id: int, content: str) -> RoomState:
+        """Pin an announcement above everyone's chat, replacing any earlier one (staff)."""
+        return await self._change_room(webinar_id, "PUT", "/pin", {"content": content})
+
+    async def unpin(self, webinar_id: int) -> RoomState:
+        """Remove the pinned announcement (staff)."""
+        return await self._change_room(webinar_id, "DELETE", "/pin", None)
+
+    async def _change_room(self, webinar_id: int, method: str, suffix: str,
+                           body: dict[str, Any] | None) -> RoomState:
+        answer = await self._api.request(method, f"/api/webinars/{webinar_id}{suffix}",
+                                         json=body)
+        webinar = answer.get("webinar") or {}
+        state = RoomState.from_payload(webinar)
+        room = self._rooms.get(webinar_id)
+        if room is not None and isinstance(webinar.get("last_seq"), int):
+            room.apply_room(state, webinar["last_seq"])  # as its ROOM event will
+        return state
 
     async def me(self) -> dict[str, Any]:
         """`GET /api/me`: `{user, webinars: [{id, title, chat_open}]}`."""

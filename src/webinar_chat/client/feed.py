@@ -17,6 +17,50 @@ class ChangeType(enum.StrEnum):
     INSERT = "INSERT"
     UPDATE = "UPDATE"
     DELETE = "DELETE"
+    ROOM = "ROOM"  # the room state changed: `ChangeEvent.room` (docs/webinar-features.md)
+
+
+CHAT_MODES = ("everyone", "hosts_only", "read_only")
+
+
+def _time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ProtocolError(f"bad time {value!r}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class RoomState:
+    """A webinar's chat mode, slow mode and pinned announcement. Every ROOM event carries all of
+    it, so the state of the highest seq applied is the current one (`Room.state`)."""
+
+    chat_mode: str = "everyone"  # everyone | hosts_only | read_only
+    slow_mode_seconds: int = 0
+    pinned: str | None = None
+    pinned_at: datetime | None = None
+
+    @property
+    def attendees_may_post(self) -> bool:
+        return self.chat_mode != "read_only"
+
+    @classmethod
+    def from_payload(cls, data: Any) -> RoomState:
+        """`{chat_mode, slow_mode_seconds, pinned: {content, pinned_at} | null}` (a ROOM event's
+        `new`, or the webinar object); raises `ProtocolError` if malformed."""
+        if not isinstance(data, Mapping) or data.get("chat_mode") not in CHAT_MODES:
+            raise ProtocolError(f"room state needs a known chat_mode: {data!r}")
+        slow = _int(data.get("slow_mode_seconds"))
+        if slow is None or slow < 0:
+            raise ProtocolError(f"room state needs slow_mode_seconds: {dict(data)!r}")
+        pinned = data.get("pinned")
+        if pinned is not None and not (isinstance(pinned, Mapping)
+                                       and isinstance(pinned.get("content"), str)):
+            raise ProtocolError(f"bad pinned announcement {pinned!r}")
+        return cls(data["chat_mode"], slow, pinned["content"] if pinned else None,
+                   _time(pinned.get("pinned_at")) if pinned else None)
 
 
 def _int(value: Any) -> int | None:
@@ -40,6 +84,8 @@ class ChatMessage:
     # The author's role when they posted ("attendee", "moderator", "host"): the badge. None when
     # redacted (or from a server before role badges).
     author_role: str | None = None
+    # "staff": posted by an attendee in hosts_only mode, seen by staff and its author only.
+    visibility: str = "everyone"
 
     @property
     def redacted(self) -> bool:
@@ -74,6 +120,7 @@ class ChatMessage:
             client_msg_id=cmid if isinstance(cmid, str) else None,
             display_name=name if isinstance(name, str) else None,
             author_role=role if isinstance(role, str) else None,
+            visibility="staff" if data.get("visibility") == "staff" else "everyone",
         )
 
 
@@ -87,6 +134,7 @@ class ChangeEvent:
     type: ChangeType
     new: ChatMessage | None
     old_id: int | None
+    room: RoomState | None = None  # ROOM events only (then `new` and `old_id` are None)
 
     @property
     def message_id(self) -> int | None:
@@ -109,6 +157,8 @@ class ChangeEvent:
         except ValueError:
             raise ProtocolError(f"unknown change type {data.get('type')!r}") from None
         raw_new = data.get("new")
+        if kind is ChangeType.ROOM:
+            return cls(webinar_id, seq, kind, None, None, RoomState.from_payload(raw_new))
         new = ChatMessage.from_payload(raw_new) if raw_new is not None else None
         old = data.get("old")
         old_id = _int(old.get("id")) if isinstance(old, Mapping) else None

@@ -16,7 +16,7 @@ import structlog
 from .config import ClientConfig
 from .conversation import Conversation
 from .errors import ApiError, ClientClosed, ProtocolError, TransientError
-from .feed import ChangeEvent, ChatMessage, SeqTracker
+from .feed import ChangeEvent, ChangeType, ChatMessage, RoomState, SeqTracker
 from .policy import backoff_delay, poll_retry_delay
 
 if TYPE_CHECKING:
@@ -73,6 +73,9 @@ class Room:
         self._poller: asyncio.Task[None] | None = None
         self._repairer: asyncio.Task[None] | None = None
         self.delivered = 0  # events applied (a statistic)
+        # Chat mode, slow mode, pinned announcement, and the feed seq that state is from.
+        self.state = RoomState()
+        self.state_seq = -1
 
     # --- public ----------------------------------------------------------------------------------
 
@@ -84,6 +87,14 @@ class Room:
     @property
     def messages(self) -> list[ChatMessage]:
         return self.conversation.messages
+
+    def apply_room(self, state: RoomState, seq: int) -> bool:
+        """Take a room state read at feed position `seq`, unless a newer one is applied (each ROOM
+        event carries the whole state: the highest seq wins, however events were collapsed)."""
+        if seq <= self.state_seq:
+            return False
+        self.state, self.state_seq = state, seq
+        return True
 
     @property
     def polling(self) -> bool:
@@ -162,7 +173,10 @@ class Room:
         for event in ready:
             if isinstance(event, _Skipped):
                 continue
-            if not self.conversation.apply(event):
+            if event.type is ChangeType.ROOM:
+                assert event.room is not None
+                self.apply_room(event.room, event.seq)
+            elif not self.conversation.apply(event):
                 log.warning("sdk_protocol_error", webinar_id=self.webinar_id, seq=event.seq,
                             error=f"{event.type} without a message id; ignored")
                 continue
