@@ -4,7 +4,9 @@ long-poll fallback follow live, and after a reload they are in exactly the same 
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 import httpx
 from playwright.async_api import Browser, expect
@@ -102,3 +104,24 @@ async def test_host_controls_reach_socket_and_fallback_viewers_and_survive_a_rel
     assert "A question only for the hosts" not in (await room_view(bob))["messages"]
     for chat in (host, alice, bob):
         assert chat.errors == []
+
+
+async def test_staff_download_the_transcript_from_the_page(
+        browser: Browser, server: RunningServer, world: World, http: httpx.AsyncClient) -> None:
+    wid = world.webinar.id
+    moderator = await open_chat(browser, server, world.moderator, wid)
+    await moderator.send("Hello, transcript")
+    await expect(moderator.message("Hello, transcript")).to_have_attribute("data-state", "sent")
+    await moderator.page.locator(".settings-button").click()
+    # Moderators get the announcement and the download, not the host's mode controls.
+    await expect(moderator.page.locator("#chat-mode")).to_be_hidden()
+    checks = {"csv": lambda text: "Hello, transcript" in text.splitlines()[1],
+              "json": lambda text: json.loads(text)["messages"][0]["content"]
+              == "Hello, transcript"}
+    for fmt, check in checks.items():
+        async with moderator.page.expect_download() as info:
+            await moderator.page.click(f"#export-{fmt}")
+        download = await info.value
+        assert download.suggested_filename.endswith(f".{fmt}")
+        assert check(Path(await download.path()).read_text(encoding="utf-8-sig")), fmt
+    assert moderator.errors == []

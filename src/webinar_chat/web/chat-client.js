@@ -1048,6 +1048,42 @@ export class ChatClient {
     return { ok: true };
   }
 
+  // --- transcript export (staff) -----------------------------------------------------------------
+
+  /**
+   * Download the transcript (`csv` or `json`, docs/export.md) with the bearer token, refreshing
+   * it once on a 401. → {ok, blob, filename} | {ok: false, error}. The browser holds the file
+   * in memory once (a download link cannot carry the Authorization header).
+   */
+  async downloadTranscript(format) {
+    const path = `/api/webinars/${this.webinarId}/export?format=${encodeURIComponent(format)}`;
+    for (let attempt = 0; attempt < 2; attempt += 1) {
+      const token = this.auth.accessToken;
+      let response;
+      try {
+        response = await this.auth.fetch(path, { headers: token
+          ? { Authorization: `Bearer ${token}` } : {}, cache: 'no-store' });
+      } catch {
+        return this._actionFailed({ status: 0, body: null }, 'download', 'the transcript');
+      }
+      if (response.status === 401 && attempt === 0 && await this.auth.refresh(token)) continue;
+      if (!response.ok) {
+        let body = null;
+        try {
+          body = await response.json();
+        } catch {
+          body = null;
+        }
+        return this._actionFailed({ status: response.status, body }, 'download', 'the transcript');
+      }
+      const disposition = response.headers.get('Content-Disposition') || '';
+      const match = /filename="([^"]+)"/.exec(disposition);
+      const filename = match ? match[1] : `webinar-${this.webinarId}-transcript.${format}`;
+      return { ok: true, blob: await response.blob(), filename };
+    }
+    return { ok: false, error: 'Your session has expired' };
+  }
+
   // --- host controls: chat mode, slow mode, pinned announcement --------------------------------
 
   /** Host: `everyone` | `hosts_only` | `read_only`. → {ok, error?} */

@@ -134,9 +134,15 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
   const hostOnly = h('div', { className: 'settings-row host-only' },
     h('label', { for: 'chat-mode' }, 'Who can chat'), modeSelect,
     h('label', { for: 'slow-mode' }, 'Slow mode'), slowSelect);
+  const exportCsv = h('button', { className: 'link-button small', type: 'button',
+    id: 'export-csv' }, 'CSV');
+  const exportJson = h('button', { className: 'link-button small', type: 'button',
+    id: 'export-json' }, 'JSON');
   const settings = h('section', { className: 'chat-settings', id: 'chat-settings', hidden: true,
     'aria-label': 'Chat settings' },
   hostOnly,
+  h('div', { className: 'settings-row' },
+    h('span', { className: 'settings-label' }, 'Download transcript'), exportCsv, exportJson),
   h('div', { className: 'settings-row' },
     h('label', { for: 'pin-input' }, 'Announcement'), pinInput, pinButton));
 
@@ -771,6 +777,20 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
     if (result.ok) pinInput.value = '';
   });
   unpin.addEventListener('click', () => client.setPinned(null));
+  for (const [button, format] of [[exportCsv, 'csv'], [exportJson, 'json']]) {
+    button.addEventListener('click', async () => {
+      button.disabled = true;
+      const result = await client.downloadTranscript(format);
+      button.disabled = false;
+      if (!result.ok) return;
+      const url = URL.createObjectURL(result.blob);
+      const link = h('a', { href: url, download: result.filename, hidden: true });
+      document.body.append(link);
+      link.click();
+      link.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 60_000);
+    });
+  }
   logout.addEventListener('click', async () => {
     const refreshToken = runtime.auth.data?.refresh_token;
     runtime.auth.clear();
