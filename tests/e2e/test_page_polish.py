@@ -366,12 +366,19 @@ async def test_screenshots(browser: Browser, server: RunningServer, world: World
     r = await http.post(f"/api/messages/{spam}/hide", json={"hidden": True},
                         headers=auth(world.moderator.token))
     assert r.status_code == 200
+    r = await http.put(f"/api/webinars/{wid}/pin", headers=auth(world.host.token),
+                       json={"content": "Slides and recording will be mailed after the session."})
+    assert r.status_code == 200
     for width in (1280, 360):
         for name, person in (("host", world.host), ("attendee", world.alice)):
             context = await new_context(browser, width=width, height=800 if width > 400 else 740)
             chat = await open_chat(browser, server, person, wid, context=context)
             await chat.page.screenshot(path=str(out / f"{name}-{width}.png"))
             if name == "host":
+                await chat.page.locator(".settings-button").click()
+                await expect(chat.page.locator("#chat-settings")).to_be_visible()
+                await chat.page.screenshot(path=str(out / f"{name}-{width}-settings.png"))
+                await chat.page.locator(".settings-button").click()
                 last = chat.message("Q&A at the end")
                 await last.get_by_role("button", name="Message actions").click()
                 await chat.page.get_by_role("menuitem", name="Delete").click()

@@ -160,7 +160,7 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
     'Unpin');
   const pinned = h('aside', { className: 'pinned', id: 'pinned', hidden: true,
     'aria-label': 'Pinned announcement' },
-  h('span', { className: 'pinned-label' }, '📌 Pinned'), pinnedText, unpin);
+  h('span', { className: 'pinned-label' }, 'Pinned'), pinnedText, unpin);
 
   const earlier = h('button', { className: 'button ghost small load-earlier', type: 'button',
     hidden: true }, 'Load earlier messages');
