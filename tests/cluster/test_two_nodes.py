@@ -66,6 +66,30 @@ async def test_changes_committed_on_either_node_reach_viewers_on_both_once_in_or
         assert "content" not in on_a.events()[-1]["new"]  # bob is an attendee: redacted
 
 
+async def test_room_changes_and_staff_only_messages_cross_nodes_with_the_same_redaction(
+        nodes: list[RunningServer], world: World) -> None:
+    """A ROOM change and a hosts_only message committed on node B reach node A's viewers over
+    the bus (docs/webinar-features.md): the author gets theirs whole, another attendee the stub."""
+    a, b = nodes
+    wid = world.webinar.id
+    async with realtime(a, world.bob.token) as bob, realtime(a, world.alice.token) as alice, \
+            client(b) as http_b:
+        for viewer in (bob, alice):
+            await viewer.join(wid, last_seq=0)
+        r = await http_b.patch(f"/api/webinars/{wid}", json={"chat_mode": "hosts_only"},
+                               headers=auth(world.host.token))
+        assert r.status_code == 200
+        sent = await send(http_b, world.alice, wid, "For the hosts", new_id())
+        mine = sent.json()["message"]
+        for viewer in (bob, alice):
+            await viewer.wait_for(lambda c: len(c.events()) == 2, timeout=10)
+            room = viewer.events()[0]
+            assert room["type"] == "ROOM" and room["new"]["chat_mode"] == "hosts_only"
+        assert alice.events()[1]["new"] == mine
+        assert bob.events()[1]["new"] == {"id": mine["id"], "webinar_id": wid, "hidden": True,
+                                          "seq": mine["seq"]}
+
+
 async def test_a_ban_on_one_node_stops_delivery_on_the_other_within_a_second(
         nodes: list[RunningServer], world: World) -> None:
     a, b = nodes
