@@ -8,7 +8,12 @@ from __future__ import annotations
 import pytest
 
 from webinar_chat.client import (
-    ApiError, ChangeType, ChatClient, ConnectionStatus, RoomState, SendRejected,
+    ApiError,
+    ChangeType,
+    ChatClient,
+    ConnectionStatus,
+    RoomState,
+    SendRejected,
 )
 
 from ..helpers import World, eventually

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
+import anyio
 import httpx
 from playwright.async_api import Browser, expect
 
@@ -123,5 +123,6 @@ async def test_staff_download_the_transcript_from_the_page(
             await moderator.page.click(f"#export-{fmt}")
         download = await info.value
         assert download.suggested_filename.endswith(f".{fmt}")
-        assert check(Path(await download.path()).read_text(encoding="utf-8-sig")), fmt
+        text = await anyio.Path(await download.path()).read_text(encoding="utf-8-sig")
+        assert check(text), fmt
     assert moderator.errors == []

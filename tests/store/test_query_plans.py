@@ -60,9 +60,10 @@ async def test_history_pages_walk_the_webinar_index(database_url: str, world: Wo
             "a page before its middle": ("older", (first_old + last_old) // 2),
         }
         for name, (statement, position) in cases.items():
+            execute = f"EXECUTE {statement}({webinar}, {position}, 101, {world.alice.user_id})"
             for _ in range(6):  # past the 5 custom plans after which auto may go generic
-                await conn.fetch(f"EXECUTE {statement}({webinar}, {position}, 101, {world.alice.user_id})")
-            plan = await _plan(conn, f"EXECUTE {statement}({webinar}, {position}, 101, {world.alice.user_id})")
+                await conn.fetch(execute)
+            plan = await _plan(conn, execute)
             assert "messages_webinar_id_id" in plan, f"{name}:\n{plan}"
             assert "messages_pkey on messages m" not in plan, f"{name}:\n{plan}"
             assert "Rows Removed by Filter" not in plan.split("Memoize")[0], f"{name}:\n{plan}"

@@ -5,7 +5,10 @@ Every message is one JSON object stamped with its sender's node id:
     {"v": 1, "node": "<node id>", "kind": "change", "change": {webinar_id, seq, op, message_id,
         "message": {id, agency_id, client_id, webinar_id, user_id, content, created_at, hidden,
                     client_msg_id, seq, display_name, author_role, visibility} | null,
-        "room": {chat_mode, slow_mode_seconds, pinned_content, pinned_at} (op ROOM only)}}
+        "room": {chat_mode, slow_mode_seconds, pinned_content, pinned_at} (op ROOM only),
+        "question": {id, agency_id, client_id, webinar_id, user_id, content, created_at, status,
+                     votes, client_msg_id, seq, display_name, author_role} | null
+                    (op QUESTION only)}}
     {"v": 1, "node": "…", "kind": "access", "webinar_id": 7, "user_id": 12 | null}
     {"v": 1, "node": "…", "kind": "probe", "probe": 3}
 
@@ -22,7 +25,16 @@ from typing import Any
 
 import orjson
 
-from ..protocol.events import CHAT_MODES, Change, ChangeOp, Message, RoomState, iso_utc
+from ..protocol.events import (
+    CHAT_MODES,
+    QUESTION_STATUSES,
+    Change,
+    ChangeOp,
+    Message,
+    Question,
+    RoomState,
+    iso_utc,
+)
 
 VERSION = 1
 
@@ -63,6 +75,9 @@ def encode_change(node: str, change: Change) -> bytes:
         "message": None if message is None else _message_fields(message)}
     if change.room is not None:
         fields["room"] = _room_fields(change.room)
+    if change.op is ChangeOp.QUESTION:
+        fields["question"] = (None if change.question is None
+                              else _question_fields(change.question))
     return orjson.dumps({"v": VERSION, "node": node, "kind": "change", "change": fields})
 
 
@@ -129,6 +144,34 @@ def _message_fields(message: Message) -> dict[str, Any]:
             "author_role": message.author_role, "visibility": message.visibility}
 
 
+def _question_fields(question: Question) -> dict[str, Any]:
+    return {"id": question.id, "agency_id": question.agency_id, "client_id": question.client_id,
+            "webinar_id": question.webinar_id, "user_id": question.user_id,
+            "content": question.content, "created_at": iso_utc(question.created_at),
+            "status": question.status, "votes": question.votes,
+            "client_msg_id": question.client_msg_id, "seq": question.seq,
+            "display_name": question.display_name, "author_role": question.author_role}
+
+
+def _question(raw: dict[str, Any]) -> Question:
+    client_msg_id = raw.get("client_msg_id")
+    if client_msg_id is not None and not isinstance(client_msg_id, str):
+        raise BadMessage("client_msg_id: not a string")
+    status = raw.get("status")
+    if status not in QUESTION_STATUSES:
+        raise BadMessage(f"status: {status!r}")
+    role = raw.get("author_role")
+    if role not in ("attendee", "moderator", "host"):
+        raise BadMessage(f"author_role: {role!r}")
+    votes = _int(raw, "votes")
+    if votes < 0:
+        raise BadMessage("votes: negative")
+    return Question(_int(raw, "id"), _int(raw, "agency_id"), _int(raw, "client_id"),
+                    _int(raw, "webinar_id"), _int(raw, "user_id"), _str(raw, "content"),
+                    _time(_str(raw, "created_at")), status, votes, client_msg_id,
+                    _int(raw, "seq"), _str(raw, "display_name"), role)
+
+
 def _change(raw: dict[str, Any]) -> Change:
     message_raw = raw.get("message")
     message = None if message_raw is None else _message(_dict(raw, "message"))
@@ -139,8 +182,14 @@ def _change(raw: dict[str, Any]) -> Change:
     room = None
     if op is ChangeOp.ROOM:
         room = _room(_dict(raw, "room"))
+    question = None
+    if op is ChangeOp.QUESTION:
+        if "question" not in raw:
+            raise BadMessage("question: missing")
+        if raw["question"] is not None:
+            question = _question(_dict(raw, "question"))
     return Change(_int(raw, "webinar_id"), _int(raw, "seq"), op, _int(raw, "message_id"), message,
-                  room)
+                  room, question)
 
 
 def _message(raw: dict[str, Any]) -> Message:

@@ -15,15 +15,17 @@ from .errors import (
     SendRejected,
     TransientError,
 )
-from .feed import ChangeEvent, ChangeType, ChatMessage, RoomState, SeqTracker
+from .feed import ChangeEvent, ChangeType, ChatMessage, Question, RoomState, SeqTracker
 from .policy import ConnectionStatus, LinkState, backoff_delay, poll_retry_delay
+from .questions import QuestionBoard
 from .realtime import ConnectFn, RealtimeSocket, websocket_connector
 from .room import Room
 
 __all__ = [
     "ApiError", "AuthenticationError", "Banned", "ChangeEvent", "ChangeType", "ChatClient", "ChatError",
     "ChatMessage", "ClientClosed", "ClientConfig", "ClientStats", "ConnectFn", "ConnectionStatus",
-    "Conversation", "JoinError", "LinkState", "ProtocolError", "RealtimeSocket", "Room", "RoomState",
+    "Conversation", "JoinError", "LinkState", "ProtocolError", "Question", "QuestionBoard",
+    "RealtimeSocket", "Room", "RoomState",
     "SendGaveUp", "SendRejected", "SeqTracker", "TransientError", "backoff_delay",
     "poll_retry_delay", "realtime_url_for", "websocket_connector",
 ]

@@ -27,7 +27,14 @@ import structlog
 from ..bus import Bus
 from ..logs import detached
 from ..protocol.events import (
-    Audience, Change, ChangeOp, changes_frame, encode_event, encode_for, private_author, topic_name,
+    Audience,
+    Change,
+    ChangeOp,
+    changes_frame,
+    encode_event,
+    encode_for,
+    private_author,
+    topic_name,
 )
 from ..protocol.sequencer import GAP_TIMEOUT_S, RoomSequencer
 from ..protocol.session import Batch, Subscription
@@ -585,15 +592,19 @@ class Hub:
         deleted, earlier ring entries must not hand its old content to a late poller."""
         # A ROOM change likewise: earlier ROOM entries carry the room state now, as read back
         # from the feed (store.changes_after).
+        # A QUESTION change: earlier entries of the same question carry its state now (question
+        # ids are their own id space: never compared with message entries).
         is_room = change.op is ChangeOp.ROOM
+        is_question = change.op is ChangeOp.QUESTION
         for i, old in enumerate(room.ring):
-            if old.seq >= change.seq or (old.op is ChangeOp.ROOM) is not is_room:
+            if old.seq >= change.seq or (old.op is ChangeOp.ROOM) is not is_room \
+                    or (old.op is ChangeOp.QUESTION) is not is_question:
                 continue
             if is_room:
                 room.ring[i] = Change(old.webinar_id, old.seq, old.op, 0, None, change.room)
             elif old.message_id == change.message_id:
                 room.ring[i] = Change(old.webinar_id, old.seq, old.op, old.message_id,
-                                      change.message)
+                                      change.message, question=change.question)
 
     # --- long-poll -------------------------------------------------------------------------------
 

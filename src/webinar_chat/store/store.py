@@ -12,7 +12,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..protocol.events import CHAT_MODES, Change, ChangeOp, Message, RoomState
+from ..protocol.events import CHAT_MODES, Change, ChangeOp, Message, Question, RoomState
+from . import questions as _questions
 from .db import Database, NotNullViolation, Plan, Row, UniqueViolation, q, single
 
 ROLES = ("attendee", "moderator", "host")
@@ -420,8 +421,8 @@ class Store:
             yield q("UPDATE webinars SET chat_open = (chat_mode <> 'read_only') WHERE id = $1",
                     webinar_id)
             yield from _record_room_change(webinar_id, seq, now)
-            row = yield q(f"SELECT {_WEBINAR_COLUMNS} FROM webinars w WHERE w.id = $1",
-                          webinar_id)
+            row: Row = yield q(f"SELECT {_WEBINAR_COLUMNS} FROM webinars w WHERE w.id = $1",
+                               webinar_id)
             return row
 
         return self._room_changed(_webinar(await self.db.run(plan())))
@@ -435,8 +436,8 @@ class Store:
             yield q("UPDATE webinars SET pinned_content = $2, pinned_at = $3 WHERE id = $1",
                     webinar_id, content, now if content is not None else None)
             yield from _record_room_change(webinar_id, seq, now)
-            row = yield q(f"SELECT {_WEBINAR_COLUMNS} FROM webinars w WHERE w.id = $1",
-                          webinar_id)
+            row: Row = yield q(f"SELECT {_WEBINAR_COLUMNS} FROM webinars w WHERE w.id = $1",
+                               webinar_id)
             return row
 
         return self._room_changed(_webinar(await self.db.run(plan())))
@@ -836,10 +837,11 @@ class Store:
         """Changes with `seq > after_seq` in order, each with its message's current state."""
         rows = await self.db.fetch(
             f"""SELECT c.seq AS change_seq, c.op, c.kind, c.message_id AS change_message_id,
-                       {_MESSAGE_COLUMNS}
+                       {_MESSAGE_COLUMNS}, {_questions.FEED_COLUMNS}
                 FROM message_changes c
                 LEFT JOIN messages m ON m.id = c.message_id AND c.kind = 'message'
                 LEFT JOIN profiles p ON p.user_id = m.user_id
+                {_questions.FEED_JOINS}
                 WHERE c.webinar_id = $1 AND c.seq > $2
                 ORDER BY c.seq ASC LIMIT $3""",
             webinar_id, after_seq, limit + 1,
@@ -851,9 +853,14 @@ class Store:
         if any(r["kind"] == "room" for r in rows):
             webinar = await self.get_webinar(webinar_id)
             room = webinar.room if webinar is not None else RoomState()
+        # QUESTION entries carry the question's state now (None if it is gone).
         changes = [
             Change(webinar_id, r["change_seq"], ChangeOp.ROOM, 0, None, room)
             if r["kind"] == "room" else
+            Change(webinar_id, r["change_seq"], ChangeOp.QUESTION, r["change_message_id"], None,
+                   question=(_questions.question_from_row(r, "q_") if r["q_id"] is not None
+                             else None))
+            if r["kind"] == "question" else
             Change(
                 webinar_id,
                 r["change_seq"],
@@ -881,6 +888,49 @@ class Store:
         after = 0
         while True:
             page = await self.transcript_page(webinar_id, after, page_size)
+            if page:
+                yield page
+            if len(page) < page_size:
+                return
+            after = page[-1].id
+
+    # --- Q&A (store/questions.py) ----------------------------------------------------------------
+
+    async def get_question(self, question_id: int) -> Question | None:
+        return await _questions.get_question(self.db, question_id)
+
+    async def get_question_by_client_id(self, webinar_id: int, user_id: int,
+                                        client_msg_id: str) -> Question | None:
+        return await _questions.get_by_client_id(self.db, webinar_id, user_id, client_msg_id)
+
+    async def ask_question(self, webinar: Webinar, user_id: int, content: str,
+                           client_msg_id: str | None, *, author_role: str = "attendee"
+                           ) -> tuple[Question, Change]:
+        return await _questions.ask(self.db, webinar, user_id, content, client_msg_id,
+                                    author_role)
+
+    async def vote_question(self, question: Question, user_id: int, voted: bool
+                            ) -> tuple[Question, Change | None]:
+        return await _questions.vote(self.db, question, user_id, voted)
+
+    async def set_question_status(self, question: Question, status: str
+                                  ) -> tuple[Question, Change | None]:
+        return await _questions.set_status(self.db, question, status)
+
+    async def list_questions(self, webinar_id: int, *, sort: str, include_dismissed: bool,
+                             viewer_id: int, limit: int = _questions.MAX_LIST
+                             ) -> tuple[list[tuple[Question, bool]], bool, int]:
+        return await _questions.list_questions(self.db, webinar_id, sort=sort,
+                                               include_dismissed=include_dismissed,
+                                               viewer_id=viewer_id, limit=limit)
+
+    async def question_transcript_pages(self, webinar_id: int, *,
+                                        page_size: int = TRANSCRIPT_PAGE_SIZE
+                                        ) -> AsyncIterator[list[Question]]:
+        """Every question of the webinar by id, a page at a time (as transcript_pages)."""
+        after = 0
+        while True:
+            page = await _questions.transcript_page(self.db, webinar_id, after, page_size)
             if page:
                 yield page
             if len(page) < page_size:
