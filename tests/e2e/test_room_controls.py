@@ -50,7 +50,7 @@ async def test_host_controls_reach_socket_and_fallback_viewers_and_survive_a_rel
     for chat in attendees:
         await expect(chat.page.locator("#chat-root")).to_have_attribute("data-chat-mode",
                                                                         "hosts_only")
-        await expect(chat.page.locator(".banner:not(#ban-banner)")).to_contain_text(
+        await expect(chat.page.locator("#notice-banner")).to_contain_text(
             "seen by the hosts only")
         await expect(chat.input).to_have_attribute("placeholder", re.compile("only they see"))
     await alice.send("A question only for the hosts")

@@ -86,4 +86,5 @@ async def test_expired_token_is_refreshed_not_a_dead_end(
     await expect(bob.message("still send")).to_have_count(1)
     assert [m["content"] for m in await stored(http, world.moderator, wid)] == [
         "Delivered after Alice's token expired", "And I can still send"]
-    await expect(alice.page.locator(".banner")).to_be_hidden()
+    for banner in ("#notice-banner", "#ban-banner"):
+        await expect(alice.page.locator(banner)).to_be_hidden()

@@ -10,6 +10,7 @@ import {
 } from './chat-core.js';
 import { TIMEOUT_CHOICES } from './chat-core.js';
 import { Monitor, createLogger } from './monitor.js';
+import { mountQa } from './qa-ui.js';
 
 // [label, tooltip]. The label says what it means to a person; the technical word (fallback,
 // long-polling) is left to the tooltip and the debug log.
@@ -152,7 +153,7 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
     h('div', { className: 'chat-heading' }, title, subtitle),
     h('div', { className: 'chat-tools' }, status, who, settingsButton, logout));
 
-  const banner = h('div', { className: 'banner', role: 'alert', hidden: true });
+  const banner = h('div', { className: 'banner', id: 'notice-banner', role: 'alert', hidden: true });
 
   // The pinned announcement, above the list for everyone; staff can unpin it here.
   const pinnedText = h('p', { className: 'pinned-text' });
@@ -195,6 +196,9 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
   const banBanner = h('div', { className: 'banner banner-error ban-banner', id: 'ban-banner',
     role: 'alert', hidden: true });
   banner.after(banBanner);
+  // The Q&A tab beside the chat (qa-ui.js): its tabs under the pinned announcement; its view
+  // takes the place of the timeline and the composer while selected.
+  const qa = mountQa({ client, panel, after: pinned, chatParts: [scroller.parentElement, form] });
 
   // --- rendering ---------------------------------------------------------------------------------
   function renderHeader() {
@@ -305,7 +309,7 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
           h('span', { className: 'role-badge', hidden: true }),
           h('time', { className: 'time' }),
           h('span', { className: 'hidden-badge', hidden: true }, 'Hidden from attendees'),
-          h('span', { className: 'hidden-badge staff-only-badge', hidden: true },
+          h('span', { className: 'staff-only-badge', hidden: true },
             'Seen by hosts only'),
           h('span', { className: 'msg-state' })),
         h('p', { className: 'content' }),
@@ -870,6 +874,7 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
     client,
     unmount() {
       off();
+      qa.unmount();
       if (cooldownTimer !== null) clearTimeout(cooldownTimer);
       if (slowTimer !== null) clearTimeout(slowTimer);
       if (dayTimer !== null) clearTimeout(dayTimer);
