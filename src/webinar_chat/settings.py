@@ -78,6 +78,14 @@ class Settings:
     # Every listened-to room's head is re-read this often and caught up from the feed if it is
     # ahead: it covers a wake-up lost while the bus looked healthy. One indexed read per room.
     bus_safety_poll_s: float = 5.0
+    # Presence (server/presence.py, docs/webinar-features.md "Presence"): each process publishes
+    # its per-webinar counts on the bus this often; another node's count is dropped after three
+    # periods without news of it.
+    presence_interval_s: float = 5.0
+    # At most one presence frame per webinar this often (the count is recomputed as often).
+    presence_throttle_s: float = 2.0
+    # A long-poller counts as connected this long after their last poll (0: 2 × long_poll_max_wait_s).
+    presence_poll_ttl_s: float = 0.0
     log_level: str = "INFO"
     log_json: bool = False
     # The address people open (https://chat.example.com): the pages' CSP allows its realtime
@@ -147,6 +155,9 @@ class Settings:
             "bus_probe_idle_s": _env_float("BUS_PROBE_IDLE", 5.0),
             "bus_probe_timeout_s": _env_float("BUS_PROBE_TIMEOUT", 2.0),
             "bus_safety_poll_s": _env_float("BUS_SAFETY_POLL", 5.0),
+            "presence_interval_s": _env_float("PRESENCE_INTERVAL", 5.0),
+            "presence_throttle_s": _env_float("PRESENCE_THROTTLE", 2.0),
+            "presence_poll_ttl_s": _env_float("PRESENCE_POLL_TTL", 0.0),
             # Debug lines in development only, unless LOG_LEVEL says otherwise.
             "log_level": (os.environ.get("LOG_LEVEL") or ("DEBUG" if development else "INFO")
                           ).upper(),

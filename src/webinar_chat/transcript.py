@@ -6,7 +6,10 @@ size.
 Everything here but `transcript_chunks` is pure: rows, cells and document pieces from values.
 The JSON document is `{"webinar": …, "exported_at": …, "messages": [...]}`, written by hand
 around orjson-encoded rows: its head first, then the rows page by page, then its end. Sections
-added later (Q&A `questions`) go after `messages` as new keys; the keys here keep their meaning.
+added later go after `messages` as new keys; the keys here keep their meaning. The first is
+`questions` (Q&A, every status, with its votes); in the CSV they are a second section after the
+messages — an empty line, their own header line (QUESTION_COLUMNS), their rows — written only
+when the webinar has questions, so a transcript without any reads exactly as before.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import orjson
 from .protocol.events import iso_utc
 
 if TYPE_CHECKING:
+    from .protocol.events import Question
     from .store.store import Store, TranscriptEntry, Webinar
 
 Format = Literal["csv", "json"]
@@ -31,6 +35,10 @@ MEDIA_TYPES: dict[Format, str] = {"json": "application/json", "csv": "text/csv; 
 # The fields of every row, in the CSV's column order (the JSON rows have the same keys).
 COLUMNS = ("id", "seq", "created_at", "user_id", "display_name", "content", "hidden", "deleted",
            "deleted_at")
+
+# The fields of a question row (responses.TranscriptQuestion), in the CSV's second section.
+QUESTION_COLUMNS = ("id", "seq", "created_at", "user_id", "display_name", "content", "status",
+                    "votes")
 
 # What a spreadsheet takes for the start of a formula (or, tab and CR, for a cell separator it
 # may then read one from): OWASP's list for CSV injection.
@@ -55,6 +63,26 @@ def row(entry: TranscriptEntry) -> dict[str, Any]:
         "deleted": entry.deleted,
         "deleted_at": None if entry.deleted_at is None else iso_utc(entry.deleted_at),
     }
+
+
+def question_row(question: Question) -> dict[str, Any]:
+    return {"id": question.id, "seq": question.seq, "created_at": iso_utc(question.created_at),
+            "user_id": question.user_id, "display_name": question.display_name,
+            "content": question.content, "status": question.status, "votes": question.votes}
+
+
+def question_csv_text(rows: Iterable[dict[str, Any]], *, header: bool = False) -> str:
+    """The questions' CSV lines; with `header`, after the empty line that ends the messages and
+    the questions' header line."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    if header:
+        out.write("\r\n")
+        writer.writerow(QUESTION_COLUMNS)
+    writer.writerows([r["id"], r["seq"], r["created_at"], r["user_id"],
+                      defuse_formula(r["display_name"]), defuse_formula(r["content"]),
+                      r["status"], r["votes"]] for r in rows)
+    return out.getvalue()
 
 
 def defuse_formula(text: str | None) -> str | None:
@@ -104,6 +132,7 @@ def json_rows(rows: list[dict[str, Any]], *, first: bool) -> bytes:
     return body if first else b"," + body
 
 
+JSON_QUESTIONS = b'],"questions":['  # between the two arrays
 JSON_END = b"]}\n"
 
 
@@ -120,6 +149,14 @@ async def transcript_chunks(store: Store, webinar: Webinar, fmt: Format,
     async for page in store.transcript_pages(webinar.id):
         rows = [row(entry) for entry in page]
         yield csv_text(rows).encode() if fmt == "csv" else json_rows(rows, first=first)
+        first = False
+    if fmt == "json":
+        yield JSON_QUESTIONS
+    first = True
+    async for questions in store.question_transcript_pages(webinar.id):
+        rows = [question_row(question) for question in questions]
+        yield (question_csv_text(rows, header=first).encode() if fmt == "csv"
+               else json_rows(rows, first=first))
         first = False
     if fmt == "json":
         yield JSON_END

@@ -55,6 +55,9 @@ ADMIN_ONLY = expect(401, 401, 403, 403, 403, 403, 403, 200)
 STAFF_OR_ADMIN = expect(401, 401, 403, 403, 403, 200, 200, 200)
 ANY_USER = expect(401, 401, 200, 200, 200, 200, 200, 200)
 PUBLIC = expect(200, 200, 200, 200, 200, 200, 200, 200)
+# routes by question id: a webinar the caller may not read is a 404 (no existence oracle)
+QUESTION_READERS = expect(401, 401, 404, 404, 200, 200, 200, 404)
+QUESTION_STAFF = expect(401, 401, 404, 404, 403, 200, 200, 404)
 
 Request = Callable[[httpx.AsyncClient, dict[str, str]], Awaitable[httpx.Response]]
 
@@ -85,6 +88,24 @@ async def test_every_route_answers_every_caller_as_the_table_says(
             assert undo.status_code == 200, undo.text
         return r
 
+    async def bobs_question() -> int:
+        r = await c_post(f"/api/webinars/{wid}/questions", {"content": f"bob {new_id()[:6]}?"},
+                         world.bob.token)
+        return int(r.json()["question"]["id"])
+
+    async def c_post(url: str, body: dict[str, Any], token: str) -> httpx.Response:
+        r = await http.post(url, json=body, headers=auth(token))
+        assert r.status_code == 200, r.text
+        return r
+
+    async def vote_one(c: httpx.AsyncClient, h: dict[str, str]) -> httpx.Response:
+        return await c.post(f"/api/questions/{await bobs_question()}/vote", json={"voted": True},
+                            headers=h)
+
+    async def status_one(c: httpx.AsyncClient, h: dict[str, str]) -> httpx.Response:
+        return await c.post(f"/api/questions/{await bobs_question()}/status",
+                            json={"status": "answered"}, headers=h)
+
     routes: list[tuple[str, Request, dict[str, int]]] = [
         ("GET /api/me", lambda c, h: c.get("/api/me", headers=h), ANY_USER),
         ("GET /api/webinars/{id}", lambda c, h: c.get(f"/api/webinars/{wid}", headers=h),
@@ -93,6 +114,8 @@ async def test_every_route_answers_every_caller_as_the_table_says(
          READERS),
         ("GET …/changes", lambda c, h: c.get(f"/api/webinars/{wid}/changes?after_seq=0",
                                             headers=h), READERS),
+        ("GET …/presence", lambda c, h: c.get(f"/api/webinars/{wid}/presence", headers=h),
+         READERS),
         ("POST /api/messages/create", lambda c, h: c.post(
             "/api/messages/create", json={"webinarId": wid, "content": "hi",
                                           "clientMsgId": new_id()}, headers=h), READERS),
@@ -128,6 +151,15 @@ async def test_every_route_answers_every_caller_as_the_table_says(
          STAFF_OR_ADMIN),
         ("DELETE …/bans/{user_id}", lambda c, h: c.delete(
             f"/api/webinars/{wid}/bans/{world.bob.user_id}", headers=h), STAFF_OR_ADMIN),
+        ("POST …/questions", lambda c, h: c.post(
+            f"/api/webinars/{wid}/questions", json={"content": "A question?",
+                                                    "clientMsgId": new_id()}, headers=h),
+         READERS),
+        ("GET …/questions", lambda c, h: c.get(f"/api/webinars/{wid}/questions", headers=h),
+         READERS),
+        # a question of a webinar the caller may not read is not found (no existence oracle)
+        ("POST /api/questions/{id}/vote", vote_one, QUESTION_READERS),
+        ("POST /api/questions/{id}/status", status_one, QUESTION_STAFF),
         ("GET /healthz", lambda c, h: c.get("/healthz", headers=h), PUBLIC),
         ("GET /readyz", lambda c, h: c.get("/readyz", headers=h), PUBLIC),
         ("GET /api/openapi.json", lambda c, h: c.get("/api/openapi.json", headers=h), PUBLIC),

@@ -286,3 +286,47 @@ async def test_a_200000_message_webinar_streams_in_bounded_memory(
                     else "" if v is None else str(v) for k, v in want.items()}
         assert {k: got[k] for k in want} == want, got
     assert sum(1 for r in found if r["deleted"] in (True, "true")) == ROWS // DELETED_EVERY
+
+
+async def test_the_export_has_the_questions_with_votes_and_status(
+        http: httpx.AsyncClient, world: World) -> None:
+    wid = world.webinar.id
+    await send(http, world.alice, wid, "Hello everyone")
+    asked = []
+    for person, text in ((world.alice, "=When, are slides out?"), (world.bob, "Off topic")):
+        r = await http.post(f"/api/webinars/{wid}/questions", json={"content": text},
+                            headers=auth(person.token))
+        assert r.status_code == 200, r.text
+        asked.append(r.json()["question"])
+    await http.post(f"/api/questions/{asked[0]['id']}/vote", json={"voted": True},
+                    headers=auth(world.bob.token))
+    await http.post(f"/api/questions/{asked[0]['id']}/status", json={"status": "answered"},
+                    headers=auth(world.host.token))
+    await http.post(f"/api/questions/{asked[1]['id']}/status", json={"status": "dismissed"},
+                    headers=auth(world.host.token))
+    r = await http.get(_url(wid), headers=auth(world.host.token))
+    responses.Transcript.model_validate_json(r.content)
+    body = r.json()
+    assert list(body) == ["webinar", "exported_at", "messages", "questions"]
+    assert [(q["id"], q["status"], q["votes"], q["content"]) for q in body["questions"]] == [
+        (asked[0]["id"], "answered", 1, "=When, are slides out?"),
+        (asked[1]["id"], "dismissed", 0, "Off topic")]
+    text = (await http.get(_url(wid, "csv"), headers=auth(world.host.token))).content.decode()
+    messages, questions = text.split("\r\n\r\n")
+    assert len(list(csv.reader(io.StringIO(messages, newline="")))) == 2  # header + 1 message
+    rows = list(csv.reader(io.StringIO(questions, newline="")))
+    assert rows[0] == ["id", "seq", "created_at", "user_id", "display_name", "content", "status",
+                       "votes"]
+    assert [(r[0], r[5], r[6], r[7]) for r in rows[1:]] == [
+        (str(asked[0]["id"]), "'=When, are slides out?", "answered", "1"),
+        (str(asked[1]["id"]), "Off topic", "dismissed", "0")]
+
+
+async def test_a_transcript_without_questions_has_an_empty_section(
+        http: httpx.AsyncClient, world: World) -> None:
+    await send(http, world.alice, world.webinar.id, "Hello")
+    body = (await http.get(_url(world.webinar.id), headers=auth(world.host.token))).json()
+    assert body["questions"] == []
+    text = (await http.get(_url(world.webinar.id, "csv"),
+                           headers=auth(world.host.token))).content.decode()
+    assert "\r\n\r\n" not in text  # no second section

@@ -21,9 +21,11 @@ from webinar_chat.protocol.events import (
     Change,
     ChangeOp,
     Message,
+    Question,
     RoomState,
     event_payload,
     message_payload,
+    question_payload,
 )
 from webinar_chat.server import responses
 from webinar_chat.server.text_rules import (
@@ -117,6 +119,32 @@ def test_message_and_change_payloads_match_the_models(audience: Audience, hidden
         _message(False, None), audience)})
 
 
+@pytest.mark.parametrize("audience", list(Audience))
+@pytest.mark.parametrize("status", ["open", "answered", "dismissed"])
+def test_question_payloads_and_events_match_the_models(audience: Audience, status: str) -> None:
+    question = Question(11, 1, 1, 3, 5, "Slides?", datetime(2026, 12, 2, 12, 0, tzinfo=UTC),
+                        status, 2, None, 14, "Alice")
+    payload = question_payload(question, audience)
+    parsed = TypeAdapter(responses.Question).validate_python(payload)
+    redacted = status == "dismissed" and audience is Audience.ATTENDEE
+    assert isinstance(parsed, responses.HiddenQuestion if redacted else responses.VisibleQuestion)
+    if redacted:
+        assert payload == {"id": 11, "webinar_id": 3, "hidden": True, "seq": 14}
+    else:
+        responses.QuestionList.model_validate({"success": True, "questions": [
+            {**payload, "voted": False}], "has_more": False, "last_seq": 14})
+    for change in (Change(3, 14, ChangeOp.QUESTION, 11, None, question=question),
+                   Change(3, 15, ChangeOp.QUESTION, 11, None)):
+        event = event_payload(change, audience)
+        assert event["type"] == "QUESTION" and event["old"] == {"id": 11}
+        responses.QuestionEvent.model_validate(event)
+        responses.ChangePage.model_validate({"success": True, "changes": [event],
+                                             "last_seq": 15, "has_more": False})
+    row = transcript.question_row(question)
+    responses.TranscriptQuestion.model_validate(row)
+    assert list(row) == list(transcript.QUESTION_COLUMNS)
+
+
 def test_the_models_refuse_what_the_document_does_not_list() -> None:
     payload = message_payload(_message(False), Audience.STAFF)
     with pytest.raises(ValidationError):
@@ -137,7 +165,7 @@ def test_transcript_rows_match_the_models(state: str) -> None:
                       else responses.TranscriptMessage)
     responses.Transcript.model_validate({
         "webinar": {"id": 3, "title": "T", "agency_id": 1, "client_id": 2},
-        "exported_at": "2026-12-02T12:00:00.000Z", "messages": [row]})
+        "exported_at": "2026-12-02T12:00:00.000Z", "messages": [row], "questions": []})
     assert list(row) == list(transcript.COLUMNS)  # the CSV's columns are the JSON's keys
 
 
@@ -243,6 +271,8 @@ async def test_answers_match_their_models(http: httpx.AsyncClient, world: World)
         (await http.get(f"/api/webinars/{world.webinar.id}/messages", headers=h)).json())
     responses.ChangePage.model_validate(
         (await http.get(f"/api/webinars/{world.webinar.id}/changes", headers=h)).json())
+    responses.PresenceAnswer.model_validate(
+        (await http.get(f"/api/webinars/{world.webinar.id}/presence", headers=h)).json())
     profile = (await http.get(f"/api/profiles/{world.bob.user_id}", headers=h)).json()
     assert "email" not in profile["profile"]
     responses.ProfileAnswer.model_validate(profile)

@@ -116,11 +116,13 @@ async def test_message_menu_works_by_keyboard_only(
     await page.keyboard.press("Enter")
     await expect(menu).to_be_visible()
     await expect(button).to_have_attribute("aria-expanded", "true")
-    assert await menu_labels(host) == ["Hide", "Delete"]
+    # (an attendee's message: staff may also time its author out or ban them)
+    assert await menu_labels(host) == ["Hide", "Delete", "Time out…", "Ban"]
     assert await focused(page) == {"label": "Hide", "role": "menuitem",
                                    "message": "First question"}
-    for key, expected in (("ArrowDown", "Delete"), ("ArrowDown", "Hide"), ("ArrowUp", "Delete"),
-                          ("Home", "Hide"), ("End", "Delete")):
+    for key, expected in (("ArrowDown", "Delete"), ("ArrowDown", "Time out…"),
+                          ("ArrowDown", "Ban"), ("ArrowDown", "Hide"), ("ArrowUp", "Ban"),
+                          ("Home", "Hide"), ("End", "Ban")):
         await page.keyboard.press(key)
         assert (await focused(page))["label"] == expected, key
     # Escape closes it and gives the focus back to its button.
@@ -141,7 +143,10 @@ async def test_message_menu_works_by_keyboard_only(
 
     # ↑ opens on the last item. Delete asks for a confirmation first (the menu stays open).
     await page.keyboard.press("ArrowUp")
-    assert await menu_labels(host) == ["Unhide", "Delete"]
+    assert await menu_labels(host) == ["Unhide", "Delete", "Time out…", "Ban"]
+    assert (await focused(page))["label"] == "Ban"
+    await page.keyboard.press("ArrowUp")
+    await page.keyboard.press("ArrowUp")
     assert (await focused(page))["label"] == "Delete"
     await page.keyboard.press("Enter")
     confirm = menu.get_by_role("menuitem", name="Confirm delete")
@@ -328,6 +333,10 @@ async def test_a_narrow_side_panel_shows_everything_without_sideways_scrolling(
     await inside(who)
     await inside(page.get_by_role("button", name="Log out"))
     await inside(host.status)
+    # presence: the icon and the number (the word goes at this width; the label stays whole)
+    await expect(page.get_by_role("img", name="1 person online")).to_have_text(
+        "1" if width <= 420 else "1 online", use_inner_text=True)
+    await inside(page.locator("#presence"))
     await inside(host.input)
     await inside(page.locator("#send-button"))
     extent = await page.evaluate(NO_SIDEWAYS_SCROLL)

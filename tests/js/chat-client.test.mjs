@@ -552,3 +552,53 @@ describe('runtime', () => {
       assert.equal(ctx.clock.pending(), 0);
     });
 });
+
+describe('presence', () => {
+  it('takes the count from presence frames of its topic only, and says so once per change',
+    async () => {
+      const ctx = setup();
+      const ws = await started(ctx);
+      assert.equal(ctx.client.presence, null);
+      ws.receive({ type: 'presence', topic: TOPIC, count: 3 });
+      ws.receive({ type: 'presence', topic: TOPIC, count: 3 });
+      ws.receive({ type: 'presence', topic: 'webinar:99:messages', count: 40 });
+      ws.receive({ type: 'presence', topic: TOPIC, count: 'many' });
+      assert.equal(ctx.client.presence, 3);
+      assert.deepEqual(ctx.events.filter((e) => e.type === 'presence'),
+        [{ type: 'presence', count: 3 }]);
+      ctx.client.stop();
+    });
+
+  it('reads the endpoint every 10 s in the fallback, and never while the socket is live',
+    async () => {
+      const reads = [];
+      const ctx = setup({ server: { handle: (m, path) => {
+        if (path === `/api/webinars/${WEBINAR}/presence`) {
+          reads.push(path);
+          return { status: 200, body: { success: true, count: 4 + reads.length } };
+        }
+        if (path.includes('wait=')) return new Promise(() => {});
+        return undefined;
+      } } });
+      await started(ctx);
+      await ctx.clock.advance(9000); // live (heartbeats keep it so): no reads
+      assert.equal(reads.length, 0);
+      Socket_last(ctx).serverClose();
+      for (const delay of [500, 1000]) {
+        await ctx.clock.advance(delay);
+        Socket_last(ctx).serverClose();
+      }
+      await settle();
+      assert.equal(ctx.client.fallback, true);
+      const before = reads.length; // 0 or 1: the 10 s timer may have run since the fallback began
+      await ctx.clock.advance(10_000);
+      assert.equal(reads.length, before + 1);
+      assert.equal(ctx.client.presence, 4 + reads.length);
+      await ctx.clock.advance(10_000);
+      assert.equal(reads.length, before + 2);
+      assert.equal(ctx.client.presence, 4 + reads.length);
+      ctx.client.stop();
+      await ctx.clock.advance(30_000);
+      assert.equal(reads.length, before + 2);
+    });
+});

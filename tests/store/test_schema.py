@@ -14,7 +14,8 @@ MESSAGE_COLUMNS = {"id", "agency_id", "client_id", "webinar_id", "user_id", "con
                    "author_role",  # the role badge (migration 0002)
                    "visibility"}  # staff-only messages of hosts_only mode (migration 0004)
 TABLES = {"agencies", "clients", "webinars", "users", "profiles", "registrations",
-          "refresh_tokens", "messages", "message_changes", "alembic_version"}
+          "refresh_tokens", "messages", "message_changes", "alembic_version",
+          "questions", "question_votes"}  # Q&A (migration 0005)
 
 
 def _inspect(conn: sa.Connection) -> dict[str, object]:

@@ -24,6 +24,7 @@ import contextlib
 import itertools
 import random
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
@@ -108,6 +109,9 @@ class BusNode:
         self._publisher: asyncio.Task[None] | None = None
         self._closed = False
         self._rng = random.Random()
+        # Called with (node id, {webinar_id: count}) for another node's presence message; set by
+        # server/presence.py. Nothing else listens to presence.
+        self.on_presence: Callable[[str, dict[int, int]], None] | None = None
 
     # --- the Bus interface -----------------------------------------------------------------------
 
@@ -136,6 +140,12 @@ class BusNode:
         self._deliver_local(lambda listener: listener.on_access(webinar_id, user_id))
         if self.transport.has_peers:
             self._enqueue(wire.encode_access(self.node_id, webinar_id, user_id))
+
+    def publish_presence(self, counts: dict[int, int]) -> None:
+        """This node's connected users per webinar, for the other nodes (none alone: nothing to
+        send). Never raises; a lost one is replaced by the next period's."""
+        if self.transport.has_peers:
+            self._enqueue(wire.encode_presence(self.node_id, counts))
 
     async def ping(self) -> None:
         if not self.ready:
@@ -316,4 +326,10 @@ class BusNode:
         elif isinstance(message, wire.AccessMessage):
             webinar_id, user_id = message.webinar_id, message.user_id
             self._deliver_local(lambda listener: listener.on_access(webinar_id, user_id))
+        elif isinstance(message, wire.PresenceMessage):
+            if self.on_presence is not None:
+                try:
+                    self.on_presence(message.node, message.counts)
+                except Exception as exc:
+                    self._listener_failed(exc)
         # other nodes' probes: nothing to do (receiving them proves our subscription works)

@@ -11,6 +11,8 @@ Every message is one JSON object stamped with its sender's node id:
                     (op QUESTION only)}}
     {"v": 1, "node": "…", "kind": "access", "webinar_id": 7, "user_id": 12 | null}
     {"v": 1, "node": "…", "kind": "probe", "probe": 3}
+    {"v": 1, "node": "…", "kind": "presence", "counts": [[7, 12], [9, 0]]}
+        ([webinar_id, distinct users connected to it on that node]; server/presence.py)
 
 A change carries the message's state so that a receiving node needs no database read to deliver
 it; the change feed stays the truth (docs/delivery.md, "Several processes"). `decode` raises
@@ -64,7 +66,15 @@ class ProbeMessage:
     probe: int
 
 
-BusMessage = ChangeMessage | AccessMessage | ProbeMessage
+@dataclass(frozen=True, slots=True)
+class PresenceMessage:
+    """How many users are connected to each listed webinar on the sending node now."""
+
+    node: str
+    counts: dict[int, int]
+
+
+BusMessage = ChangeMessage | AccessMessage | ProbeMessage | PresenceMessage
 
 
 def encode_change(node: str, change: Change) -> bytes:
@@ -112,6 +122,27 @@ def encode_probe(node: str, probe: int) -> bytes:
     return orjson.dumps({"v": VERSION, "node": node, "kind": "probe", "probe": probe})
 
 
+def encode_presence(node: str, counts: dict[int, int]) -> bytes:
+    return orjson.dumps({"v": VERSION, "node": node, "kind": "presence",
+                         "counts": [[webinar_id, count] for webinar_id, count in counts.items()]})
+
+
+def _presence_counts(raw: dict[str, Any]) -> dict[int, int]:
+    pairs = raw.get("counts")
+    if not isinstance(pairs, list):
+        raise BadMessage("counts: not a list")
+    counts: dict[int, int] = {}
+    for pair in pairs:
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise BadMessage("counts: not a list of [webinar_id, count] pairs")
+        webinar_id, count = _int({"webinar_id": pair[0]}, "webinar_id"), _int(
+            {"count": pair[1]}, "count")
+        if webinar_id < 1 or count < 0:
+            raise BadMessage(f"counts: bad pair {pair!r}")
+        counts[webinar_id] = count
+    return counts
+
+
 def decode(data: bytes) -> BusMessage:
     try:
         raw = orjson.loads(data)
@@ -128,6 +159,8 @@ def decode(data: bytes) -> BusMessage:
             return AccessMessage(node, _int(raw, "webinar_id"), user_id)
         if kind == "probe":
             return ProbeMessage(node, _int(raw, "probe"))
+        if kind == "presence":
+            return PresenceMessage(node, _presence_counts(raw))
         raise BadMessage(f"unknown kind {kind!r}")
     except BadMessage:
         raise

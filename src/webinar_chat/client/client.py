@@ -16,7 +16,7 @@ import asyncio
 import random
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -25,11 +25,13 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import structlog
 
-from .api import Api, AuthSession, Tokens, decode_body
+from .api import Api, AuthSession, Tokens, decode_body, error_of
 from .config import ClientConfig
 from .errors import (
+    BAN_CODES,
     ApiError,
     AuthenticationError,
+    Banned,
     ChatError,
     ClientClosed,
     JoinError,
@@ -39,7 +41,7 @@ from .errors import (
     TransientError,
     parse_banned_until,
 )
-from .feed import CHAT_MODES, ChangeEvent, ChatMessage, RoomState
+from .feed import CHAT_MODES, QUESTION_STATUSES, ChangeEvent, ChatMessage, Question, RoomState
 from .monitor import EventReporter, api_poster
 from .policy import ConnectionStatus, LinkState, backoff_delay
 from .realtime import ConnectFn, RealtimeLink, websocket_connector
@@ -514,6 +516,87 @@ class ChatClient:
         if room is not None and isinstance(webinar.get("last_seq"), int):
             room.apply_room(state, webinar["last_seq"])  # as its ROOM event will
         return state
+
+    # --- Q&A (docs/webinar-features.md, "Q&A") ---------------------------------------------------
+
+    async def ask(self, webinar_id: int, content: str, *,
+                  client_msg_id: str | None = None) -> Question:
+        """Ask a Q&A question. Idempotent: retried with the same `client_msg_id` (one is made if
+        not given) after network trouble, and a retry of a stored question returns it."""
+        cmid = client_msg_id or str(uuid.uuid4())
+        path = f"/api/webinars/{webinar_id}/questions"
+        for attempt in range(1, 6):
+            try:
+                response = await self._api.respond("POST", path,
+                                                   json={"content": content, "clientMsgId": cmid})
+            except TransientError:
+                if attempt == 5:
+                    raise
+                await asyncio.sleep(0.2 * 2 ** attempt)
+                continue
+            if response.status_code in (200, 409):
+                body = response.json()
+                if isinstance(body, dict) and isinstance(body.get("question"), dict):
+                    return self._question_seen(webinar_id, body["question"])
+            if response.status_code >= 500 and attempt < 5:
+                await asyncio.sleep(0.2 * 2 ** attempt)
+                continue
+            code, message = error_of(response)
+            raise (Banned if code in BAN_CODES else ApiError)(response.status_code, code,
+                                                              message)
+        raise AssertionError("unreachable")
+
+    async def vote(self, question_id: int, voted: bool = True) -> Question:
+        """Upvote a question (once: voting again changes nothing), or with `voted=False` take the
+        vote back. Returns its state, with `voted`."""
+        body = await self._api.request("POST", f"/api/questions/{question_id}/vote",
+                                       json={"voted": voted})
+        question = Question.from_payload(body.get("question"))
+        room = self._rooms.get(question.webinar_id)
+        if room is not None:
+            room.questions.remember_vote(question.id, voted)
+            room.questions.apply(question.id, question, question.seq)
+        return replace(question, voted=voted)
+
+    async def unvote(self, question_id: int) -> Question:
+        return await self.vote(question_id, False)
+
+    async def set_question_status(self, question_id: int, status: str) -> Question:
+        """`answered`, `dismissed` (hidden from attendees) or `open` (moderators and hosts)."""
+        if status not in QUESTION_STATUSES:
+            raise ValueError(f"status must be one of {QUESTION_STATUSES}")
+        body = await self._api.request("POST", f"/api/questions/{question_id}/status",
+                                       json={"status": status})
+        return self._question_seen(None, body.get("question"))
+
+    async def questions(self, webinar_id: int, *, sort: str = "votes") -> list[Question]:
+        """`GET …/questions`: every question this user may see, each with their own `voted`;
+        a joined room's `room.questions` takes them too."""
+        body = await self._api.get(f"/api/webinars/{webinar_id}/questions", {"sort": sort})
+        found = [Question.from_payload(raw) for raw in body.get("questions") or []]
+        room = self._rooms.get(webinar_id)
+        if room is not None:
+            room.questions.load(found)
+        return found
+
+    def _question_seen(self, webinar_id: int | None, raw: Any) -> Question:
+        question = Question.from_payload(raw)
+        room = self._rooms.get(question.webinar_id if webinar_id is None else webinar_id)
+        if room is not None:
+            room.questions.apply(question.id, question, question.seq)  # as its event will
+        return question
+
+    async def presence(self, webinar_id: int) -> int:
+        """`GET …/presence`: how many users are connected to the webinar now (by socket or
+        long-poll, staff included; approximate across server processes). A joined room's
+        `room.presence` takes it too; with a socket it also follows the server's frames."""
+        count = (await self._api.get(f"/api/webinars/{webinar_id}/presence")).get("count")
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise ChatError(f"presence: unexpected answer {count!r}")
+        room = self._rooms.get(webinar_id)
+        if room is not None:
+            room.presence = count
+        return count
 
     async def me(self) -> dict[str, Any]:
         """`GET /api/me`: `{user, webinars: [{id, title, chat_open}]}`."""

@@ -18,6 +18,7 @@ class ChangeType(enum.StrEnum):
     UPDATE = "UPDATE"
     DELETE = "DELETE"
     ROOM = "ROOM"  # the room state changed: `ChangeEvent.room` (docs/webinar-features.md)
+    QUESTION = "QUESTION"  # a Q&A question changed: `ChangeEvent.question` (client/questions.py)
 
 
 CHAT_MODES = ("everyone", "hosts_only", "read_only")
@@ -124,6 +125,58 @@ class ChatMessage:
         )
 
 
+QUESTION_STATUSES = ("open", "answered", "dismissed")
+
+
+@dataclass(frozen=True, slots=True)
+class Question:
+    """A Q&A question as the server showed it to this user. For an attendee a dismissed question
+    is redacted to `{id, webinar_id, hidden, seq}`: then `hidden` is True and the rest None.
+    `voted` is this user's own vote — personal, so never in events (None when unknown)."""
+
+    id: int
+    webinar_id: int
+    seq: int
+    hidden: bool = False
+    user_id: int | None = None
+    content: str | None = None
+    created_at: datetime | None = None
+    status: str | None = None  # open | answered | dismissed
+    votes: int = 0
+    display_name: str | None = None
+    author_role: str | None = None
+    voted: bool | None = None
+
+    @property
+    def answered(self) -> bool:
+        return self.status == "answered"
+
+    @classmethod
+    def from_payload(cls, data: Any) -> Question:
+        if not isinstance(data, Mapping):
+            raise ProtocolError(f"question must be an object, got {type(data).__name__}")
+        qid, webinar_id, seq = (_int(data.get("id")), _int(data.get("webinar_id")),
+                                _int(data.get("seq")))
+        if qid is None or webinar_id is None or seq is None:
+            raise ProtocolError(f"question needs integer id, webinar_id and seq: {dict(data)!r}")
+        if data.get("hidden") is True:
+            return cls(qid, webinar_id, seq, hidden=True)
+        status = data.get("status")
+        votes = _int(data.get("votes"))
+        content = data.get("content")
+        if status not in QUESTION_STATUSES or votes is None or votes < 0 \
+                or not isinstance(content, str):
+            raise ProtocolError(f"question needs status, votes and content: {dict(data)!r}")
+        user = data.get("user")
+        name = user.get("display_name") if isinstance(user, Mapping) else None
+        role = user.get("role") if isinstance(user, Mapping) else None
+        voted = data.get("voted")
+        return cls(qid, webinar_id, seq, False, _int(data.get("user_id")), content,
+                   _time(data.get("created_at")), status, votes,
+                   name if isinstance(name, str) else None, role if isinstance(role, str) else None,
+                   voted if isinstance(voted, bool) else None)
+
+
 @dataclass(frozen=True, slots=True)
 class ChangeEvent:
     """One change of a webinar's feed: `new` is the message's state (None once deleted),
@@ -135,6 +188,9 @@ class ChangeEvent:
     new: ChatMessage | None
     old_id: int | None
     room: RoomState | None = None  # ROOM events only (then `new` and `old_id` are None)
+    # QUESTION events only: the question's state (None if it is gone); `old_id` is its id and
+    # `new` None.
+    question: Question | None = None
 
     @property
     def message_id(self) -> int | None:
@@ -159,6 +215,15 @@ class ChangeEvent:
         raw_new = data.get("new")
         if kind is ChangeType.ROOM:
             return cls(webinar_id, seq, kind, None, None, RoomState.from_payload(raw_new))
+        if kind is ChangeType.QUESTION:
+            old = data.get("old")
+            qid = _int(old.get("id")) if isinstance(old, Mapping) else None
+            question = Question.from_payload(raw_new) if raw_new is not None else None
+            if qid is None:
+                qid = question.id if question is not None else None
+            if qid is None:
+                raise ProtocolError(f"QUESTION event without a question id: {dict(data)!r}")
+            return cls(webinar_id, seq, kind, None, qid, None, question)
         new = ChatMessage.from_payload(raw_new) if raw_new is not None else None
         old = data.get("old")
         old_id = _int(old.get("id")) if isinstance(old, Mapping) else None

@@ -267,6 +267,13 @@ class RealtimeLink:
             self._check_live()
         elif kind == "error":
             self._on_error(frame)
+        elif kind == "presence":
+            webinar_id = _topic_id(frame.get("topic"))
+            room = rooms.get(webinar_id) if webinar_id is not None else None
+            count = frame.get("count")
+            if (room is not None and isinstance(count, int) and not isinstance(count, bool)
+                    and count >= 0):
+                room.presence = count
 
     def _on_error(self, frame: dict[str, Any]) -> None:
         code = str(frame.get("code"))

@@ -18,6 +18,7 @@ from .conversation import Conversation
 from .errors import ApiError, ClientClosed, ProtocolError, TransientError
 from .feed import ChangeEvent, ChangeType, ChatMessage, RoomState, SeqTracker
 from .policy import backoff_delay, poll_retry_delay
+from .questions import QuestionBoard
 
 if TYPE_CHECKING:
     from .client import ChatClient
@@ -76,6 +77,11 @@ class Room:
         # Chat mode, slow mode, pinned announcement, and the feed seq that state is from.
         self.state = RoomState()
         self.state_seq = -1
+        # The Q&A (client/questions.py): from QUESTION events, the list and own votes.
+        self.questions = QuestionBoard()
+        # Users connected to the webinar now (a number, never who; None until known): from the
+        # socket's `presence` frames, and from `ChatClient.presence` (docs/sdk.md).
+        self.presence: int | None = None
 
     # --- public ----------------------------------------------------------------------------------
 
@@ -176,6 +182,9 @@ class Room:
             if event.type is ChangeType.ROOM:
                 assert event.room is not None
                 self.apply_room(event.room, event.seq)
+            elif event.type is ChangeType.QUESTION:
+                assert event.old_id is not None
+                self.questions.apply(event.old_id, event.question, event.seq)
             elif not self.conversation.apply(event):
                 log.warning("sdk_protocol_error", webinar_id=self.webinar_id, seq=event.seq,
                             error=f"{event.type} without a message id; ignored")

@@ -29,9 +29,13 @@ class ChangeOp(enum.StrEnum):
     # The webinar's room state (chat mode, slow mode, pinned announcement) changed; the event
     # carries the whole state (docs/webinar-features.md). Stored as kind `room`, op UPDATE.
     ROOM = "ROOM"
+    # A Q&A question was asked, voted on or changed status (docs/webinar-features.md, "Q&A"); the
+    # event carries the question's state. Stored as kind `question` (`message_id`: its id).
+    QUESTION = "QUESTION"
 
 
 CHAT_MODES = ("everyone", "hosts_only", "read_only")
+QUESTION_STATUSES = ("open", "answered", "dismissed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +71,26 @@ class Message:
 
 
 @dataclass(frozen=True, slots=True)
+class Question:
+    """A Q&A question (separate from the chat). `votes` counts its upvotes; `seq` is the feed
+    seq of its current state; `author_role` the asker's role when they asked (the badge)."""
+
+    id: int
+    agency_id: int
+    client_id: int
+    webinar_id: int
+    user_id: int
+    content: str
+    created_at: datetime
+    status: str  # QUESTION_STATUSES
+    votes: int
+    client_msg_id: str | None
+    seq: int
+    display_name: str
+    author_role: str = "attendee"
+
+
+@dataclass(frozen=True, slots=True)
 class Change:
     """One entry of a webinar's change feed. `message` is the state to show: the state written by
     this change when live, the *current* state when read back from the feed (None once deleted)."""
@@ -77,6 +101,9 @@ class Change:
     message_id: int
     message: Message | None
     room: RoomState | None = None  # set on ROOM changes (message_id 0, message None)
+    # Set on QUESTION changes (message_id: the question's id, message None): its state — the one
+    # written when live, the current one when read back.
+    question: Question | None = None
     # Wire encoding per audience, filled by `encode_event`: a change is encoded once and the same
     # bytes serve live fan-out, replays from the room's ring and long-poll answers.
     encoded: dict[Audience, bytes] = field(default_factory=dict, compare=False, repr=False)
@@ -119,6 +146,33 @@ def visible_to(message: Message, audience: Audience, viewer_id: int | None = Non
     return audience is Audience.STAFF or _attendee_may_see(message, viewer_id)
 
 
+def question_payload(question: Question, audience: Audience) -> dict[str, Any]:
+    """The question as `audience` sees it: the same rule as for messages — a dismissed question
+    is hidden from attendees, who get only the stub that lets a client drop it (its asker too)."""
+    if audience is Audience.ATTENDEE and not question_visible_to_attendees(question):
+        return {"id": question.id, "webinar_id": question.webinar_id, "hidden": True,
+                "seq": question.seq}
+    return {
+        "id": question.id,
+        "webinar_id": question.webinar_id,
+        "user_id": question.user_id,
+        "content": question.content,
+        "created_at": iso_utc(question.created_at),
+        "status": question.status,
+        "votes": question.votes,
+        "seq": question.seq,
+        "user": {"display_name": question.display_name, "role": question.author_role},
+    }
+
+
+def question_visible_to_attendees(question: Question) -> bool:
+    return question.status != "dismissed"
+
+
+def question_visible_to(question: Question, audience: Audience) -> bool:
+    return audience is Audience.STAFF or question_visible_to_attendees(question)
+
+
 def room_payload(room: RoomState) -> dict[str, Any]:
     pinned = None
     if room.pinned_content is not None:
@@ -130,10 +184,16 @@ def room_payload(room: RoomState) -> dict[str, Any]:
 
 def event_payload(change: Change, audience: Audience) -> dict[str, Any]:
     """`{seq, type, new, old}`; UPDATE and DELETE always carry `old.id`; ROOM carries the room
-    state in `new` and no `old`."""
+    state in `new` and no `old`; QUESTION the question's state in `new` (null if it is gone) and
+    its id in `old`."""
     if change.op is ChangeOp.ROOM:
         assert change.room is not None
         return {"seq": change.seq, "type": "ROOM", "new": room_payload(change.room), "old": None}
+    if change.op is ChangeOp.QUESTION:
+        new_question = (None if change.question is None
+                        else question_payload(change.question, audience))
+        return {"seq": change.seq, "type": "QUESTION", "new": new_question,
+                "old": {"id": change.message_id}}
     new = message_payload(change.message, audience) if change.message is not None else None
     old = None if change.op is ChangeOp.INSERT and change.message is not None else {"id": change.message_id}
     return {"seq": change.seq, "type": change.op.value, "new": new, "old": old}
@@ -174,6 +234,8 @@ def private_author(change: Change) -> int | None:
 
 
 def _redacted_for_attendees(change: Change) -> bool:
+    if change.question is not None:
+        return not question_visible_to_attendees(change.question)
     message = change.message
     return message is not None and (message.hidden or message.visibility == "staff")
 

@@ -26,7 +26,7 @@ from ..auth.tokens import TokenService
 from ..bus import Bus, create_bus
 from ..settings import Settings, resolve_jwt_secret
 from ..store import open_store
-from . import admin_api, http_api, moderation_api, responses, schemas
+from . import admin_api, http_api, moderation_api, questions_api, responses, schemas
 from .access_changes import access_changed
 from .client_events import ClientEventLedger
 from .errors import ApiError, JSONResponse, api_error_handler, error_response
@@ -36,6 +36,7 @@ from .metrics_server import start_metrics_server
 from .middleware import RequestContext
 from .origins import origin_policy
 from .pages import content_security_policy, page_routes
+from .presence import Presence, presence_endpoint
 from .rate_limits import TrustedProxies, create_rate_limiter, policies_from_settings
 from .realtime import heartbeat_loop, realtime_endpoint
 from .request_ids import RequestIds
@@ -118,6 +119,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                      "page size"))),
     Endpoint("GET", "/api/webinars/{webinar_id}", http_api.get_webinar,
              "Webinar and the caller's role", R.WebinarAnswer, statuses=(403, 404)),
+    Endpoint("GET", "/api/webinars/{webinar_id}/presence", presence_endpoint,
+             "How many users are connected to the webinar now (docs/webinar-features.md, "
+             "\"Presence\")", R.PresenceAnswer, statuses=(403, 404)),
     Endpoint("PATCH", "/api/webinars/{webinar_id}", http_api.update_webinar,
              "Set the chat mode and slow mode (host); a ROOM event for every viewer",
              R.WebinarAnswer, schemas.UpdateWebinar, statuses=(403, 404)),
@@ -161,6 +165,20 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("DELETE", "/api/webinars/{webinar_id}/bans/{user_id}", moderation_api.unban_user,
              "Unban, or end a timeout early (moderator/host, admin)", R.BanAnswer,
              statuses=(403, 404)),
+    Endpoint("POST", "/api/webinars/{webinar_id}/questions", questions_api.ask_question,
+             "Ask a Q&A question (idempotent by clientMsgId); a QUESTION event for every viewer",
+             R.QuestionCreated, schemas.AskQuestion, statuses=(403, 404, 409, 429)),
+    Endpoint("GET", "/api/webinars/{webinar_id}/questions", questions_api.list_questions,
+             "The Q&A questions with the caller's own votes (attendees: no dismissed ones)",
+             R.QuestionList, statuses=(403, 404),
+             query=(("sort", {"type": "string", "enum": ["votes", "newest"], "default": "votes"},
+                     "votes: most votes first; newest: newest first"),)),
+    Endpoint("POST", "/api/questions/{question_id}/vote", questions_api.vote_question,
+             "Upvote a question once, or take the vote back", R.QuestionVoted,
+             schemas.VoteQuestion, statuses=(403, 404)),
+    Endpoint("POST", "/api/questions/{question_id}/status", questions_api.set_question_status,
+             "Mark a question answered, dismiss it or reopen it (moderator/host)",
+             R.QuestionAnswer, schemas.SetQuestionStatus, statuses=(403, 404)),
     Endpoint("POST", "/api/metrics/events", http_api.client_events,
              "Monitoring events from the page and the SDK (batched; rate limited per session)",
              R.EventsAccepted, schemas.ClientEvents, statuses=(429,)),
@@ -215,8 +233,9 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
 def _text_rules(components: dict[str, Any], settings: Settings) -> None:
     """The content and display-name rules as patterns (text_rules.py builds them from its own
     sets), and the configured maximum message length."""
-    content = components["CreateMessage"]["properties"]["content"]
-    content.update(maxLength=settings.max_message_length, pattern=content_pattern())
+    for name in ("CreateMessage", "AskQuestion"):
+        content = components[name]["properties"]["content"]
+        content.update(maxLength=settings.max_message_length, pattern=content_pattern())
     for name in ("Signup", "CreateUser"):
         components[name]["properties"]["display_name"]["pattern"] = display_name_pattern()
 
@@ -359,6 +378,8 @@ def create_app(settings: Settings, *, bus: Bus | None = None,
                          events, limits)
         hub.access_changed = lambda webinar_id, user_id: access_changed(state, webinar_id,
                                                                          user_id)
+        presence = state.presence = Presence(hub, chat_bus, metrics, settings, wire=text_frame)
+        presence.start()
         app.state.chat = state
         metrics.attach(state)
         heartbeat = asyncio.create_task(heartbeat_loop(state))
@@ -370,6 +391,7 @@ def create_app(settings: Settings, *, bus: Bus | None = None,
             if metrics_port is not None:
                 metrics_port.close()
             heartbeat.cancel()
+            presence.close()
             for task in list(state.background):
                 task.cancel()
             for connection in list(state.connections):

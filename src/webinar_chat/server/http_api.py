@@ -385,6 +385,8 @@ async def list_changes(request: Request) -> Response:
     room = await state.hub.room(webinar_id)
     if wait > 0:
         state.slow_polls += 1
+        if state.presence is not None:
+            state.presence.polled(webinar_id, user_id)
         await state.hub.wait_for_change(room, after_seq, wait)
         # A ban during the wait: the answer must not carry what the user may no longer see
         # (a cache hit when nothing changed; access_changes.py drops the entry when it did).

@@ -151,6 +151,8 @@ class WebinarChatHttpProtocol(HttpToolsProtocol):
         if request.after_seq > released:
             return False  # ahead of this process: the feed decides (slow path)
         room.last_used = now
+        if state.presence is not None:
+            state.presence.polled(request.webinar_id, claims.user_id)
         key = (access.audience, request.after_seq, request.limit, 0)
         request_id = request.request_id or state.request_ids.new().encode()
         poll = FastPoll(self, cycle, app, room, key, request_id, claims.user_id)

@@ -340,6 +340,8 @@ class RealtimeConnection:
                 self.write(action.data)
             elif isinstance(action, Subscribe):
                 self.state.hub.subscribe(action.subscription)
+                if self.state.presence is not None:
+                    self.state.presence.joined(action.subscription)
             elif isinstance(action, Unsubscribe):
                 self.state.hub.unsubscribe(action.subscription)
             elif isinstance(action, CheckAccess):

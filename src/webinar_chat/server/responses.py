@@ -59,6 +59,8 @@ class Error(Answer):
     retry_after: float | None = Optional("429: seconds to wait before retrying")
     message: Message | None = Optional("409 duplicate: the message stored earlier with this "
                                        "clientMsgId")
+    question: Question | None = Optional("409 duplicate question: the question stored earlier "
+                                         "with this clientMsgId")
     banned_until: str | None = Field(None, description="403 `timed_out`: when the timeout ends "
                                      "(RFC 3339, UTC); 403 `banned`: null (permanent)")
 
@@ -207,9 +209,74 @@ class RoomEvent(Answer):
     old: None
 
 
+# --- Q&A (docs/webinar-features.md) ---------------------------------------------------------------
+
+QuestionStatus = Literal["open", "answered", "dismissed"]
+
+
+class VisibleQuestion(Answer):
+    id: Id
+    webinar_id: Id
+    user_id: Id
+    content: str
+    created_at: str = Field(description="RFC 3339, UTC, milliseconds", json_schema_extra={
+        "format": "date-time"})
+    status: QuestionStatus
+    votes: int = Field(ge=0)
+    seq: Seq = Field(description="The change-feed seq of its current state")
+    user: Author
+
+
+class HiddenQuestion(Answer):
+    """What an attendee gets of a dismissed question: that it exists and is gone from view."""
+
+    id: Id
+    webinar_id: Id
+    hidden: Literal[True]
+    seq: Seq
+
+
+Question = VisibleQuestion | HiddenQuestion
+
+
+class ListedQuestion(VisibleQuestion):
+    voted: bool = Field(description="Whether the caller upvoted it (personal: not in events)")
+
+
+class QuestionEvent(Answer):
+    seq: Seq
+    type: Literal["QUESTION"]
+    new: Question | None = Field(description="The question's state; null if it is gone")
+    old: OldRef
+
+
+class QuestionCreated(Answer):
+    success: Literal[True]
+    question: VisibleQuestion
+
+
+class QuestionVoted(Answer):
+    success: Literal[True]
+    question: Question
+    voted: bool = Field(description="Whether the caller's vote is now counted")
+
+
+class QuestionAnswer(Answer):
+    success: Literal[True]
+    question: Question
+
+
+class QuestionList(Answer):
+    success: Literal[True]
+    questions: list[ListedQuestion] = Field(description=(
+        "By `sort`: votes (most first, then oldest) or newest; attendees get no dismissed ones"))
+    has_more: bool = Field(description="More questions than one answer carries (1000)")
+    last_seq: Seq = Field(description="The webinar's feed position read before the list")
+
+
 class ChangePage(Answer):
     success: Literal[True]
-    changes: list[ChangeEvent | RoomEvent]
+    changes: list[ChangeEvent | RoomEvent | QuestionEvent]
     last_seq: Seq
     has_more: bool
 
@@ -278,6 +345,19 @@ class TranscriptDeletedMessage(Answer):
     deleted_at: Timestamp
 
 
+class TranscriptQuestion(Answer):
+    """A Q&A question as it is stored, dismissed or not."""
+
+    id: Id
+    seq: Seq = Field(description="The change-feed seq of its current state")
+    created_at: Timestamp
+    user_id: Id
+    display_name: str = Field(description="The asker's display name now")
+    content: str
+    status: QuestionStatus
+    votes: int = Field(ge=0)
+
+
 class Transcript(Answer):
     """`GET /api/webinars/{id}/export?format=json`: the webinar's every message by id, deleted
     ones included. Sections added later (Q&A `questions`) come as new keys after `messages`."""
@@ -286,6 +366,8 @@ class Transcript(Answer):
     exported_at: Timestamp = Field(description="When the export started")
     messages: list[TranscriptMessage | TranscriptDeletedMessage] = Field(
         description="Ascending by id; each page as the database held it when it was read")
+    questions: list[TranscriptQuestion] = Field(
+        description="The Q&A questions, every status, ascending by id, with their votes")
 
 
 # --- admin ---------------------------------------------------------------------------------------
@@ -390,7 +472,14 @@ class BanList(Answer):
     bans: list[BannedUser] = Field(description="Banned and timed-out users now, by user id")
 
 
-Error.model_rebuild()  # `Message` is defined after it
+class PresenceAnswer(Answer):
+    success: Literal[True]
+    count: int = Field(ge=0, description="Users connected to the webinar now, by socket or "
+                       "long-poll, staff included; approximate across processes (a few seconds "
+                       "late, a user on two processes counted twice). Nobody is named")
+
+
+Error.model_rebuild()  # `Message` and `Question` are defined after it
 
 
 def respond(model: type[Answer], *, http_status: int = 200,

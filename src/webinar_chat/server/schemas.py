@@ -72,6 +72,37 @@ class HideMessage(Body):
     hidden: StrictBool
 
 
+class AskQuestion(Body):
+    """A Q&A question (docs/webinar-features.md, "Q&A"): the text rules of a message."""
+
+    content: Annotated[StrictStr, Field(
+        min_length=1, description="Trimmed before it is stored. At most MAX_MESSAGE_LENGTH "
+        "characters; no control characters but newline, tab and CR; not only spaces")]
+    clientMsgId: StrictStr | None = Field(
+        default=None, json_schema_extra={"format": "uuid"},
+        description="UUID chosen by the client once per question; re-sends reuse it "
+        "(idempotency key). Stored in lower case")
+
+    @field_validator("clientMsgId")
+    @classmethod
+    def _uuid(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if _UUID_TEXT.fullmatch(value) is None:
+            raise ValueError("must be a UUID (8-4-4-4-12 hex digits)")
+        return str(uuid.UUID(value))
+
+
+class VoteQuestion(Body):
+    voted: StrictBool = Field(description="true: upvote (once per user); false: take it back")
+
+
+class SetQuestionStatus(Body):
+    status: Literal["open", "answered", "dismissed"] = Field(
+        description="answered: marked as answered; dismissed: hidden from attendees; open: "
+        "reopened")
+
+
 # Something, an @, something; no space anywhere. The spaces are listed, not `\s`, which means
 # different characters to pydantic's Rust engine and to ECMA-262 (text_rules.py).
 EMAIL_PATTERN = f"^[^@{WHITESPACE}]+@[^@{WHITESPACE}]+$"

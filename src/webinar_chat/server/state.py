@@ -20,6 +20,7 @@ from .rate_limits import RateLimiter
 from .request_ids import RequestIds
 
 if TYPE_CHECKING:
+    from .presence import Presence
     from .realtime import RealtimeConnection
 
 
@@ -42,6 +43,7 @@ class AppState:
     fast_polls: int = 0  # long-polls answered without ASGI (http_protocol.py; a metrics seam)
     slow_polls: int = 0  # long-polls (wait > 0) answered through Starlette (http_api.py)
     openapi: bytes | None = None  # the OpenAPI document, built on its first request (app.py)
+    presence: Presence | None = None  # connected users per webinar (presence.py)
 
     def drain(self) -> None:
         """Shutdown has begun: close every socket with 1001 and answer every long-poll now."""

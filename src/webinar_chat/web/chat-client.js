@@ -10,6 +10,7 @@ import {
   serializeOutbox, shouldUseFallback, topicFor,
 } from './chat-core.js';
 import { BAN_CODES, banFrom, banRecheckDelay } from './chat-core.js';
+import { QuestionBoard } from './chat-core.js';
 
 export * from './chat-core.js';
 
@@ -19,6 +20,9 @@ const CATCH_UP_PAGE = 500;
 // Client close codes (4000–4999 are the application's): the socket was declared dead.
 const CLOSE_SILENT = 4001;
 const AUTH_ERRORS = new Set(['token_expired', 'unauthorized', 'invalid_token']);
+// In the long-poll fallback the presence count is read from its endpoint this often (a socket
+// gets `presence` frames instead; docs/webinar-features.md, "Presence").
+export const PRESENCE_REFRESH_MS = 10_000;
 
 /** Timers, clock, randomness and browser state, injectable for tests. */
 export function browserEnv(overrides = {}) {
@@ -245,6 +249,11 @@ export class RealtimeConnection {
       case 'error':
         this._error(frame, entry);
         break;
+      case 'presence':
+        if (entry && Number.isInteger(frame.count) && frame.count >= 0) {
+          for (const l of [...entry.listeners]) l.onPresence?.(frame.count);
+        }
+        break;
       case 'hello':
       case 'heartbeat':
       case 'auth_ok':
@@ -391,6 +400,9 @@ export class ChatClient {
     this.banTimer = null;
     this.banChecking = false;
     this.bans = new Map(); // staff: userId → until (ms|null) of the webinar's current bans
+    this.questions = new QuestionBoard(); // the Q&A, kept from QUESTION events and the list
+    this.presence = null; // users connected to the webinar now (a number only), null: not known
+    this.presenceTimer = null;
   }
 
   subscribe(fn) {
@@ -434,6 +446,7 @@ export class ChatClient {
     const history = await this._loadHistory();
     if (this.stopped) return;
     if (!history) return;
+    this.loadQuestions(); // not awaited: the board takes the list and the events in any order
     this._restoreOutbox();
     this._emit('timeline');
     this.unsubscribe = this.connection.subscribe(this.topic, {
@@ -447,9 +460,11 @@ export class ChatClient {
       onError: (frame) => (banFrom(frame) ? this._banned(banFrom(frame))
         : this._fatal(frame.message || 'You cannot follow this chat', 403)),
       onAuthLost: () => this._authLost(),
+      onPresence: (count) => this._setPresence(count),
     });
     this._evaluate();
     this.flush();
+    this._schedulePresence();
   }
 
   async _loadHistory() {
@@ -504,6 +519,7 @@ export class ChatClient {
     if (this.wake) this.wake();
     if (this.catchUpTimer !== null) this.env.clearTimeout(this.catchUpTimer);
     if (this.banTimer !== null) this.env.clearTimeout(this.banTimer);
+    if (this.presenceTimer !== null) this.env.clearTimeout(this.presenceTimer);
     for (const entry of this.outbox.values()) this._clearEntryTimers(entry);
     this.listeners.clear();
   }
@@ -523,15 +539,49 @@ export class ChatClient {
     return false;
   }
 
+  // --- presence ---------------------------------------------------------------------------------
+
+  _setPresence(count) {
+    if (this.stopped || count === this.presence) return;
+    this.presence = count;
+    this._emit('presence', { count });
+  }
+
+  /** In the fallback, read the count every PRESENCE_REFRESH_MS (the socket pushes it). */
+  _schedulePresence() {
+    if (this.stopped) return;
+    this.presenceTimer = this.env.setTimeout(async () => {
+      this.presenceTimer = null;
+      if (this.fallback && !this.ban && this.env.isVisible()) await this.refreshPresence();
+      this._schedulePresence();
+    }, PRESENCE_REFRESH_MS);
+  }
+
+  /** GET /api/webinars/{id}/presence; the count, or null when it could not be read. */
+  async refreshPresence() {
+    const r = await this.auth.api('GET', `/api/webinars/${this.webinarId}/presence`);
+    if (r.status === 200 && Number.isInteger(r.body?.count)) {
+      this._setPresence(r.body.count);
+      return r.body.count;
+    }
+    return null;
+  }
+
   // --- receiving --------------------------------------------------------------------------------
 
   _ingest(events, source) {
     if (this.lastSeq === null || this.stopped) return;
     const { ready, held, gap } = sequenceEvents(this.lastSeq, this.held.concat(events));
     let changed = false;
+    let questionsChanged = false;
     for (const event of ready) {
       if (event && event.type === 'ROOM') {
         this._applyRoom(event, source);
+        this.lastSeq = event.seq;
+        continue;
+      }
+      if (event && event.type === 'QUESTION') {
+        questionsChanged = this.questions.applyEvent(event) || questionsChanged;
         this.lastSeq = event.seq;
         continue;
       }
@@ -547,6 +597,7 @@ export class ChatClient {
       this._catchUp();
     }
     if (changed) this._emit('timeline', { live: true });
+    if (questionsChanged) this._emit('questions', { live: true });
   }
 
   _applyRoom(event, source) {
@@ -1082,6 +1133,71 @@ export class ChatClient {
       return { ok: true, blob: await response.blob(), filename };
     }
     return { ok: false, error: 'Your session has expired' };
+  }
+
+  // --- Q&A (docs/webinar-features.md, "Q&A") ----------------------------------------------------
+
+  /** The list with the viewer's own votes, into the board. → {ok, error?} */
+  async loadQuestions() {
+    const r = await this.auth.api('GET', `/api/webinars/${this.webinarId}/questions?sort=votes`);
+    if (this.stopped) return { ok: false };
+    if (r.status !== 200 || !r.body?.success) {
+      this.log.warn('questions_load_failed', { status: r.status });
+      return { ok: false, error: r.body?.error || `Error ${r.status}` };
+    }
+    if (this.questions.load(r.body.questions)) this._emit('questions');
+    return { ok: true };
+  }
+
+  /** Ask a question: idempotent (one clientMsgId, re-sent after a network error or a 5xx; a
+   * 409 carries the stored question). → {ok, question?, error?} */
+  async askQuestion(content) {
+    const clientMsgId = newClientMsgId();
+    let r = null;
+    for (let attempt = 0; attempt < 4; attempt += 1) {
+      if (attempt > 0) {
+        await new Promise((resolve) => {
+          this.env.setTimeout(resolve, retryDelay(attempt, this.config, this.env.random));
+        });
+      }
+      if (this.stopped) return { ok: false, error: 'Stopped' };
+      r = await this.auth.api('POST', `/api/webinars/${this.webinarId}/questions`,
+        { body: { content, clientMsgId }, timeoutMs: 10000 });
+      if (r.status !== 0 && r.status < 500) break;
+    }
+    if ((r.status === 200 || r.status === 409) && r.body?.question) {
+      this._questionAnswer(r.body.question);
+      return { ok: true, question: r.body.question };
+    }
+    const error = r.body?.error || (r.status === 0 ? 'No connection' : `Error ${r.status}`);
+    this.log.warn('question_failed', { status: r.status, error });
+    return { ok: false, error, retryAfterS: r.body?.retry_after ?? null };
+  }
+
+  /** Upvote (`voted`) or take the vote back. → {ok, error?} */
+  async voteQuestion(id, voted) {
+    const r = await this.auth.api('POST', `/api/questions/${id}/vote`, { body: { voted } });
+    if (r.status !== 200 || !r.body?.question) return this._actionFailed(r, 'vote on', 'it');
+    this.questions.rememberVote(id, r.body.voted);
+    this._questionAnswer(r.body.question, true);
+    return { ok: true };
+  }
+
+  /** Staff: `answered`, `dismissed` or `open`. → {ok, error?} */
+  async setQuestionStatus(id, status) {
+    const r = await this.auth.api('POST', `/api/questions/${id}/status`, { body: { status } });
+    if (r.status !== 200 || !r.body?.question) {
+      return this._actionFailed(r, 'change', 'the question');
+    }
+    this._questionAnswer(r.body.question);
+    return { ok: true };
+  }
+
+  // An answer carries the question's state at its seq: applied like the event it produced.
+  _questionAnswer(question, force = false) {
+    if (this.questions.apply(question.id, question, question.seq) || force) {
+      this._emit('questions');
+    }
   }
 
   // --- host controls: chat mode, slow mode, pinned announcement --------------------------------

@@ -629,3 +629,97 @@ export function safeNextPath(next) {
   if (typeof next !== 'string') return null;
   return /^\/webinars\/\d{1,18}(\?[A-Za-z0-9_=&.%-]*)?$/.test(next) ? next : null;
 }
+
+// --- Q&A (docs/webinar-features.md, "Q&A") ------------------------------------------------------
+
+export const QUESTION_SORTS = ['votes', 'newest'];
+export const QUESTION_STATUSES = ['open', 'answered', 'dismissed'];
+
+/**
+ * The webinar's questions as this viewer sees them, kept from QUESTION events, list answers and
+ * the viewer's own answers with one rule: per question, the state of the highest seq wins, so a
+ * page that replayed, long-polled or reloaded ends where one that watched live does. A `null`
+ * state or a redacted stub (`{id, webinar_id, hidden: true, seq}`: dismissed, for attendees)
+ * removes it from view. The viewer's own votes (`voted`) are personal and never in events: they
+ * come from the list and from their own toggles.
+ */
+export class QuestionBoard {
+  constructor() {
+    this.questions = new Map(); // id → payload
+    this.seqs = new Map(); // id → seq of the state held (removed ones too)
+    this.votes = new Map(); // id → the viewer's vote
+  }
+
+  /** Take `state` of question `id` at feed position `seq`. → whether it changed anything. */
+  apply(id, state, seq) {
+    if (!Number.isInteger(id) || !Number.isInteger(seq)) return false;
+    if (seq <= (this.seqs.get(id) ?? -1)) return false;
+    this.seqs.set(id, seq);
+    if (!state || state.hidden === true) return this.questions.delete(id);
+    const { voted, ...shared } = state;
+    this.questions.set(id, shared);
+    return true;
+  }
+
+  /** A QUESTION event `{seq, type, new, old: {id}}`. */
+  applyEvent(event) {
+    const id = event?.old?.id ?? event?.new?.id;
+    return this.apply(id, event?.new ?? null, event?.seq);
+  }
+
+  /** A list answer's questions, each with the viewer's `voted`. → whether anything changed. */
+  load(questions) {
+    let changed = false;
+    for (const q of questions || []) {
+      if (this.apply(q.id, q, q.seq)) changed = true;
+      if (typeof q.voted === 'boolean' && this.votes.get(q.id) !== q.voted) {
+        this.votes.set(q.id, q.voted);
+        changed = true;
+      }
+    }
+    return changed;
+  }
+
+  rememberVote(id, voted) {
+    this.votes.set(id, Boolean(voted));
+  }
+
+  voted(id) {
+    return this.votes.get(id) === true;
+  }
+
+  get(id) {
+    const q = this.questions.get(id);
+    return q ? { ...q, voted: this.voted(id) } : null;
+  }
+
+  get size() {
+    return this.questions.size;
+  }
+
+  /** Open questions shown (the tab's count). */
+  openCount() {
+    let n = 0;
+    for (const q of this.questions.values()) if (q.status === 'open') n += 1;
+    return n;
+  }
+
+  /** The questions in the server's orders: `votes` (most first, then oldest) or `newest`. */
+  sorted(by = 'votes') {
+    const list = [...this.questions.values()];
+    if (by === 'newest') list.sort((a, b) => b.id - a.id);
+    else list.sort((a, b) => (b.votes - a.votes) || (a.id - b.id));
+    return list.map((q) => ({ ...q, voted: this.voted(q.id) }));
+  }
+}
+
+/** The staff's buttons for a question of `status`; attendees get none. */
+export function questionActions({ staff = false, status = 'open' } = {}) {
+  if (!staff) return [];
+  if (status === 'open') return ['answered', 'dismissed'];
+  if (status === 'answered') return ['open', 'dismissed'];
+  return ['open'];
+}
+
+export const QUESTION_ACTION_TEXT = Object.freeze({ answered: 'Mark answered',
+  dismissed: 'Dismiss', open: 'Reopen' });

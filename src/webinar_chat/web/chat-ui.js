@@ -148,10 +148,13 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
     h('label', { for: 'pin-input' }, 'Announcement'), pinInput, pinButton));
 
   const who = h('span', { className: 'who' });
+  // Presence: how many are connected now, by socket or long-poll — a number, never who
+  // (docs/webinar-features.md, "Presence"). A narrow header keeps the icon and the number.
+  const presence = h('span', { className: 'presence', id: 'presence', role: 'img', hidden: true });
   const logout = h('button', { className: 'button ghost small', type: 'button' }, 'Log out');
   const header = h('header', { className: 'chat-header' },
     h('div', { className: 'chat-heading' }, title, subtitle),
-    h('div', { className: 'chat-tools' }, status, who, settingsButton, logout));
+    h('div', { className: 'chat-tools' }, status, presence, who, settingsButton, logout));
 
   const banner = h('div', { className: 'banner', id: 'notice-banner', role: 'alert', hidden: true });
 
@@ -230,6 +233,33 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
         : 'Write a message…';
     root.dataset.role = client.role || '';
     root.dataset.ready = '1';
+  }
+
+  function renderPresence() {
+    const count = client.presence;
+    presence.hidden = !Number.isInteger(count);
+    if (presence.hidden) return;
+    const label = `${count} ${count === 1 ? 'person' : 'people'} online`;
+    presence.setAttribute('aria-label', label);
+    presence.title = `${label} now`;
+    presence.replaceChildren(peopleIcon(), `${count}`,
+      h('span', { className: 'presence-word' }, ' online'));
+  }
+
+  /** Two people (an inline SVG, not the 👥 emoji: many kiosk and Linux fonts have none). */
+  function peopleIcon() {
+    const ns = 'http://www.w3.org/2000/svg';
+    const svg = document.createElementNS(ns, 'svg');
+    for (const [k, v] of Object.entries({ viewBox: '0 0 24 24', width: '14', height: '14',
+      fill: 'currentColor', 'aria-hidden': 'true', focusable: 'false', class: 'presence-icon' })) {
+      svg.setAttribute(k, v);
+    }
+    const path = document.createElementNS(ns, 'path');
+    path.setAttribute('d', 'M9 11a3.5 3.5 0 1 0 0-7 3.5 3.5 0 0 0 0 7Zm0 2c-3.3 0-7 1.6-7 4.2V20h14'
+      + 'v-2.8C16 14.6 12.3 13 9 13Zm7.5-2a3 3 0 1 0-1.2-5.8 5.4 5.4 0 0 1 0 5.6c.4.1.8.2 1.2.2Zm1.3'
+      + ' 2.2A5.6 5.6 0 0 1 18 17.2V20h4v-2.6c0-2.1-2-3.6-4.2-4.2Z');
+    svg.append(path);
+    return svg;
   }
 
   function renderPinned(w) {
@@ -811,6 +841,9 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
       case 'webinar':
         renderHeader();
         break;
+      case 'presence':
+        renderPresence();
+        break;
       case 'timeline':
         renderTimeline({ prepended: event.prepended || 0 });
         break;
@@ -867,6 +900,7 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
   renderStatus();
   renderTimeline();
   if (client.webinar) renderHeader();
+  renderPresence();
   updateCounter();
   input.focus();
 
