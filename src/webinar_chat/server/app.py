@@ -233,7 +233,7 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
 def _text_rules(components: dict[str, Any], settings: Settings) -> None:
     """The content and display-name rules as patterns (text_rules.py builds them from its own
     sets), and the configured maximum message length."""
-    for name in ("CreateMessage", "AskQuestion"):
+    for name in ("CreateMessage", "AskQuestion", "SetPinned"):
         content = components[name]["properties"]["content"]
         content.update(maxLength=settings.max_message_length, pattern=content_pattern())
     for name in ("Signup", "CreateUser"):

@@ -196,7 +196,10 @@ def _mode(chat_mode: str | None, chat_open: bool | None) -> str | None:
 
 
 class SetPinned(Body):
-    content: StrictStr = Field(description="The announcement; the text rules of messages apply")
+    content: Annotated[StrictStr, Field(
+        min_length=1, description="The announcement, with the text rules of a message: trimmed "
+        "before it is stored, at most MAX_MESSAGE_LENGTH characters, no control characters but "
+        "newline, tab and CR, not only spaces")]
 
 
 class CreateUser(NewAccount):
