@@ -11,6 +11,7 @@ import {
 } from './chat-core.js';
 import { BAN_CODES, banFrom, banRecheckDelay } from './chat-core.js';
 import { QuestionBoard } from './chat-core.js';
+import { serverErrorText, t } from './i18n.js';
 
 export * from './chat-core.js';
 
@@ -430,9 +431,8 @@ export class ChatClient {
     if (webinar.status === 401 || me.status === 401) return this._authLost();
     if (banFrom(webinar.body)) return this._banned(banFrom(webinar.body));
     if (webinar.status !== 200 || !webinar.body?.webinar) {
-      return this._fatal(webinar.body?.error
-        || (webinar.status === 0 ? 'Cannot reach the server' : `Error ${webinar.status}`),
-      webinar.status);
+      return this._fatal(serverErrorText(webinar.body, webinar.status,
+        webinar.status === 0 ? t('error.cannotReach') : null), webinar.status);
     }
     this.webinar = webinar.body.webinar;
     // The feed position the room state was read at: ROOM events above it replace it.
@@ -458,7 +458,7 @@ export class ChatClient {
         this._evaluate();
       },
       onError: (frame) => (banFrom(frame) ? this._banned(banFrom(frame))
-        : this._fatal(frame.message || 'You cannot follow this chat', 403)),
+        : this._fatal(serverErrorText(frame, 403, t('error.cannotFollow')), 403)),
       onAuthLost: () => this._authLost(),
       onPresence: (count) => this._setPresence(count),
     });
@@ -483,7 +483,7 @@ export class ChatClient {
       if (r.status === 401) return this._authLost();
       if (banFrom(r.body)) return this._banned(banFrom(r.body));
       if (r.status !== 0 && r.status < 500) {
-        return this._fatal(r.body?.error || `Error ${r.status}`, r.status);
+        return this._fatal(serverErrorText(r.body, r.status), r.status);
       }
       this.log.warn('history_load_failed', { status: r.status });
       await this._sleep(pollRetryDelay(this.config, this.env.random));
@@ -497,7 +497,7 @@ export class ChatClient {
     const r = await this.auth.api('GET',
       `/api/webinars/${this.webinarId}/messages?before=${oldest}&limit=${HISTORY_PAGE}`);
     if (r.status !== 200 || !r.body?.success) {
-      this._emit('notice', { level: 'error', text: 'Could not load earlier messages.' });
+      this._emit('notice', { level: 'error', text: t('error.loadEarlier') });
       return 0;
     }
     let added = 0;
@@ -700,7 +700,7 @@ export class ChatClient {
         if (r.status === 401) return void this._authLost();
         if (banFrom(r.body)) return void this._banned(banFrom(r.body));
         if (r.status === 403 || r.status === 404) {
-          return void this._fatal(r.body?.error || 'You cannot follow this chat', r.status);
+          return void this._fatal(serverErrorText(r.body, r.status, t('error.cannotFollow')), r.status);
         }
         this.log.info('poll_failed', { status: r.status });
         await this._sleep(pollRetryDelay(this.config, this.env.random));
@@ -787,7 +787,7 @@ export class ChatClient {
     if (!text) return { ok: false, reason: 'empty' };
     if (text.length > MAX_MESSAGE_LENGTH) {
       return { ok: false, reason: 'too_long',
-        error: `Messages can be at most ${MAX_MESSAGE_LENGTH} characters.` };
+        error: t('error.tooLong', { n: MAX_MESSAGE_LENGTH }) };
     }
     if (!this.user || this.fatal) return { ok: false, reason: 'unavailable' };
     const now = this.env.now();
@@ -904,7 +904,7 @@ export class ChatClient {
     } else if (result.kind === 'retry') {
       this._scheduleRetry(entry);
     } else if (result.kind === 'auth') {
-      this._setEntryState(entry, 'pending', 'Waiting for you to log in again');
+      this._setEntryState(entry, 'pending', t('error.waitingForLogin'));
       this._authLost();
     } else if (entry.fresh && entry.attempts === 1) {
       // Rejected at once (slow mode, closed chat, too long …): give the text back to the user.
@@ -928,7 +928,7 @@ export class ChatClient {
   _retryAfter(entry, seconds) {
     entry.limited = (entry.limited || 0) + 1;
     entry.notBefore = this.env.now() + seconds * 1000;
-    this._setEntryState(entry, 'pending', `Sending too fast: retrying in ${seconds} s`);
+    this._setEntryState(entry, 'pending', t('error.tooFast', { n: seconds }));
     this._persistOutbox();
     entry.retryTimer = this.env.setTimeout(() => {
       entry.retryTimer = null;
@@ -939,7 +939,7 @@ export class ChatClient {
 
   _scheduleRetry(entry) {
     if (entry.attempts - (entry.limited || 0) >= this.config.maxSendAttempts) {
-      this._setEntryState(entry, 'failed', 'The server could not be reached. Try again.');
+      this._setEntryState(entry, 'failed', t('error.unreachable'));
       this._persistOutbox();
       return;
     }
@@ -1036,7 +1036,7 @@ export class ChatClient {
     if (r.status === 401) return void this._authLost();
     if (r.status !== 200) {
       if (r.status === 403 || r.status === 404) {
-        return void this._fatal(r.body?.error || 'You cannot follow this chat', r.status);
+        return void this._fatal(serverErrorText(r.body, r.status, t('error.cannotFollow')), r.status);
       }
       return void this._banned(this.ban); // the server is unreachable: try again later
     }
@@ -1082,7 +1082,7 @@ export class ChatClient {
     const r = await this.auth.api('POST', `/api/webinars/${this.webinarId}/bans`,
       { body: { user_id: userId, duration_s: seconds } });
     if (r.status !== 200 || !r.body?.ban) {
-      return this._actionFailed(r, seconds ? 'time out' : 'ban', 'the user');
+      return this._actionFailed(r, seconds ? 'timeout' : 'ban');
     }
     const until = r.body.ban.banned_until ? Date.parse(r.body.ban.banned_until) : null;
     this.bans.set(userId, until);
@@ -1093,7 +1093,7 @@ export class ChatClient {
   /** Staff: end a user's ban or timeout. → {ok, error?} */
   async unbanUser(userId) {
     const r = await this.auth.api('DELETE', `/api/webinars/${this.webinarId}/bans/${userId}`);
-    if (r.status !== 200) return this._actionFailed(r, 'unban', 'the user');
+    if (r.status !== 200) return this._actionFailed(r, 'unban');
     this.bans.delete(userId);
     this._emit('timeline');
     return { ok: true };
@@ -1115,7 +1115,7 @@ export class ChatClient {
         response = await this.auth.fetch(path, { headers: token
           ? { Authorization: `Bearer ${token}` } : {}, cache: 'no-store' });
       } catch {
-        return this._actionFailed({ status: 0, body: null }, 'download', 'the transcript');
+        return this._actionFailed({ status: 0, body: null }, 'download');
       }
       if (response.status === 401 && attempt === 0 && await this.auth.refresh(token)) continue;
       if (!response.ok) {
@@ -1125,14 +1125,14 @@ export class ChatClient {
         } catch {
           body = null;
         }
-        return this._actionFailed({ status: response.status, body }, 'download', 'the transcript');
+        return this._actionFailed({ status: response.status, body }, 'download');
       }
       const disposition = response.headers.get('Content-Disposition') || '';
       const match = /filename="([^"]+)"/.exec(disposition);
       const filename = match ? match[1] : `webinar-${this.webinarId}-transcript.${format}`;
       return { ok: true, blob: await response.blob(), filename };
     }
-    return { ok: false, error: 'Your session has expired' };
+    return { ok: false, error: t('error.sessionExpired') };
   }
 
   // --- Q&A (docs/webinar-features.md, "Q&A") ----------------------------------------------------
@@ -1143,7 +1143,7 @@ export class ChatClient {
     if (this.stopped) return { ok: false };
     if (r.status !== 200 || !r.body?.success) {
       this.log.warn('questions_load_failed', { status: r.status });
-      return { ok: false, error: r.body?.error || `Error ${r.status}` };
+      return { ok: false, error: serverErrorText(r.body, r.status) };
     }
     if (this.questions.load(r.body.questions)) this._emit('questions');
     return { ok: true };
@@ -1169,7 +1169,7 @@ export class ChatClient {
       this._questionAnswer(r.body.question);
       return { ok: true, question: r.body.question };
     }
-    const error = r.body?.error || (r.status === 0 ? 'No connection' : `Error ${r.status}`);
+    const error = serverErrorText(r.body, r.status);
     this.log.warn('question_failed', { status: r.status, error });
     return { ok: false, error, retryAfterS: r.body?.retry_after ?? null };
   }
@@ -1177,7 +1177,7 @@ export class ChatClient {
   /** Upvote (`voted`) or take the vote back. → {ok, error?} */
   async voteQuestion(id, voted) {
     const r = await this.auth.api('POST', `/api/questions/${id}/vote`, { body: { voted } });
-    if (r.status !== 200 || !r.body?.question) return this._actionFailed(r, 'vote on', 'it');
+    if (r.status !== 200 || !r.body?.question) return this._actionFailed(r, 'vote');
     this.questions.rememberVote(id, r.body.voted);
     this._questionAnswer(r.body.question, true);
     return { ok: true };
@@ -1187,7 +1187,7 @@ export class ChatClient {
   async setQuestionStatus(id, status) {
     const r = await this.auth.api('POST', `/api/questions/${id}/status`, { body: { status } });
     if (r.status !== 200 || !r.body?.question) {
-      return this._actionFailed(r, 'change', 'the question');
+      return this._actionFailed(r, 'questionStatus');
     }
     this._questionAnswer(r.body.question);
     return { ok: true };
@@ -1204,24 +1204,24 @@ export class ChatClient {
 
   /** Host: `everyone` | `hosts_only` | `read_only`. → {ok, error?} */
   setChatMode(mode) {
-    return this._changeRoom('PATCH', '', { chat_mode: mode }, 'change the chat mode');
+    return this._changeRoom('PATCH', '', { chat_mode: mode }, 'chatMode');
   }
 
   /** Host: seconds between two messages of an attendee (0: off). → {ok, error?} */
   setSlowMode(seconds) {
-    return this._changeRoom('PATCH', '', { slow_mode_seconds: seconds }, 'change slow mode');
+    return this._changeRoom('PATCH', '', { slow_mode_seconds: seconds }, 'slowMode');
   }
 
   /** Staff: pin an announcement (replacing the current one), or unpin with null. */
   setPinned(content) {
     return content === null
-      ? this._changeRoom('DELETE', '/pin', undefined, 'remove the announcement')
-      : this._changeRoom('PUT', '/pin', { content }, 'pin the announcement');
+      ? this._changeRoom('DELETE', '/pin', undefined, 'unpin')
+      : this._changeRoom('PUT', '/pin', { content }, 'pin');
   }
 
   async _changeRoom(method, suffix, body, action) {
     const r = await this.auth.api(method, `/api/webinars/${this.webinarId}${suffix}`, { body });
-    if (r.status !== 200 || !r.body?.webinar) return this._actionFailed(r, action, 'now');
+    if (r.status !== 200 || !r.body?.webinar) return this._actionFailed(r, action);
     // The answer is the room state at its seq: applied like the ROOM event it produced (which
     // then changes nothing), so the host's controls never flicker back.
     const w = r.body.webinar;
@@ -1229,10 +1229,11 @@ export class ChatClient {
     return { ok: true };
   }
 
-  _actionFailed(r, action, what = 'the message') {
-    const error = r.body?.error || (r.status === 0 ? 'No connection' : `Error ${r.status}`);
+  /** A staff action or vote failed: a notice says which (`action`: an i18n `failed.*` key). */
+  _actionFailed(r, action) {
+    const error = serverErrorText(r.body, r.status);
     this.log.warn('moderation_failed', { action, status: r.status, error });
-    this._emit('notice', { level: 'error', text: `Could not ${action} ${what}: ${error}` });
+    this._emit('notice', { level: 'error', text: t(`failed.${action}`, { error }) });
     return { ok: false, error };
   }
 }

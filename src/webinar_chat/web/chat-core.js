@@ -2,7 +2,10 @@
 //
 // Everything here takes plain values and returns plain values, so node's test runner covers it
 // (tests/js/) and chat-client.js stays a thin adapter that does the waiting. Design note:
-// docs/client.md; the wire protocol it speaks: docs/realtime.md.
+// docs/client.md; the wire protocol it speaks: docs/realtime.md. Texts come from i18n.js (the
+// page's language; English in tests unless they choose another).
+
+import { serverErrorText, t } from './i18n.js';
 
 /** Every timing constant of the client. Each can be overridden from the page URL (readConfig). */
 export const DEFAULTS = Object.freeze({
@@ -150,9 +153,10 @@ export function connectionStatus({ online, socketLive, fallback, connectedBefore
  * client_msg_id after its Retry-After (`retryAfterS`, whole seconds, at least 1).
  */
 export function classifySendResult(status, body, retryAfter = null) {
-  const error = (body && typeof body.error === 'string' && body.error) || '';
+  const error = body && typeof body.error === 'string' && body.error
+    ? serverErrorText(body, status) : '';
   if (status === 429 && !(body && body.code === 'slow_mode')) {
-    return { kind: 'retry', error: error || 'Too many messages', retryAfterS:
+    return { kind: 'retry', error: error || t('error.tooManyMessages'), retryAfterS:
       retryAfterSeconds(retryAfter, body) };
   }
   if (status === 200 && body && body.success && isMessage(body.message)) {
@@ -162,16 +166,17 @@ export function classifySendResult(status, body, retryAfter = null) {
     // The same client_msg_id was stored by an earlier attempt: the body is that row.
     return { kind: 'stored', message: body.message, duplicate: true };
   }
-  if (status === 401) return { kind: 'auth', error: error || 'Your session has expired' };
+  if (status === 401) return { kind: 'auth', error: error || t('error.sessionExpired') };
   if (status === 0 || status === 408 || status >= 500 || status === 409 || status === 200) {
     // No answer, a server fault, or an answer we cannot use: the same id is safe to re-send.
-    return { kind: 'retry', error: error || (status === 0 ? 'No connection' : `HTTP ${status}`) };
+    return { kind: 'retry', error: error
+      || (status === 0 ? t('error.noConnection') : t('error.serverStatus', { status })) };
   }
   const retryAfterS = status === 429 && body && Number.isFinite(body.retry_after)
     ? Math.ceil(body.retry_after) : null;
   return {
     kind: 'rejected',
-    error: error || `The message was not accepted (HTTP ${status})`,
+    error: error || t('error.notAccepted', { status }),
     code: (body && body.code) || String(status),
     retryAfterS,
   };
@@ -430,18 +435,16 @@ export function roomNotice(webinar, changed, { staff = false } = {}) {
   const parts = [];
   if (changed.includes('chat_mode')) {
     if (webinar.chat_mode === 'read_only') {
-      parts.push(staff ? 'The chat is read-only for attendees.'
-        : 'The chat is read-only now: only hosts can post.');
+      parts.push(t(staff ? 'room.readOnlyStaff' : 'room.readOnly'));
     } else if (webinar.chat_mode === 'hosts_only') {
-      parts.push(staff ? 'Attendees\' messages are now seen by hosts only.'
-        : 'Your messages are now seen by the hosts only.');
+      parts.push(t(staff ? 'room.hostsOnlyStaff' : 'room.hostsOnly'));
     } else {
-      parts.push('Everyone can chat again.');
+      parts.push(t('room.everyone'));
     }
   }
   if (changed.includes('slow_mode_seconds')) {
     const s = webinar.slow_mode_seconds;
-    parts.push(s > 0 ? `Slow mode is on: one message every ${s} s.` : 'Slow mode is off.');
+    parts.push(s > 0 ? t('room.slowOn', { n: s }) : t('room.slowOff'));
   }
   return parts.length ? parts.join(' ') : null;
 }
@@ -454,9 +457,9 @@ export function roomNotice(webinar, changed, { staff = false } = {}) {
  * otherwise; saying "retrying" while nothing is tried would be untrue.
  */
 export function localStateLabel(state, { online = true } = {}) {
-  if (state === 'sending') return 'Sending…';
-  if (state === 'pending') return online ? 'Not sent yet · retrying' : 'Waiting for network…';
-  if (state === 'failed') return 'Not sent';
+  if (state === 'sending') return t('state.sending');
+  if (state === 'pending') return t(online ? 'state.retrying' : 'state.waitingForNetwork');
+  if (state === 'failed') return t('state.failed');
   return '';
 }
 
@@ -478,9 +481,8 @@ export function messageActions({ kind, staff = false, own = false, hidden = fals
 
 // --- timeouts and bans (docs/webinar-features.md, "Timeouts and bans") ------------------------
 
-/** The page's timeout choices: [seconds, label] (the API takes any 1–31536000 s). */
-export const TIMEOUT_CHOICES = Object.freeze([[10, '10 s'], [60, '1 min'], [300, '5 min'],
-  [1800, '30 min'], [86400, '24 h']]);
+/** The page's timeout choices in seconds (the API takes any 1–31536000 s). */
+export const TIMEOUT_CHOICES = Object.freeze([10, 60, 300, 1800, 86400]);
 export const BAN_CODES = new Set(['banned', 'timed_out']);
 // A timed-out client re-joins this long after its timeout ends (clocks disagree a little), and a
 // denied one re-checks at least this often (an unban cannot reach a client that receives nothing).
@@ -554,8 +556,8 @@ export function timelineLayout(entries, { now, groupGapMs = GROUP_GAP_MS } = {})
 
 /** The text of a day separator: "Today", "Yesterday", else `formatDate(at)` (Intl, the UI's). */
 export function dayLabel(day, formatDate) {
-  if (day.kind === 'today') return 'Today';
-  if (day.kind === 'yesterday') return 'Yesterday';
+  if (day.kind === 'today') return t('day.today');
+  if (day.kind === 'yesterday') return t('day.yesterday');
   return formatDate(day.at);
 }
 
@@ -721,5 +723,7 @@ export function questionActions({ staff = false, status = 'open' } = {}) {
   return ['open'];
 }
 
-export const QUESTION_ACTION_TEXT = Object.freeze({ answered: 'Mark answered',
-  dismissed: 'Dismiss', open: 'Reopen' });
+/** The label of a staff button of questionActions(). */
+export function questionActionText(action) {
+  return t(`qa.action.${action}`);
+}

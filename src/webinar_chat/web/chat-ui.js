@@ -9,35 +9,28 @@ import {
   timelineLayout,
 } from './chat-core.js';
 import { TIMEOUT_CHOICES } from './chat-core.js';
+import { clockText, durationText, languageSelect, locale, t } from './i18n.js';
 import { Monitor, createLogger } from './monitor.js';
 import { mountQa } from './qa-ui.js';
 
-// [label, tooltip]. The label says what it means to a person; the technical word (fallback,
-// long-polling) is left to the tooltip and the debug log.
-const STATUS_TEXT = {
-  connecting: ['Connecting…', 'Connecting to the chat.'],
-  live: ['Live', 'Connected: new messages arrive instantly.'],
-  reconnecting: ['Reconnecting…', 'The live connection dropped; trying again.'],
-  fallback: ['Live (backup connection)', 'The direct live connection is blocked or unstable, so '
-    + 'the chat uses a backup connection (fallback: HTTP long-polling). Messages may arrive a few '
-    + 'seconds late; sending works normally.'],
-  offline: ['Offline', 'You are offline. Messages you write are kept and sent when you are back.'],
-};
-const MENU_TEXT = { hide: 'Hide', unhide: 'Unhide', delete: 'Delete', timeout: 'Time out…',
-  ban: 'Ban', unban: 'Unban' };
+// A status's label says what it means to a person (`status.<s>`); the technical word (fallback,
+// long-polling) is left to its tooltip (`status.<s>.tip`) and the debug log.
+const statusText = (s) => t(`status.${s}`);
+const statusTip = (s) => t(`status.${s}.tip`);
 // "Time out…" opens these in the same menu (`timeout-<seconds>`).
-const TIMEOUT_ACTIONS = TIMEOUT_CHOICES.map(([seconds, label]) => {
-  MENU_TEXT[`timeout-${seconds}`] = `Time out ${label}`;
-  return `timeout-${seconds}`;
-});
+const TIMEOUT_ACTIONS = TIMEOUT_CHOICES.map((seconds) => `timeout-${seconds}`);
+
+function menuText(action) {
+  if (action.startsWith('timeout-')) {
+    return t('menu.timeoutFor', { duration: durationText(Number(action.slice(8))) });
+  }
+  return t(`menu.${action}`);
+}
 const DANGER_ACTIONS = new Set(['delete', 'ban']);
-const banTimeFormat = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit',
-  second: '2-digit', hourCycle: 'h23' });
 
 /** The banner text of a ban (chat-client's `ban`): until when, or permanent. */
 export function banText(ban) {
-  return ban.until === null ? 'You are banned from this chat.'
-    : `You are timed out until ${banTimeFormat.format(ban.until)}.`;
+  return ban.until === null ? t('ban.banned') : t('ban.timedOut', { time: clockText(ban.until) });
 }
 // Scrolled closer than this to the bottom counts as "reading the latest": new messages follow.
 const STICK_TO_BOTTOM_PX = 80;
@@ -72,11 +65,12 @@ function hue(seed) {
   return Math.round((x * 137.508) % 360); // the golden angle spreads neighbouring ids apart
 }
 
-const timeFormat = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
-const fullFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'medium' });
-const dayFormat = new Intl.DateTimeFormat(undefined, { weekday: 'long', month: 'long',
+// In the viewer's locale (i18n.js, decided when the page loads).
+const timeFormat = new Intl.DateTimeFormat(locale(), { hour: '2-digit', minute: '2-digit' });
+const fullFormat = new Intl.DateTimeFormat(locale(), { dateStyle: 'medium', timeStyle: 'medium' });
+const dayFormat = new Intl.DateTimeFormat(locale(), { weekday: 'long', month: 'long',
   day: 'numeric' });
-const dayYearFormat = new Intl.DateTimeFormat(undefined, { weekday: 'long', month: 'long',
+const dayYearFormat = new Intl.DateTimeFormat(locale(), { weekday: 'long', month: 'long',
   day: 'numeric', year: 'numeric' });
 
 // A separator names the year only when it is not this year's.
@@ -111,49 +105,52 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
   let unreadBelow = 0;
 
   // --- the skeleton ----------------------------------------------------------------------------
-  const title = h('h1', { className: 'chat-title' }, 'Loading chat…');
+  const title = h('h1', { className: 'chat-title' }, t('header.loading'));
   const subtitle = h('p', { className: 'chat-subtitle' });
   const statusDot = h('span', { className: 'status-dot', 'aria-hidden': 'true' });
-  const statusText = h('span', { className: 'status-text' }, STATUS_TEXT.connecting[0]);
+  const statusLabel = h('span', { className: 'status-text' }, statusText('connecting'));
   const status = h('div', { className: 'status', id: 'status', role: 'status',
-    dataset: { status: 'connecting' }, title: STATUS_TEXT.connecting[1] }, statusDot, statusText);
+    dataset: { status: 'connecting' }, title: statusTip('connecting') }, statusDot, statusLabel);
   // Chat settings (staff): the mode and slow mode for hosts, the announcement for moderators too.
   const settingsButton = h('button', { className: 'button ghost small settings-button',
     type: 'button', hidden: true, 'aria-expanded': 'false', 'aria-controls': 'chat-settings' },
-  'Settings');
+  t('settings.button'));
   const modeSelect = h('select', { id: 'chat-mode', className: 'select' },
-    h('option', { value: 'everyone' }, 'Everyone can chat'),
-    h('option', { value: 'hosts_only' }, 'Attendees’ messages to hosts only'),
-    h('option', { value: 'read_only' }, 'Read-only (hosts only post)'));
+    ...['everyone', 'hosts_only', 'read_only'].map((mode) => h('option', { value: mode },
+      t(`settings.mode.${mode}`))));
   const slowSelect = h('select', { id: 'slow-mode', className: 'select' },
     ...SLOW_MODE_CHOICES.map((sec) => h('option', { value: String(sec) },
-      sec === 0 ? 'Off' : `${sec} s`)));
+      sec === 0 ? t('settings.slowOff') : durationText(sec))));
   const pinInput = h('textarea', { id: 'pin-input', className: 'pin-input', rows: 2,
-    maxLength: MAX_MESSAGE_LENGTH, placeholder: 'An announcement everyone sees above the chat' });
+    maxLength: MAX_MESSAGE_LENGTH, placeholder: t('settings.pinPlaceholder') });
   const pinButton = h('button', { className: 'button primary small', type: 'button',
-    id: 'pin-button' }, 'Pin');
+    id: 'pin-button' }, t('settings.pin'));
   const hostOnly = h('div', { className: 'settings-row host-only' },
-    h('label', { for: 'chat-mode' }, 'Who can chat'), modeSelect,
-    h('label', { for: 'slow-mode' }, 'Slow mode'), slowSelect);
+    h('label', { for: 'chat-mode' }, t('settings.whoCanChat')), modeSelect,
+    h('label', { for: 'slow-mode' }, t('settings.slowMode')), slowSelect);
   const exportCsv = h('button', { className: 'link-button small', type: 'button',
     id: 'export-csv' }, 'CSV');
   const exportJson = h('button', { className: 'link-button small', type: 'button',
     id: 'export-json' }, 'JSON');
   const settings = h('section', { className: 'chat-settings', id: 'chat-settings', hidden: true,
-    'aria-label': 'Chat settings' },
+    'aria-label': t('settings.label') },
   hostOnly,
   h('div', { className: 'settings-row' },
-    h('span', { className: 'settings-label' }, 'Download transcript'), exportCsv, exportJson),
+    h('span', { className: 'settings-label' }, t('settings.transcript')), exportCsv, exportJson),
   h('div', { className: 'settings-row' },
-    h('label', { for: 'pin-input' }, 'Announcement'), pinInput, pinButton));
+    h('label', { for: 'pin-input' }, t('settings.announcement')), pinInput, pinButton));
 
   const who = h('span', { className: 'who' });
   // Presence: how many are connected now, by socket or long-poll — a number, never who
   // (docs/webinar-features.md, "Presence"). A narrow header keeps the icon and the number.
   const presence = h('span', { className: 'presence', id: 'presence', role: 'img', hidden: true });
-  const logout = h('button', { className: 'button ghost small', type: 'button' }, 'Log out');
+  const logout = h('button', { className: 'button ghost small', type: 'button' },
+    t('header.logout'));
+  // The language menu sits beside the title: on a phone or a side panel the title row has room
+  // for it, the row of tools has none.
   const header = h('header', { className: 'chat-header' },
     h('div', { className: 'chat-heading' }, title, subtitle),
+    languageSelect(document, window),
     h('div', { className: 'chat-tools' }, status, presence, who, settingsButton, logout));
 
   const banner = h('div', { className: 'banner', id: 'notice-banner', role: 'alert', hidden: true });
@@ -161,38 +158,38 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
   // The pinned announcement, above the list for everyone; staff can unpin it here.
   const pinnedText = h('p', { className: 'pinned-text' });
   const unpin = h('button', { className: 'link-button small unpin', type: 'button', hidden: true },
-    'Unpin');
+    t('pinned.unpin'));
   const pinned = h('aside', { className: 'pinned', id: 'pinned', hidden: true,
-    'aria-label': 'Pinned announcement' },
-  h('span', { className: 'pinned-label' }, 'Pinned'), pinnedText, unpin);
+    'aria-label': t('pinned.aria') },
+  h('span', { className: 'pinned-label' }, t('pinned.label')), pinnedText, unpin);
 
   const earlier = h('button', { className: 'button ghost small load-earlier', type: 'button',
-    hidden: true }, 'Load earlier messages');
+    hidden: true }, t('timeline.earlier'));
   const empty = h('div', { className: 'empty', hidden: true },
-    h('p', { className: 'empty-title' }, 'No messages yet'),
-    h('p', { className: 'muted' }, 'Say hello — everyone in the webinar will see it.'));
+    h('p', { className: 'empty-title' }, t('timeline.emptyTitle')),
+    h('p', { className: 'muted' }, t('timeline.emptyHint')));
   const list = h('ol', { className: 'messages', id: 'messages', role: 'log',
-    'aria-live': 'polite', 'aria-relevant': 'additions', 'aria-label': 'Chat messages' });
+    'aria-live': 'polite', 'aria-relevant': 'additions', 'aria-label': t('timeline.label') });
   const scroller = h('div', { className: 'scroller', tabIndex: 0 }, earlier, empty, list);
-  const jump = h('button', { className: 'jump', type: 'button', hidden: true }, 'New messages ↓');
+  const jump = h('button', { className: 'jump', type: 'button', hidden: true });
 
   const input = h('textarea', { id: 'message-input', className: 'composer-input', rows: 1,
-    maxLength: MAX_MESSAGE_LENGTH, placeholder: 'Write a message…', autocomplete: 'off',
+    maxLength: MAX_MESSAGE_LENGTH, placeholder: t('composer.placeholder'), autocomplete: 'off',
     disabled: true, 'aria-describedby': 'composer-hint composer-error' });
   const sendButton = h('button', { id: 'send-button', className: 'button primary send',
-    type: 'submit', disabled: true }, 'Send');
+    type: 'submit', disabled: true }, t('composer.send'));
   const counter = h('span', { className: 'counter', 'aria-hidden': 'true' });
   const hint = h('span', { id: 'composer-hint', className: 'composer-hint' },
-    'Enter to send · Shift+Enter for a new line');
+    t('composer.hint'));
   const error = h('p', { id: 'composer-error', className: 'composer-error', role: 'alert',
     hidden: true });
   const form = h('form', { className: 'composer', id: 'composer', noValidate: true },
-    h('label', { for: 'message-input', className: 'visually-hidden' }, 'Message'),
+    h('label', { for: 'message-input', className: 'visually-hidden' }, t('composer.label')),
     h('div', { className: 'composer-row' }, input, sendButton),
     h('div', { className: 'composer-meta' }, hint, counter),
     error);
 
-  const panel = h('section', { className: 'chat-panel', 'aria-label': 'Webinar chat' },
+  const panel = h('section', { className: 'chat-panel', 'aria-label': t('panel.label') },
     header, settings, banner, pinned, h('div', { className: 'timeline' }, scroller, jump), form);
   root.replaceChildren(panel);
   // Its own banner: a notice must not clear it (docs/webinar-features.md, "Timeouts and bans").
@@ -211,9 +208,9 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
     title.title = w.title; // the whole title, where a narrow header has to cut it
     document.title = `${w.title} · webinar-chat`;
     const bits = [];
-    if (w.chat_mode === 'read_only') bits.push('Read-only');
-    if (w.chat_mode === 'hosts_only') bits.push('Messages to hosts only');
-    if (w.slow_mode_seconds > 0) bits.push(`Slow mode: one message every ${w.slow_mode_seconds} s`);
+    if (w.chat_mode === 'read_only') bits.push(t('header.readOnly'));
+    if (w.chat_mode === 'hosts_only') bits.push(t('header.hostsOnly'));
+    if (w.slow_mode_seconds > 0) bits.push(t('header.slowMode', { n: w.slow_mode_seconds }));
     subtitle.textContent = bits.join(' · ');
     subtitle.hidden = bits.length === 0;
     root.dataset.chatMode = w.chat_mode || '';
@@ -222,15 +219,16 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
     const user = me();
     // The role is a separate span: a narrow header drops it before it cuts the name.
     who.replaceChildren(...(user ? [user.display_name] : []),
-      ...(user && client.staff ? [h('span', { className: 'who-role' }, ` · ${client.role}`)] : []));
-    who.title = user ? `Signed in as ${who.textContent}` : '';
+      ...(user && client.staff ? [h('span', { className: 'who-role' },
+        ` · ${t(`role.${client.role}`)}`)] : []));
+    who.title = user ? t('header.signedInAs', { name: who.textContent }) : '';
     const composer = composerState(w, { staff: client.staff });
     const canPost = composer.canPost && !client.ban;
     input.disabled = !canPost;
     sendButton.disabled = !canPost || slowUntil > Date.now();
-    input.placeholder = !composer.canPost ? 'Only hosts can post right now'
-      : composer.reason === 'hosts_only' ? 'Write to the hosts… (only they see it)'
-        : 'Write a message…';
+    input.placeholder = t(!composer.canPost ? 'composer.placeholderReadOnly'
+      : composer.reason === 'hosts_only' ? 'composer.placeholderHostsOnly'
+        : 'composer.placeholder');
     root.dataset.role = client.role || '';
     root.dataset.ready = '1';
   }
@@ -239,11 +237,10 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
     const count = client.presence;
     presence.hidden = !Number.isInteger(count);
     if (presence.hidden) return;
-    const label = `${count} ${count === 1 ? 'person' : 'people'} online`;
-    presence.setAttribute('aria-label', label);
-    presence.title = `${label} now`;
+    presence.setAttribute('aria-label', t('presence.people', { count }));
+    presence.title = t('presence.now', { count });
     presence.replaceChildren(peopleIcon(), `${count}`,
-      h('span', { className: 'presence-word' }, ' online'));
+      h('span', { className: 'presence-word' }, t('presence.word')));
   }
 
   /** Two people (an inline SVG, not the 👥 emoji: many kiosk and Linux fonts have none). */
@@ -267,7 +264,7 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
     pinned.hidden = !text;
     pinnedText.textContent = text;
     const at = w.pinned && timeOf(w.pinned.pinned_at);
-    pinned.title = at ? `Pinned ${fullFormat.format(at)}` : '';
+    pinned.title = at ? t('pinned.when', { when: fullFormat.format(at) }) : '';
     unpin.hidden = !text || !client.staff;
   }
 
@@ -278,7 +275,7 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
     if (document.activeElement !== slowSelect) {
       const value = String(w.slow_mode_seconds || 0);
       if (![...slowSelect.options].some((o) => o.value === value)) {
-        slowSelect.append(h('option', { value }, `${value} s`)); // set through the API
+        slowSelect.append(h('option', { value }, durationText(Number(value)))); // set by the API
       }
       slowSelect.value = value;
     }
@@ -298,14 +295,14 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
     slowTimer = null;
     const left = Math.ceil((slowUntil - Date.now()) / 1000);
     if (left > 0) {
-      sendButton.textContent = `Wait ${left} s`;
+      sendButton.textContent = t('composer.wait', { n: left });
       sendButton.disabled = true;
       sendButton.dataset.wait = String(left);
       slowTimer = setTimeout(tickSlowCountdown, Math.min(1000, slowUntil - Date.now()));
       return;
     }
     slowUntil = 0;
-    sendButton.textContent = 'Send';
+    sendButton.textContent = t('composer.send');
     delete sendButton.dataset.wait;
     sendButton.disabled = input.disabled || cooldownTimer !== null;
   }
@@ -313,8 +310,8 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
   function renderStatus() {
     const s = client.status;
     status.dataset.status = s;
-    statusText.textContent = STATUS_TEXT[s][0];
-    status.title = STATUS_TEXT[s][1];
+    statusLabel.textContent = statusText(s);
+    status.title = statusTip(s);
   }
 
   function nearBottom() {
@@ -338,15 +335,14 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
           h('span', { className: 'author' }),
           h('span', { className: 'role-badge', hidden: true }),
           h('time', { className: 'time' }),
-          h('span', { className: 'hidden-badge', hidden: true }, 'Hidden from attendees'),
-          h('span', { className: 'staff-only-badge', hidden: true },
-            'Seen by hosts only'),
+          h('span', { className: 'hidden-badge', hidden: true }, t('message.hidden')),
+          h('span', { className: 'staff-only-badge', hidden: true }, t('message.staffOnly')),
           h('span', { className: 'msg-state' })),
         h('p', { className: 'content' }),
         h('div', { className: 'msg-actions' })),
       // Always shown (not only on hover): reachable by Tab, discoverable, usable on touch.
       h('button', { type: 'button', className: 'msg-menu-button', hidden: true,
-        'aria-label': 'Message actions', 'aria-haspopup': 'menu', 'aria-expanded': 'false' },
+        'aria-label': t('menu.label'), 'aria-haspopup': 'menu', 'aria-expanded': 'false' },
       '⋯'));
     fillMessage(li, item);
     return li;
@@ -357,7 +353,8 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
     const local = item.kind === 'local';
     const m = local ? null : item.message;
     const own = local || (user && m.user_id === user.id);
-    const author = local ? (user?.display_name || 'You') : (m.user?.display_name || 'Unknown');
+    const author = local ? (user?.display_name || t('message.you'))
+      : (m.user?.display_name || t('message.unknownAuthor'));
     const state = local ? item.entry.state : 'sent';
     li.dataset.key = item.key;
     li.renderKey = item.key;
@@ -370,13 +367,13 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
     const avatar = li.querySelector('.avatar');
     avatar.textContent = initials(author);
     avatar.style.setProperty('--hue', String(hue(local ? user?.id : m.user_id)));
-    li.querySelector('.author').textContent = own ? `${author} (you)` : author;
+    li.querySelector('.author').textContent = own ? t('message.yours', { name: author }) : author;
     // The author's role when they posted (the server stores it with the message): the same
     // badge on every path and after any reload.
     const badge = li.querySelector('.role-badge');
     const role = m?.user?.role;
     badge.hidden = role !== 'host' && role !== 'moderator';
-    badge.textContent = role === 'host' ? 'Host' : role === 'moderator' ? 'Moderator' : '';
+    badge.textContent = badge.hidden ? '' : t(`badge.${role}`);
     li.dataset.role = role || '';
     const when = timeOf(local ? item.entry.created_at : m.created_at);
     const time = li.querySelector('.time');
@@ -410,9 +407,9 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
       if (item.entry.error) actions.append(h('span', { className: 'failed-reason' }, item.entry.error));
       actions.append(
         h('button', { type: 'button', className: 'link-button', dataset: { action: 'retry' } },
-          'Retry'),
+          t('message.retry')),
         h('button', { type: 'button', className: 'link-button muted', dataset: { action: 'discard' } },
-          'Discard'));
+          t('message.discard')));
     }
   }
 
@@ -422,7 +419,7 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
   // Home/End move, Escape closes it and gives the focus back to its button, Tab closes it and
   // moves on, a click or tap anywhere else closes it.
   const menu = h('div', { className: 'msg-menu', id: 'message-menu', role: 'menu',
-    'aria-label': 'Message actions', hidden: true });
+    'aria-label': t('menu.label'), hidden: true });
   let menuFor = null; // the <li> whose menu is open
 
   const menuItems = () => [...menu.querySelectorAll('[role="menuitem"]')];
@@ -441,7 +438,7 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
     menu.replaceChildren(...actions.map((action) => h('button', { type: 'button',
       role: 'menuitem', tabIndex: -1,
       className: `menu-item${DANGER_ACTIONS.has(action) ? ' danger' : ''}`,
-      dataset: { action } }, MENU_TEXT[action])));
+      dataset: { action } }, menuText(action))));
   }
 
   function openMenu(li, focus = 'first') {
@@ -586,7 +583,7 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
       unreadBelow += added;
     }
     jump.hidden = unreadBelow === 0;
-    jump.textContent = unreadBelow === 1 ? '1 new message ↓' : `${unreadBelow} new messages ↓`;
+    jump.textContent = t('timeline.newBelow', { count: unreadBelow });
   }
 
   /**
@@ -702,11 +699,11 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
     } else if (action.startsWith('timeout-') || action === 'ban' || action === 'unban') {
       if (action === 'ban' && button.dataset.confirm !== 'yes') {
         button.dataset.confirm = 'yes';
-        button.textContent = 'Confirm ban';
+        button.textContent = t('menu.confirmBan');
         confirmTimers.set(button, setTimeout(() => {
           confirmTimers.delete(button);
           delete button.dataset.confirm;
-          button.textContent = MENU_TEXT.ban;
+          button.textContent = menuText('ban');
         }, CONFIRM_MS));
         return;
       }
@@ -720,11 +717,11 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
       // blocking dialog.
       if (button.dataset.confirm !== 'yes') {
         button.dataset.confirm = 'yes';
-        button.textContent = 'Confirm delete';
+        button.textContent = t('menu.confirmDelete');
         confirmTimers.set(button, setTimeout(() => {
           confirmTimers.delete(button);
           delete button.dataset.confirm;
-          button.textContent = 'Delete';
+          button.textContent = menuText('delete');
         }, CONFIRM_MS));
         return;
       }
@@ -858,7 +855,7 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
           autosize();
         }
         showError(event.retryAfterS
-          ? `${event.error} You can send again in ${event.retryAfterS} s.` : event.error);
+          ? t('composer.sendAgainIn', { error: event.error, n: event.retryAfterS }) : event.error);
         if (event.retryAfterS) startSlowCountdown(event.retryAfterS);
         input.focus();
         break;
@@ -869,8 +866,8 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
       case 'auth_lost': {
         onAuthLost?.();
         const next = safeNextPath(window.location.pathname + window.location.search) || '';
-        showBanner('error', 'Your session has ended. Unsent messages are kept. ',
-          h('a', { href: `/?next=${encodeURIComponent(next)}` }, 'Log in again'));
+        showBanner('error', t('error.sessionEnded'),
+          h('a', { href: `/?next=${encodeURIComponent(next)}` }, t('error.logInAgain')));
         break;
       }
       case 'ban':
@@ -882,15 +879,15 @@ export function mountChat(root, { runtime, webinarId, onAuthLost }) {
           input.disabled = true;
           sendButton.disabled = true;
         } else {
-          showBanner('info', 'You can chat again.');
+          showBanner('info', t('ban.over'));
           setTimeout(() => showBanner('info'), 6000);
         }
         break;
       case 'fatal':
         input.disabled = true;
         sendButton.disabled = true;
-        showBanner('error', `This chat is not available: ${event.error} `,
-          h('a', { href: '/?list=1' }, 'Back to your webinars'));
+        showBanner('error', t('error.unavailable', { error: event.error }),
+          h('a', { href: '/?list=1' }, t('error.backToWebinars')));
         break;
       default:
         break;
@@ -930,6 +927,7 @@ function main() {
   const match = /^\/webinars\/(\d{1,18})\/?$/.exec(window.location.pathname);
   const root = document.getElementById('chat-root');
   if (!match || !root) return;
+  document.title = `${t('page.chatTitle')} · webinar-chat`;
   const webinarId = Number(match[1]);
   const config = readConfig(new URLSearchParams(window.location.search));
   const logger = createLogger({ level: config.logLevel });

@@ -2,12 +2,20 @@
 
 import { AuthSession } from './auth.js';
 import { safeNextPath } from './chat-core.js';
+import { languageSelect, serverErrorText, t } from './i18n.js';
 import { createLogger } from './monitor.js';
 
 const $ = (id) => document.getElementById(id);
 
 function nextPath() {
   return safeNextPath(new URLSearchParams(window.location.search).get('next'));
+}
+
+/** The page's static texts (`data-i18n` keys in login.html) in the page's language. */
+function translatePage() {
+  for (const el of document.querySelectorAll('[data-i18n]')) el.textContent = t(el.dataset.i18n);
+  document.title = `${t('page.loginTitle')} · webinar-chat`;
+  $('language-slot').append(languageSelect(document, window));
 }
 
 function showError(text) {
@@ -22,7 +30,7 @@ async function showWebinars(auth) {
     if (r.status === 401) auth.clear();
     $('webinars-view').hidden = true;
     $('login-view').hidden = false;
-    if (r.status !== 401) showError('Cannot reach the server. Please try again.');
+    if (r.status !== 401) showError(t('login.unreachable'));
     return;
   }
   const { user, webinars } = r.body;
@@ -30,7 +38,8 @@ async function showWebinars(auth) {
     window.location.replace(`/webinars/${webinars[0].id}`);
     return;
   }
-  $('signed-in-as').textContent = `Signed in as ${user.display_name} (${user.email})`;
+  $('signed-in-as').textContent = t('login.signedInAs', { name: user.display_name,
+    email: user.email });
   const list = $('webinar-list');
   list.replaceChildren();
   for (const w of webinars) {
@@ -42,7 +51,7 @@ async function showWebinars(auth) {
     title.textContent = w.title;
     const state = document.createElement('span');
     state.className = `pill ${w.chat_open ? 'pill-open' : 'pill-closed'}`;
-    state.textContent = w.chat_open ? 'Chat open' : 'Chat closed';
+    state.textContent = t(w.chat_open ? 'login.chatOpen' : 'login.chatClosed');
     a.append(title, state);
     li.append(a);
     list.append(li);
@@ -57,19 +66,20 @@ function main() {
   const auth = new AuthSession({ logger });
   const form = $('login-form');
   const button = $('login-button');
+  translatePage();
 
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
     const email = $('email').value.trim();
     const password = $('password').value;
     if (!email || !password) {
-      showError('Enter your e-mail address and password.');
+      showError(t('login.missing'));
       (email ? $('password') : $('email')).focus();
       return;
     }
     showError('');
     button.disabled = true;
-    button.textContent = 'Logging in…';
+    button.textContent = t('login.busy');
     try {
       const r = await auth.api('POST', '/api/auth/login', { body: { email, password }, auth: false });
       if (r.status === 200 && r.body?.access_token) {
@@ -79,13 +89,13 @@ function main() {
         else await showWebinars(auth);
         return;
       }
-      showError(r.status === 401 ? 'Wrong e-mail or password.'
-        : r.status === 0 ? 'Cannot reach the server. Check your connection.'
-          : (r.body?.error || `Log-in failed (error ${r.status}).`));
+      showError(r.status === 401 ? t('login.wrong')
+        : r.status === 0 ? t('login.offline')
+          : serverErrorText(r.body, r.status, t('login.failed', { status: r.status })));
       $('password').select();
     } finally {
       button.disabled = false;
-      button.textContent = 'Log in';
+      button.textContent = t('login.submit');
     }
   });
 

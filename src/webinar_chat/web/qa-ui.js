@@ -5,7 +5,8 @@
 // and forwards clicks. Fits the 320–420 px side panel (style.css, "Q&A").
 
 import { MAX_MESSAGE_LENGTH } from './chat-client.js';
-import { QUESTION_ACTION_TEXT, questionActions } from './chat-core.js';
+import { questionActionText, questionActions } from './chat-core.js';
+import { locale, t } from './i18n.js';
 
 function h(tag, props = {}, ...children) {
   const el = document.createElement(tag);
@@ -20,8 +21,8 @@ function h(tag, props = {}, ...children) {
   return el;
 }
 
-const timeFormat = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
-const STATUS_LABEL = { answered: 'Answered', dismissed: 'Dismissed' };
+const timeFormat = new Intl.DateTimeFormat(locale(), { hour: '2-digit', minute: '2-digit' });
+const LABELLED_STATUSES = new Set(['answered', 'dismissed']);
 
 /**
  * Mount the tabs and the Q&A view into the chat `panel`: the tabs go after `after` (the last
@@ -35,36 +36,37 @@ export function mountQa({ client, panel, after, chatParts }) {
   const nodes = new Map(); // question id → <li>
 
   const chatTab = h('button', { className: 'view-tab', type: 'button', role: 'tab',
-    id: 'tab-chat', 'aria-selected': 'true', 'aria-controls': 'chat-view' }, 'Chat');
+    id: 'tab-chat', 'aria-selected': 'true', 'aria-controls': 'chat-view' }, t('qa.tabChat'));
   const qaCount = h('span', { className: 'tab-count', hidden: true });
   const qaTab = h('button', { className: 'view-tab', type: 'button', role: 'tab', id: 'tab-qa',
-    'aria-selected': 'false', 'aria-controls': 'qa-panel', tabIndex: -1 }, 'Q&A', qaCount);
-  const tabs = h('div', { className: 'view-tabs', role: 'tablist', 'aria-label': 'Chat or Q&A' },
+    'aria-selected': 'false', 'aria-controls': 'qa-panel', tabIndex: -1 }, t('qa.tabQa'), qaCount);
+  const tabs = h('div', { className: 'view-tabs', role: 'tablist',
+    'aria-label': t('qa.tabsLabel') },
     chatTab, qaTab);
 
   const sortVotes = h('button', { className: 'sort-button', type: 'button', dataset:
-    { sort: 'votes' }, 'aria-pressed': 'true' }, 'Top');
+    { sort: 'votes' }, 'aria-pressed': 'true' }, t('qa.sortVotes'));
   const sortNewest = h('button', { className: 'sort-button', type: 'button', dataset:
-    { sort: 'newest' }, 'aria-pressed': 'false' }, 'Newest');
+    { sort: 'newest' }, 'aria-pressed': 'false' }, t('qa.sortNewest'));
   const toolbar = h('div', { className: 'qa-toolbar' },
-    h('span', { className: 'qa-sort-label', id: 'qa-sort-label' }, 'Sort'),
+    h('span', { className: 'qa-sort-label', id: 'qa-sort-label' }, t('qa.sort')),
     h('div', { className: 'qa-sort', role: 'group', 'aria-labelledby': 'qa-sort-label' },
       sortVotes, sortNewest));
   const empty = h('div', { className: 'empty qa-empty' },
-    h('p', { className: 'empty-title' }, 'No questions yet'),
-    h('p', { className: 'muted' }, 'Ask the speakers — everyone can upvote the best ones.'));
-  const list = h('ol', { className: 'questions', id: 'questions', 'aria-label': 'Questions',
+    h('p', { className: 'empty-title' }, t('qa.emptyTitle')),
+    h('p', { className: 'muted' }, t('qa.emptyHint')));
+  const list = h('ol', { className: 'questions', id: 'questions', 'aria-label': t('qa.listLabel'),
     'aria-live': 'polite' });
   const scroller = h('div', { className: 'qa-scroller', tabIndex: 0 }, empty, list);
 
   const input = h('textarea', { id: 'question-input', className: 'composer-input', rows: 1,
-    maxLength: MAX_MESSAGE_LENGTH, placeholder: 'Ask a question…', autocomplete: 'off' });
+    maxLength: MAX_MESSAGE_LENGTH, placeholder: t('qa.placeholder'), autocomplete: 'off' });
   const askButton = h('button', { id: 'ask-button', className: 'button primary send',
-    type: 'submit' }, 'Ask');
+    type: 'submit' }, t('qa.ask'));
   const error = h('p', { id: 'qa-error', className: 'composer-error', role: 'alert',
     hidden: true });
   const form = h('form', { className: 'composer qa-form', id: 'qa-form', noValidate: true },
-    h('label', { for: 'question-input', className: 'visually-hidden' }, 'Question'),
+    h('label', { for: 'question-input', className: 'visually-hidden' }, t('qa.inputLabel')),
     h('div', { className: 'composer-row' }, input, askButton), error);
   const qaPanel = h('section', { className: 'qa-panel', id: 'qa-panel', role: 'tabpanel',
     'aria-labelledby': 'tab-qa', hidden: true }, toolbar, scroller, form);
@@ -91,22 +93,22 @@ export function mountQa({ client, panel, after, chatParts }) {
     const voteCount = h('span', { className: 'vote-count' }, String(q.votes));
     const vote = h('button', { className: 'vote-button', type: 'button', dataset:
       { action: 'vote' }, 'aria-pressed': String(q.voted),
-      'aria-label': `${q.voted ? 'Remove your upvote' : 'Upvote'} (${q.votes} ${
-        q.votes === 1 ? 'vote' : 'votes'})`, disabled: busy.has(q.id) || Boolean(client.ban) },
+      'aria-label': `${t(q.voted ? 'qa.removeUpvote' : 'qa.upvote')} (${
+        t('qa.votes', { count: q.votes })})`, disabled: busy.has(q.id) || Boolean(client.ban) },
     h('span', { className: 'vote-arrow', 'aria-hidden': 'true' }, '▲'), voteCount);
     const at = q.created_at ? new Date(q.created_at) : null;
     const meta = h('p', { className: 'question-meta' },
-      h('span', { className: 'question-author' }, q.user?.display_name || 'Someone'),
+      h('span', { className: 'question-author' }, q.user?.display_name || t('qa.someone')),
       at && !Number.isNaN(at.getTime())
         ? h('time', { dateTime: q.created_at }, ` · ${timeFormat.format(at)}`) : null,
-      STATUS_LABEL[q.status]
-        ? h('span', { className: `question-status status-${q.status}` }, STATUS_LABEL[q.status])
+      LABELLED_STATUSES.has(q.status)
+        ? h('span', { className: `question-status status-${q.status}` }, t(`qa.status.${q.status}`))
         : null);
     const actions = questionActions({ staff: client.staff, status: q.status });
     const staffRow = actions.length ? h('div', { className: 'question-actions' },
       ...actions.map((action) => h('button', { className: `link-button small${
         action === 'dismissed' ? ' danger' : ''}`, type: 'button', dataset: { action },
-      disabled: busy.has(q.id) }, QUESTION_ACTION_TEXT[action]))) : null;
+      disabled: busy.has(q.id) }, questionActionText(action)))) : null;
     li.replaceChildren(vote, h('div', { className: 'question-body' },
       h('p', { className: 'question-content' }, q.content), meta, staffRow));
     li.dataset.id = String(q.id);
@@ -119,7 +121,7 @@ export function mountQa({ client, panel, after, chatParts }) {
     const open = client.questions.openCount();
     qaCount.textContent = open ? String(open) : '';
     qaCount.hidden = !open;
-    qaTab.setAttribute('aria-label', open ? `Q&A, ${open} open` : 'Q&A');
+    qaTab.setAttribute('aria-label', open ? t('qa.tabOpen', { count: open }) : t('qa.tabQa'));
     if (view !== 'qa') return;
     // Keep the keyboard's place across re-renders: the same button of the same question.
     const active = document.activeElement;
@@ -171,7 +173,7 @@ export function mountQa({ client, panel, after, chatParts }) {
       input.value = '';
       render();
     } else {
-      showError(`Could not ask: ${result.error}`);
+      showError(t('failed.ask', { error: result.error }));
     }
     input.focus();
   }
@@ -196,7 +198,8 @@ export function mountQa({ client, panel, after, chatParts }) {
     ask();
   });
   input.addEventListener('keydown', (event) => {
-    if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
+    // Enter while an IME composes (Hangul, kana …) picks the composition; it is not a send.
+    if (event.key === 'Enter' && !event.shiftKey && !event.isComposing && event.keyCode !== 229) {
       event.preventDefault();
       ask();
     }
