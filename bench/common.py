@@ -517,11 +517,14 @@ def machine_info() -> dict[str, str]:
 
 
 def backing_versions(bench: str) -> dict[str, str]:
-    """The Redis and PostgreSQL versions the cluster benchmark ran on (nothing for the others)."""
-    if bench != "cluster":
+    """The Redis and PostgreSQL versions the cluster benchmark ran on, PostgreSQL's for the
+    export benchmark (nothing for the others)."""
+    if bench not in ("cluster", "export"):
         return {}
     out = {}
     with contextlib.suppress(OSError):
+        if bench != "cluster":
+            raise OSError  # no Redis
         v = subprocess.run([REDIS_SERVER, "--version"], capture_output=True, text=True).stdout
         out["redis"] = v.split("v=", 1)[1].split()[0] if "v=" in v else v.strip()
     with contextlib.suppress(Exception):

@@ -542,6 +542,8 @@ def write_report(data: dict[str, Any]) -> Path:
               f"{agg(rows, 'server_cpu_s', 1)[1]} |")
         w("")
 
+    export_section(w, data)
+
     w("## Reproduce")
     w("")
     w("```sh")
@@ -555,6 +557,76 @@ def write_report(data: dict[str, Any]) -> Path:
     out = DOCS / "benchmarks.md"
     out.write_text("\n".join(lines) + "\n")
     return out
+
+
+# --- transcript export ---------------------------------------------------------------------------
+
+def export_section(w: Callable[[str], None], data: dict[str, Any]) -> None:
+    """bench/bench_export.py: bytes, time and the server's RSS per size and format, and the
+    peak RSS growth of the biggest size ÷ the smallest's, per run (then the median)."""
+    rows = ok_rows(data["results"], "export")
+    if not rows:
+        return
+    m = data["machine"]
+    made = data.get("provenance", {}).get("export", {})
+    sizes = sorted({r["messages"] for r in rows})
+    small, big = sizes[0], sizes[-1]
+    pg = f", PostgreSQL {made['postgresql']}" if made.get("postgresql") else ""
+    w("## Transcript export: memory")
+    w("")
+    w(f"**Command:** `.venv/bin/{made.get('command', data['command'])}`; commit "
+      f"{made.get('commit', m['commit'])}, {made.get('date', m['date'])}; {m['cpu']}, "
+      f"{m['cores']} cores, {m['memory_gib']} GiB{pg}. Figures are medians of "
+      f"{len({r['run'] for r in rows})} run(s) with [min–max]; the ratio is taken within a run, "
+      f"then the median.")
+    w("")
+    w(f"`GET /api/webinars/{{id}}/export?format=csv|json` (docs/export.md) of webinars of "
+      f"{' and '.join(f'{n:,}' for n in sizes)} messages (~100 characters each; every 100th the "
+      f"host's, every 20th staff-only, every 50th hidden, every 1,000th deleted), read to the end "
+      f"over HTTP by a client on core 1 from a fresh `webinar-chat serve` on core 0, after a "
+      f"warm-up export of an empty webinar. RSS before = the idle server's VmRSS; peak = its "
+      f"VmHWM after the export, reset to the current RSS just before (`/proc/<pid>/clear_refs`), "
+      f"checked against VmRSS sampled every 5 ms; growth = peak − before. Seeded with bulk SQL "
+      f"(`bench/bench_export.py`).")
+    w("")
+    w("| database | messages | format | export MiB | wall s | rows/s | server CPU s | "
+      "RSS before MiB | peak RSS growth MiB | growth, sampled MiB |")
+    w("|---|---|---|---|---|---|---|---|---|---|")
+    for kind in ("sqlite", "postgresql"):
+        for n in sizes:
+            for f in ("csv", "json"):
+                group = [r for r in rows if r["db"] == kind and r["messages"] == n
+                         and r["format"] == f]
+                if not group:
+                    continue
+                w(f"| {kind} | {n:,} | {f} | {agg(group, lambda r: r['bytes'] / 2**20, 1)[1]} | "
+                  f"{agg(group, 'seconds', 2)[1]} | {agg(group, 'rows_per_s')[1]} | "
+                  f"{agg(group, 'server_cpu_s', 2)[1]} | "
+                  f"{agg(group, lambda r: r['rss_before_kib'] / 1024, 1)[1]} | "
+                  f"{agg(group, lambda r: r['growth_kib'] / 1024, 1)[1]} | "
+                  f"{agg(group, lambda r: (r['rss_peak_sampled_kib'] - r['rss_before_kib']) / 1024, 1)[1]} |")
+    w("")
+    w(f"Peak RSS growth, {big:,} ÷ {small:,} messages (same run; ~1 = memory does not grow "
+      f"with the webinar):")
+    w("")
+    w("| database | format | export size ratio | peak RSS growth ratio |")
+    w("|---|---|---|---|")
+    for kind in ("sqlite", "postgresql"):
+        for f in ("csv", "json"):
+            group = [r for r in rows if r["db"] == kind and r["messages"] == big
+                     and r["format"] == f and r.get("ratio") is not None]
+            smalls = {r["run"]: r for r in rows if r["db"] == kind and r["messages"] == small
+                      and r["format"] == f}
+            if group:
+                sizes_ratio = [{"x": r["bytes"] / smalls[r["run"]]["bytes"]} for r in group
+                               if r["run"] in smalls]
+                w(f"| {kind} | {f} | {agg(sizes_ratio, 'x', 1)[1]}× | "
+                  f"{agg(group, 'ratio', 2)[1]}× |")
+    seeded = {r["db"]: r.get("seed_s") for r in rows}
+    w("")
+    w("Seeding " + " + ".join(f"{n:,}" for n in sizes) + " messages took "
+      + ", ".join(f"{fmt(v, 1)} s on {k}" for k, v in seeded.items()) + ".")
+    w("")
 
 
 # --- two processes + Redis ------------------------------------------------------------------------

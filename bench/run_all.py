@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from . import common
+from .bench_export import bench_export
 from .common import LOAD_CPU, ROOT, chat_server, new_database, run_loadgen, seed, socketio_server
 
 RESULTS = ROOT / "bench" / "results"
@@ -55,6 +56,9 @@ FULL = {
     # Two `serve` processes + Redis beside one process, on PostgreSQL: the fan-out's workload
     # (rate, warm-up, window) at the target's 5,000 attendees.
     "cluster_attendees": 5000,
+    # Transcript export (bench/bench_export.py): the same webinar sizes 10× apart, so that the
+    # peak RSS growth of the bigger ÷ the smaller shows whether memory grows with the webinar.
+    "export_messages": [100_000, 1_000_000], "export_kinds": ["sqlite", "postgresql"],
 }
 QUICK = {
     "runs": 1,
@@ -69,6 +73,7 @@ QUICK = {
     "after_messages": 100_000, "after_queries": 200,
     "storm_attendees": 1000,
     "cluster_attendees": 5000,
+    "export_messages": [10_000, 100_000], "export_kinds": ["sqlite"],
 }
 # The target workload: 100 chat messages/s into one webinar (PERFORMANCE.md).
 FANOUT_RATE = 100
@@ -394,6 +399,7 @@ BENCHES: dict[str, Callable[[dict[str, Any], Path], list[dict[str, Any]]]] = {
     "fanout": bench_fanout, "idle": bench_idle, "send": bench_send, "longpoll": bench_longpoll,
     "longpoll_scale": bench_longpoll_scale,
     "poll": bench_poll, "after": bench_after, "storm": bench_storm, "cluster": bench_cluster,
+    "export": bench_export,
 }
 
 

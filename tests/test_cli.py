@@ -102,9 +102,14 @@ async def test_admin_export_streams_the_transcript_to_stdout_or_a_file(
     """On both databases: the same rows as the HTTP export (transcript.py), deleted and hidden
     messages included, JSON on stdout by default, CSV into --output."""
     posted = []
-    for text in ("Hello", "=cmd|' /C calc'!A0", "gone soon"):
-        message, _ = await store.create_message(world.webinar, world.alice.user_id, "Alice",
-                                                text, None, slow_mode_applies=False)
+    for person, text, role, visibility in (
+            (world.host, "Hello", "host", "everyone"),
+            (world.alice, "=cmd|' /C calc'!A0", "attendee", "staff"),  # posted in hosts_only
+            (world.alice, "gone soon", "attendee", "everyone")):
+        message, _ = await store.create_message(world.webinar, person.user_id,
+                                                person.display_name, text, None,
+                                                slow_mode_applies=False, author_role=role,
+                                                visibility=visibility)
         posted.append(message)
     await store.set_hidden(posted[0], True)
     await store.delete_message(posted[2])
@@ -118,6 +123,8 @@ async def test_admin_export_streams_the_transcript_to_stdout_or_a_file(
     assert [(m["id"], m["content"], m["hidden"], m["deleted"]) for m in body["messages"]] == [
         (posted[0].id, "Hello", True, False), (posted[1].id, "=cmd|' /C calc'!A0", False, False),
         (posted[2].id, None, None, True)]
+    assert [(m["author_role"], m["visibility"]) for m in body["messages"]] == [
+        ("host", "everyone"), ("attendee", "staff"), (None, None)]
 
     out = tmp_path / "transcript.csv"
     as_csv = await asyncio.to_thread(run_on, database_url, "admin", "export", "--webinar-id", wid,
@@ -129,6 +136,8 @@ async def test_admin_export_streams_the_transcript_to_stdout_or_a_file(
     assert rows[0] == list(COLUMNS)
     assert [r[COLUMNS.index("content")] for r in rows[1:]] == ["Hello", "'=cmd|' /C calc'!A0", ""]
     assert [r[COLUMNS.index("deleted")] for r in rows[1:]] == ["false", "false", "true"]
+    assert [(r[COLUMNS.index("author_role")], r[COLUMNS.index("visibility")]) for r in rows[1:]] \
+        == [("host", "everyone"), ("attendee", "staff"), ("", "")]
 
     missing = tmp_path / "missing.json"
     unknown = await asyncio.to_thread(run_on, database_url, "admin", "export", "--webinar-id",

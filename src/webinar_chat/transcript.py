@@ -32,9 +32,10 @@ Format = Literal["csv", "json"]
 FORMATS: tuple[Format, ...] = ("json", "csv")
 MEDIA_TYPES: dict[Format, str] = {"json": "application/json", "csv": "text/csv; charset=utf-8"}
 
-# The fields of every row, in the CSV's column order (the JSON rows have the same keys).
+# The fields of every row, in the CSV's column order (the JSON rows have the same keys). Columns
+# added later go at the end, so that a reader of the CSV by position keeps working.
 COLUMNS = ("id", "seq", "created_at", "user_id", "display_name", "content", "hidden", "deleted",
-           "deleted_at")
+           "deleted_at", "author_role", "visibility")
 
 # The fields of a question row (responses.TranscriptQuestion), in the CSV's second section.
 QUESTION_COLUMNS = ("id", "seq", "created_at", "user_id", "display_name", "content", "status",
@@ -62,6 +63,8 @@ def row(entry: TranscriptEntry) -> dict[str, Any]:
         "hidden": entry.hidden,
         "deleted": entry.deleted,
         "deleted_at": None if entry.deleted_at is None else iso_utc(entry.deleted_at),
+        "author_role": entry.author_role,
+        "visibility": entry.visibility,
     }
 
 
@@ -99,11 +102,11 @@ _BOOLEAN = {True: "true", False: "false"}
 def csv_record(r: dict[str, Any]) -> list[Any]:
     """A JSON row as the CSV writer's record, in COLUMNS order: null is an empty cell (the csv
     module writes None so), booleans are true/false, and the cells people typed (display name,
-    content) are defused. The others are ids, seqs and our own timestamps, which never start
-    like a formula."""
+    content) are defused. The others are ids, seqs, our own timestamps and our own words (role,
+    visibility), which never start like a formula."""
     return [r["id"], r["seq"], r["created_at"], r["user_id"], defuse_formula(r["display_name"]),
             defuse_formula(r["content"]), _BOOLEAN.get(r["hidden"]), _BOOLEAN[r["deleted"]],
-            r["deleted_at"]]
+            r["deleted_at"], r["author_role"], r["visibility"]]
 
 
 def csv_text(rows: Iterable[dict[str, Any]], *, header: bool = False) -> str:

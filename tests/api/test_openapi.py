@@ -156,9 +156,16 @@ def test_the_models_refuse_what_the_document_does_not_list() -> None:
 @pytest.mark.parametrize("state", ["visible", "hidden", "deleted"])
 def test_transcript_rows_match_the_models(state: str) -> None:
     at = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
-    entry = (TranscriptEntry(7, 12, None, None, None, None, None, at) if state == "deleted"
-             else TranscriptEntry(7, 9, at, 5, "Alice", "=1+1", state == "hidden", None))
+    entry = (TranscriptEntry(7, 12, None, None, None, None, None, at, None, None)
+             if state == "deleted"
+             else TranscriptEntry(7, 9, at, 5, "Alice", "=1+1", state == "hidden", None,
+                                  "moderator", "staff" if state == "hidden" else "everyone"))
     row = transcript.row(entry)
+    if state != "deleted":
+        assert (row["author_role"], row["visibility"]) == (entry.author_role, entry.visibility)
+        for field, bad in (("author_role", "admin"), ("visibility", "public"), ("author_role", None)):
+            with pytest.raises(ValidationError):
+                responses.TranscriptMessage.model_validate({**row, field: bad})
     parsed = TypeAdapter(responses.TranscriptMessage | responses.TranscriptDeletedMessage
                          ).validate_python(row)
     assert isinstance(parsed, responses.TranscriptDeletedMessage if state == "deleted"

@@ -60,6 +60,8 @@ async def test_pages_merge_deleted_messages_by_id_while_writes_land_between_them
     assert (live.content, live.user_id, live.display_name, live.hidden, live.deleted) == \
         ("m0", world.alice.user_id, "Alice", False, False)
     assert live.created_at == posted[0].created_at and live.seq == posted[0].seq
+    assert (live.author_role, live.visibility) == ("attendee", "everyone")
+    assert (gone.author_role, gone.visibility) == (None, None)
     assert by_id[posted[9].id].seq > posted[-1].seq  # a deleted entry's seq is its deletion's
 
 

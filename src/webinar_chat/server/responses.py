@@ -329,6 +329,11 @@ class TranscriptMessage(Answer):
     hidden: bool
     deleted: Literal[False]
     deleted_at: None
+    author_role: Role = Field(description="The author's role in the webinar when they posted "
+                              "(the badge)")
+    visibility: Literal["everyone", "staff"] = Field(description=(
+        "`staff`: an attendee's message posted in hosts_only mode, seen by staff and its "
+        "author only"))
 
 
 class TranscriptDeletedMessage(Answer):
@@ -343,6 +348,8 @@ class TranscriptDeletedMessage(Answer):
     hidden: None
     deleted: Literal[True]
     deleted_at: Timestamp
+    author_role: None
+    visibility: None
 
 
 class TranscriptQuestion(Answer):

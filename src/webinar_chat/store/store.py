@@ -130,6 +130,10 @@ class TranscriptEntry:
     content: str | None
     hidden: bool | None
     deleted_at: datetime | None
+    # The author's role in the webinar when they posted (messages.author_role, the badge) and
+    # who may see the message (messages.visibility: everyone, or staff for hosts_only mode).
+    author_role: str | None
+    visibility: str | None
 
     @property
     def deleted(self) -> bool:
@@ -204,7 +208,8 @@ def transcript_sql(dialect: str) -> str:
                else "m.webinar_id = $1")
     return f"""SELECT * FROM (
         SELECT m.id, m.seq, m.created_at, m.user_id, COALESCE(p.display_name, '') AS display_name,
-               m.content, m.hidden, CAST(NULL AS TIMESTAMPTZ) AS deleted_at
+               m.content, m.hidden, CAST(NULL AS TIMESTAMPTZ) AS deleted_at, m.author_role,
+               m.visibility
         FROM messages m LEFT JOIN profiles p ON p.user_id = m.user_id
         WHERE {webinar} AND m.id > $2
         ORDER BY m.webinar_id ASC, m.id ASC LIMIT $3) AS live
@@ -213,7 +218,8 @@ def transcript_sql(dialect: str) -> str:
         SELECT c.message_id AS id, c.seq, CAST(NULL AS TIMESTAMPTZ) AS created_at,
                CAST(NULL AS BIGINT) AS user_id, CAST(NULL AS TEXT) AS display_name,
                CAST(NULL AS TEXT) AS content, CAST(NULL AS BOOLEAN) AS hidden,
-               c.changed_at AS deleted_at
+               c.changed_at AS deleted_at, CAST(NULL AS TEXT) AS author_role,
+               CAST(NULL AS TEXT) AS visibility
         FROM message_changes c
         WHERE c.webinar_id = $1 AND c.op = 'DELETE' AND c.message_id > $2
         ORDER BY c.webinar_id ASC, c.message_id ASC LIMIT $3) AS gone
@@ -231,6 +237,8 @@ def _transcript_entry(row: Row) -> TranscriptEntry:
         content=row["content"],
         hidden=None if deleted else bool(row["hidden"]),
         deleted_at=_opt_datetime(row["deleted_at"]),
+        author_role=row["author_role"],
+        visibility=row["visibility"],
     )
 
 
