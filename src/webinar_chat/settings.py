@@ -120,6 +120,30 @@ class Settings:
     # Proxies whose X-Forwarded-For names the client (comma-separated addresses or networks;
     # empty: the peer address is the client).
     trusted_proxies: str = ""
+    # Tokens from the host platform (auth/external.py, docs/external-auth.md): JWTs signed by
+    # someone else, accepted beside our own access tokens. Off while neither a secret nor a JWKS
+    # source is set. The secret verifies HS256 tokens (Supabase Auth's legacy "JWT secret");
+    # the JWKS (a URL, fetched in the background, or a file) verifies RS256/ES256 ones.
+    external_jwt_secret: str = ""
+    external_jwt_jwks_url: str = ""
+    external_jwt_jwks_file: str = ""
+    external_jwt_issuer: str = ""
+    external_jwt_audience: str = ""
+    # Comma-separated; empty: HS256 with a secret, RS256 and ES256 with a JWKS.
+    external_jwt_algorithms: str = ""
+    external_jwt_leeway_s: float = 0.0
+    # Claim names (dotted paths into nested objects, e.g. app_metadata.role). The name claim may
+    # list several, tried in order; then the e-mail's local part, then "User <id prefix>".
+    external_jwt_subject_claim: str = "sub"
+    external_jwt_name_claim: str = "name"
+    external_jwt_email_claim: str = "email"
+    # Unset: registrations and roles come from the admin API, as for local users.
+    external_jwt_role_claim: str = ""
+    external_jwt_webinars_claim: str = ""
+    # The JWKS is read again this often, and on a token with an unknown `kid` (key rotation),
+    # but at most once per EXTERNAL_JWT_JWKS_MIN_REFETCH_S for unknown kids.
+    external_jwt_jwks_refresh_s: float = 300.0
+    external_jwt_jwks_min_refetch_s: float = 10.0
     development: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -177,6 +201,21 @@ class Settings:
             "rate_ws_connect_ip": os.environ.get("RATE_LIMIT_WS_CONNECT_IP") or "300/60",
             "rate_ws_connect_user": os.environ.get("RATE_LIMIT_WS_CONNECT_USER") or "30/60",
             "trusted_proxies": os.environ.get("TRUSTED_PROXIES", ""),
+            "external_jwt_secret": os.environ.get("EXTERNAL_JWT_SECRET", ""),
+            "external_jwt_jwks_url": os.environ.get("EXTERNAL_JWT_JWKS_URL", ""),
+            "external_jwt_jwks_file": os.environ.get("EXTERNAL_JWT_JWKS_FILE", ""),
+            "external_jwt_issuer": os.environ.get("EXTERNAL_JWT_ISSUER", ""),
+            "external_jwt_audience": os.environ.get("EXTERNAL_JWT_AUDIENCE", ""),
+            "external_jwt_algorithms": os.environ.get("EXTERNAL_JWT_ALGORITHMS", ""),
+            "external_jwt_leeway_s": _env_float("EXTERNAL_JWT_LEEWAY", 0.0),
+            "external_jwt_subject_claim": os.environ.get("EXTERNAL_JWT_SUBJECT_CLAIM") or "sub",
+            "external_jwt_name_claim": os.environ.get("EXTERNAL_JWT_NAME_CLAIM") or "name",
+            "external_jwt_email_claim": os.environ.get("EXTERNAL_JWT_EMAIL_CLAIM") or "email",
+            "external_jwt_role_claim": os.environ.get("EXTERNAL_JWT_ROLE_CLAIM", ""),
+            "external_jwt_webinars_claim": os.environ.get("EXTERNAL_JWT_WEBINARS_CLAIM", ""),
+            "external_jwt_jwks_refresh_s": _env_float("EXTERNAL_JWT_JWKS_REFRESH_S", 300.0),
+            "external_jwt_jwks_min_refetch_s": _env_float("EXTERNAL_JWT_JWKS_MIN_REFETCH_S",
+                                                          10.0),
             "development": development,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -78,6 +78,7 @@ class _Broken:
 
 class _Sub(SimpleNamespace):
     __hash__ = object.__hash__
+    encoding = None  # our protocol (a Phoenix channel has one: docs/supabase.md)
 
 
 class _Listener:

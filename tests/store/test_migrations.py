@@ -68,11 +68,16 @@ async def fill_every_table(store: Store, tokens: TokenService) -> None:
     await store.add_refresh_token(f"hash-{uuid.uuid4().hex}", world.alice.user_id,
                                   str(uuid.uuid4()),
                                   now_utc() + timedelta(days=1))
+    await store.provision_external_user("https://platform.test", str(uuid.uuid4()), None,
+                                        "From the platform")
 
 
 # What a migration that adds a feature brings, and so its downgrade takes away (and nothing
 # else): its tables, and the change-feed entries of its kind (docs/deployment.md).
-FEATURE_DATA = {"0005": ({"questions", "question_votes"}, "question")}
+FEATURE_DATA: dict[str, tuple[set[str], str | None]] = {
+    "0005": ({"questions", "question_votes"}, "question"),
+    "0006": ({"external_identities"}, None),  # its users stay, unlinked
+}
 
 
 async def feature_rows(database_url: str, revision: str, counts: dict[str, int]
@@ -88,6 +93,8 @@ async def feature_rows(database_url: str, revision: str, counts: dict[str, int]
                 expected[name] = 0
             else:
                 expected.pop(name, None)
+        if kind is None:
+            continue
         engine = create_async_engine(sqlalchemy_url(database_url))
         try:
             async with engine.connect() as conn:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import jwt
@@ -22,6 +23,9 @@ class TokenError(Exception):
 class AccessClaims:
     user_id: int
     expires_at: float
+    # A token from the host platform (auth/external.py): the `kid` of the key that signed it
+    # ("" for the shared secret). None: one of ours.
+    key_id: str | None = None
 
 
 # Verified access tokens remembered per process. A long-poll fallback re-presents the same token
@@ -36,6 +40,9 @@ class TokenService:
         self._secret = secret
         self.access_ttl_s = access_ttl_s
         self._verified: dict[str, AccessClaims] = {}
+        # Tokens from the host platform (server/identities.py sets it): called for a token that
+        # is not one of ours, synchronously; raises TokenError.
+        self.external: Callable[[str], AccessClaims] | None = None
 
     def issue_access(self, user_id: int, *, ttl_s: float | None = None) -> tuple[str, int]:
         now = int(time.time())
@@ -58,11 +65,35 @@ class TokenService:
             if cached.expires_at > time.time():
                 return cached
             del self._verified[token]
+        try:
+            claims = self._decode(token)
+        except TokenError as exc:
+            if self.external is None or exc.code == "token_expired":
+                raise  # expired: the signature was ours
+            claims = self.external(token)
+        self.remember(token, claims)
+        return claims
+
+    def verify_own(self, token: str) -> AccessClaims:
+        """`verify_access` for our own tokens only (none from the host platform)."""
+        cached = self.cached(token)
+        if cached is not None and cached.key_id is None:
+            return cached
         claims = self._decode(token)
+        self.remember(token, claims)
+        return claims
+
+    def remember(self, token: str, claims: AccessClaims) -> None:
+        """Keep a verified token's claims (also for tokens verified elsewhere: the host
+        platform's, server/identities.py)."""
         if len(self._verified) >= VERIFIED_CACHE_SIZE:
             self._verified.clear()  # crude but bounded; refills with the active tokens at once
         self._verified[token] = claims
-        return claims
+
+    def forget(self, drop: Callable[[AccessClaims], bool]) -> None:
+        """Drop the remembered tokens whose claims `drop` says (a key the issuer withdrew)."""
+        for token in [t for t, claims in self._verified.items() if drop(claims)]:
+            del self._verified[token]
 
     def _decode(self, token: str) -> AccessClaims:
         try:

@@ -71,12 +71,15 @@ class Batch:
 
 class Subscription:
     __slots__ = ("webinar_id", "topic", "generation", "state", "delivered_seq", "audience",
-                 "viewer_id", "buffer", "ref", "requested_seq", "owner")
+                 "viewer_id", "buffer", "ref", "requested_seq", "owner", "encoding")
 
     def __init__(self, webinar_id: int, generation: int, requested_seq: int | None, ref: Any,
-                 owner: Any) -> None:
+                 owner: Any, *, topic: str | None = None, encoding: Any = None) -> None:
         self.webinar_id = webinar_id
-        self.topic = topic_name(webinar_id)
+        self.topic = topic or topic_name(webinar_id)
+        # Another protocol's frames (protocol/phoenix.py `Channel`): the hub asks it for this
+        # subscriber's frames instead of using the room's own (None: our protocol).
+        self.encoding = encoding
         self.generation = generation
         self.state = SubState.AUTHORIZING
         # Highest seq this connection has been sent for the topic (None until known).
@@ -258,20 +261,31 @@ class Session:
                 return actions  # the error frame explains why
         if self.identity is None:
             return [error_frame("unauthorized", "Send an access token first", topic=topic, ref=ref)]
+        return actions + self._open(webinar_id, last_seq, ref, topic)
+
+    def _open(self, webinar_id: int, last_seq: int | None, ref: Any, topic: Any, *,
+              encoding: Any = None) -> list[Action]:
+        """A join with a valid token: replace the webinar's subscription or add one, then check
+        access. (`topic` only for the error frame; `encoding` for another protocol's channel.)"""
+        assert self.identity is not None
+        actions: list[Action] = []
         previous = self.subscriptions.get(webinar_id)
         if previous is not None:
             # Re-joining replaces the subscription: drop the old one before anything else.
             actions.append(Unsubscribe(previous))
             del self.subscriptions[webinar_id]
         elif len(self.subscriptions) >= self.max_topics:
-            return actions + [error_frame("too_many_topics",
-                                          f"At most {self.max_topics} topics per connection",
-                                          topic=topic, ref=ref)]
+            return actions + self._too_many_topics(topic, ref)
         self._generation += 1
-        sub = Subscription(webinar_id, self._generation, last_seq, ref, self.owner)
+        sub = Subscription(webinar_id, self._generation, last_seq, ref, self.owner,
+                           topic=topic if encoding is not None else None, encoding=encoding)
         self.subscriptions[webinar_id] = sub
         actions.append(CheckAccess(webinar_id, sub.generation, self.identity.user_id))
         return actions
+
+    def _too_many_topics(self, topic: Any, ref: Any) -> list[Action]:
+        return [error_frame("too_many_topics", f"At most {self.max_topics} topics per connection",
+                            topic=topic, ref=ref)]
 
     # --- tokens ----------------------------------------------------------------------------------
 
@@ -287,10 +301,10 @@ class Session:
             identity = self.verify_token(token)
         except TokenRejected as exc:
             self.identity = None
-            return self._suspend_all() + [error_frame(exc.code, str(exc))]
+            return self._token_refused(exc.code, str(exc))
         if identity.expires_at <= now:
             self.identity = None
-            return self._suspend_all() + [error_frame("token_expired", "Access token expired")]
+            return self._token_refused("token_expired", "Access token expired")
         actions = []
         if self._subscriber_id is not None and self._subscriber_id != identity.user_id:
             # Another user on this socket: nothing of the previous user's carries over.
@@ -314,7 +328,11 @@ class Session:
         if self.identity is None or self.identity.expires_at > now:
             return []  # a newer token arrived meanwhile
         self.identity = None
-        return self._suspend_all() + [error_frame("token_expired", "Access token expired")]
+        return self._token_refused("token_expired", "Access token expired")
+
+    def _token_refused(self, code: str, message: str) -> list[Action]:
+        """The socket has no valid token any more: its subscriptions wait for a new one."""
+        return self._suspend_all() + [error_frame(code, message)]
 
     def _suspend_all(self) -> list[Action]:
         for sub in self.subscriptions.values():
@@ -347,8 +365,7 @@ class Session:
         sub.move(SubState.REPLAYING)
         actions: list[Action] = [Subscribe(sub)]
         if not resumed:
-            actions.append(_frame(type="joined", topic=sub.topic, ref=sub.ref, head_seq=head_seq,
-                                  resume_from=sub.delivered_seq, role=role))
+            actions += self._joined(sub, head_seq, role)
         assert sub.delivered_seq is not None
         actions.append(LoadChanges(webinar_id, generation, sub.delivered_seq))
         return actions
@@ -360,8 +377,21 @@ class Session:
         if sub is None:
             return []
         del self.subscriptions[webinar_id]
-        return [Unsubscribe(sub), error_frame(code, message, topic=sub.topic, ref=sub.ref,
-                                              **(extra or {}))]
+        return [Unsubscribe(sub)] + self._denied(sub, code, message, extra or {})
+
+    # --- the frames of our protocol (another protocol's session overrides these) ----------------
+
+    def _joined(self, sub: Subscription, head_seq: int, role: str) -> list[Action]:
+        return [_frame(type="joined", topic=sub.topic, ref=sub.ref, head_seq=head_seq,
+                       resume_from=sub.delivered_seq, role=role)]
+
+    def _denied(self, sub: Subscription, code: str, message: str,
+                extra: dict[str, Any]) -> list[Action]:
+        return [error_frame(code, message, topic=sub.topic, ref=sub.ref, **extra)]
+
+    def _change_frames(self, sub: Subscription, changes: list[Change]) -> list[Action]:
+        return [Send(changes_frame(sub.topic, [encode_for(c, sub.audience, sub.viewer_id)
+                                               for c in changes]))]
 
     def on_changes(self, webinar_id: int, generation: int, changes: list[Change],
                    has_more: bool) -> list[Action]:
@@ -413,9 +443,7 @@ class Session:
         fresh = [c for c in changes if c.seq > sub.delivered_seq]
         actions: list[Action] = []
         for start in range(0, len(fresh), REPLAY_FRAME_EVENTS):
-            chunk = fresh[start:start + REPLAY_FRAME_EVENTS]
-            actions.append(Send(changes_frame(sub.topic, [encode_for(c, sub.audience, sub.viewer_id)
-                                                          for c in chunk])))
+            actions += self._change_frames(sub, fresh[start:start + REPLAY_FRAME_EVENTS])
         if fresh:
             sub.delivered_seq = fresh[-1].seq
         return actions

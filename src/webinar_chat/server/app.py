@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute, request_response
 from starlette.types import Receive, Scope, Send
 
 from ..auth.access_cache import AccessCache
+from ..auth.external import ExternalConfig
 from ..auth.tokens import TokenService
 from ..bus import Bus, create_bus
 from ..settings import Settings, resolve_jwt_secret
@@ -31,6 +32,7 @@ from .access_changes import access_changed
 from .client_events import ClientEventLedger
 from .errors import ApiError, JSONResponse, api_error_handler, error_response
 from .hub import Hub
+from .identities import ExternalTokenGate, Identities
 from .metrics import Metrics
 from .metrics_server import start_metrics_server
 from .middleware import RequestContext
@@ -41,6 +43,7 @@ from .rate_limits import TrustedProxies, create_rate_limiter, policies_from_sett
 from .realtime import heartbeat_loop, realtime_endpoint
 from .request_ids import RequestIds
 from .state import AppState
+from .supabase_realtime import supabase_realtime_endpoint
 from .text_rules import content_pattern, display_name_pattern
 from .ws_protocol import text_frame
 
@@ -349,7 +352,11 @@ def build_routes(extra: list[BaseRoute] | None = None) -> list[BaseRoute]:
     routes: list[BaseRoute] = [Route(path, _PathMethods(by_path[path])) for path in ordered]
     routes += [Route("/api/openapi.json", _openapi, methods=["GET"]),
                Route("/openapi.json", _openapi, methods=["GET"]),
-               WebSocketRoute("/realtime", realtime_endpoint)]
+               WebSocketRoute("/realtime", realtime_endpoint),
+               # Supabase Realtime's protocol (docs/supabase.md): its clients' path, and the
+               # path its server listens on behind Supabase's gateway.
+               WebSocketRoute("/realtime/v1/websocket", supabase_realtime_endpoint),
+               WebSocketRoute("/socket/websocket", supabase_realtime_endpoint)]
     return routes + page_routes() + (extra or [])
 
 
@@ -359,6 +366,7 @@ def create_app(settings: Settings, *, bus: Bus | None = None,
     policies_from_settings(settings)  # a malformed RATE_LIMIT_*: fail now
     TrustedProxies(settings.trusted_proxies)
     origin_policy(settings.public_url, settings.realtime_allowed_origins)  # the same for origins
+    external = ExternalConfig.from_settings(settings)  # EXTERNAL_JWT_* that cannot work: fail now
     metrics = Metrics()
     request_ids = RequestIds()
 
@@ -378,6 +386,8 @@ def create_app(settings: Settings, *, bus: Bus | None = None,
                          events, limits)
         hub.access_changed = lambda webinar_id, user_id: access_changed(state, webinar_id,
                                                                          user_id)
+        identities = state.identities = Identities(tokens, store, chat_bus, external)
+        await identities.start()
         presence = state.presence = Presence(hub, chat_bus, metrics, settings, wire=text_frame)
         presence.start()
         app.state.chat = state
@@ -392,6 +402,7 @@ def create_app(settings: Settings, *, bus: Bus | None = None,
                 metrics_port.close()
             heartbeat.cancel()
             presence.close()
+            await identities.close()
             for task in list(state.background):
                 task.cancel()
             for connection in list(state.connections):
@@ -406,6 +417,8 @@ def create_app(settings: Settings, *, bus: Bus | None = None,
         lifespan=lifespan,
         # Unexpected errors: RequestContext (one log line with the request id, JSON 500).
         middleware=[Middleware(RequestContext, metrics=metrics, request_ids=request_ids,
-                               access_log=settings.access_log)],
+                               access_log=settings.access_log),
+                    # Tokens from the host platform, resolved before a route checks them.
+                    Middleware(ExternalTokenGate)],
         exception_handlers={ApiError: api_error_handler, HTTPException: _http_exception},
     )

@@ -80,7 +80,8 @@ class Listener(Protocol):
 class Delivery:
     """A sealed batch on its way to the subscribers the room had when its delivery began."""
 
-    __slots__ = ("batch", "wires", "targets", "next", "check_buffers", "personal_wires")
+    __slots__ = ("batch", "wires", "targets", "next", "check_buffers", "personal_wires",
+                 "channel_wires")
 
     def __init__(self, batch: Batch, wires: dict[Audience, bytes], targets: list[Subscription],
                  check_buffers: bool) -> None:
@@ -90,12 +91,28 @@ class Delivery:
         self.next = 0  # index of the first target not yet served
         self.check_buffers = check_buffers
         self.personal_wires: dict[int, bytes] = {}
+        # Another protocol's frames (protocol/phoenix.py), per channel key and audience: every
+        # channel subscribed the same way shares one encoding of the batch.
+        self.channel_wires: dict[Any, tuple[list[bytes], bytes]] = {}
 
     def personal_wire(self, author: int, frame: bytes, wire: Callable[[bytes], bytes]) -> bytes:
         """The wire bytes of an author's own frame, built for their first subscriber."""
         found = self.personal_wires.get(author)
         if found is None:
             found = self.personal_wires[author] = wire(frame)
+        return found
+
+    def channel_wire(self, sub: Subscription,
+                     wire: Callable[[bytes], bytes]) -> tuple[list[bytes], bytes]:
+        """(frames, their wire bytes) of the batch for a subscriber with an `encoding`, built for
+        the first subscriber of its kind. Empty when nothing in the batch is for it."""
+        viewer = sub.viewer_id if sub.audience is Audience.ATTENDEE \
+            and sub.viewer_id in self.batch.personal else None
+        key = (sub.encoding.key, sub.audience, viewer)
+        found = self.channel_wires.get(key)
+        if found is None:
+            frames = sub.encoding.frames(self.batch.changes, sub.audience, viewer)
+            found = self.channel_wires[key] = (frames, b"".join(wire(f) for f in frames))
         return found
 
 
@@ -535,7 +552,18 @@ class Hub:
                 listener: Listener = sub.owner
                 try:
                     if sub.take_shared(first, last):
-                        if personal and sub.viewer_id in personal \
+                        if sub.encoding is not None:  # another protocol (a Phoenix channel)
+                            channel_frames, wire = delivery.channel_wire(sub, self._wire)
+                            if not channel_frames:
+                                delivered += 1
+                                continue
+                            if transport is None:
+                                for frame in channel_frames:
+                                    listener.write(frame)
+                                delivered += 1
+                                continue
+                            frame = b""  # written below as `wire`
+                        elif personal and sub.viewer_id in personal \
                                 and sub.audience is Audience.ATTENDEE:
                             frame = personal[sub.viewer_id]
                             wire = delivery.personal_wire(sub.viewer_id, frame, self._wire)

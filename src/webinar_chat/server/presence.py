@@ -187,8 +187,8 @@ class Presence:
     def _greet(self, sub: Subscription) -> None:
         try:
             room = self.hub.rooms.get(sub.webinar_id)
-            if room is None or sub not in room.subscribers:
-                return  # left (or replaced) in the meantime
+            if room is None or sub not in room.subscribers or sub.encoding is not None:
+                return  # left (or replaced) in the meantime; a Phoenix channel has no such frame
             now = time.monotonic()
             users = self._users(sub.webinar_id, now, JOIN_CACHE_S)
             if sub.viewer_id is not None:
@@ -243,8 +243,10 @@ class Presence:
         payload = presence_frame(room.topic, total)
         wire = self.wire(payload)
         for sub in list(room.subscribers):
-            if sub.state is SubState.SUSPENDED:
-                continue  # a lapsed token: nothing is sent until the next one
+            if sub.state is SubState.SUSPENDED or sub.encoding is not None:
+                # a lapsed token: nothing is sent until the next one; a Phoenix channel
+                # (docs/supabase.md) counts as connected but has no presence frame
+                continue
             listener: Any = sub.owner
             try:
                 listener.write(payload, wire)

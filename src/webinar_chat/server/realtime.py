@@ -33,6 +33,7 @@ from ..protocol.session import (
     Unsubscribe,
     WatchTokenExpiry,
 )
+from .identities import frame_token
 from .origins import origin_policy
 from .ws_protocol import RAW_FRAMES_EXTENSION, TOKEN_EXTENSION, RawFrameWriter, text_frame
 
@@ -115,8 +116,8 @@ class RealtimeConnection:
         writer = None if self.raw else asyncio.create_task(self._writer())
         try:
             self._arm_auth_deadline()
-            token = (self.websocket.scope.get("extensions", {}).get(TOKEN_EXTENSION)
-                     or self.websocket.query_params.get("token"))
+            token = self.connect_token()
+            await self._prepare_token(token)
             self.perform(self.session.on_connect(token, time.time(),
                                                  self.state.settings.heartbeat_interval_s))
             self._track_user()
@@ -139,6 +140,7 @@ class RealtimeConnection:
                     self.close(MESSAGE_TOO_BIG, "message too big")
                     break
                 self.last_received = time.monotonic()
+                await self._prepare_token(self.frame_token(text or ""))
                 self.perform(self.session.on_text(text or "", time.time()))
                 self._track_user()
                 if self.counted_user != self.connect_user:  # a new user: not on every frame
@@ -165,6 +167,32 @@ class RealtimeConnection:
             if writer:
                 writer.cancel()
             self._log_session()
+
+    def frame_token(self, text: str) -> str | None:
+        """The token a client frame carries (for `_prepare_token`), in this protocol's frames."""
+        return frame_token(text)
+
+    async def _prepare_token(self, token: str | None) -> None:
+        """Awaited before the session sees a token: the URL's before `on_connect`, and a
+        frame's (`auth`, a join's `token`) before that frame's `on_text`. The session verifies
+        synchronously (`token_verifier`), so a token from the host platform is resolved here
+        first — verified with a JWKS refetch for an unknown `kid`, its user provisioned on first
+        use (server/identities.py). A refusal is left to the session, which answers it with its
+        error frame and code. A subclass with frames of its own (another protocol) awaits this
+        for each token it is about to hand to its session."""
+        identities = self.state.identities
+        if token and identities is not None and identities.enabled:
+            await identities.prepare(token)
+
+    def connect_token(self) -> str | None:
+        """The token the client connected with (subprotocol or `?token=`), if any."""
+        return (self.websocket.scope.get("extensions", {}).get(TOKEN_EXTENSION)
+                or self.websocket.query_params.get("token"))
+
+    def internal_error_frames(self) -> list[bytes]:
+        """What the client is told before the socket is closed after an internal error."""
+        return [orjson.dumps({"type": "error", "code": "internal",
+                              "message": "Internal error; reconnect"})]
 
     def _log_session(self) -> None:
         heartbeats = self.raw.heartbeats_in if self.raw is not None else 0
@@ -364,8 +392,8 @@ class RealtimeConnection:
         if error is not None:
             self.state.metrics.background_failure("connection_task", error, user_id=self.user_id)
             try:
-                self.write(orjson.dumps({"type": "error", "code": "internal",
-                                         "message": "Internal error; reconnect"}))
+                for frame in self.internal_error_frames():
+                    self.write(frame)
             finally:
                 self.abort()
 

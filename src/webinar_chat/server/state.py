@@ -20,6 +20,7 @@ from .rate_limits import RateLimiter
 from .request_ids import RequestIds
 
 if TYPE_CHECKING:
+    from .identities import Identities
     from .presence import Presence
     from .realtime import RealtimeConnection
 
@@ -44,6 +45,9 @@ class AppState:
     slow_polls: int = 0  # long-polls (wait > 0) answered through Starlette (http_api.py)
     openapi: bytes | None = None  # the OpenAPI document, built on its first request (app.py)
     presence: Presence | None = None  # connected users per webinar (presence.py)
+    # Tokens from the host platform (identities.py): resolves them before the synchronous
+    # checks of `tokens` see them. None in states built without it (tests of other parts).
+    identities: Identities | None = None
 
     def drain(self) -> None:
         """Shutdown has begun: close every socket with 1001 and answer every long-poll now."""

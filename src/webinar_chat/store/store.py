@@ -7,6 +7,7 @@ The change feed is built here: every write to `messages` takes the next per-webi
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,16 @@ from . import questions as _questions
 from .db import Database, NotNullViolation, Plan, Row, UniqueViolation, q, single
 
 ROLES = ("attendee", "moderator", "host")
+# The password hash of users provisioned from a host platform's token: not an argon2 hash, so
+# no password verifies against it (auth/passwords.verify_password), not even the dummy's.
+EXTERNAL_PASSWORD_HASH = "!external"
+
+
+def external_email(issuer: str, subject: str) -> str:
+    """The address of an external user whose token has no usable e-mail: unique per identity,
+    under a domain that can never receive mail (RFC 6761)."""
+    digest = hashlib.sha256(f"{issuer}\n{subject}".encode()).hexdigest()[:24]
+    return f"{digest}@external.invalid"
 
 
 class StoreError(Exception):
@@ -610,6 +621,58 @@ class Store:
                SELECT p.display_name FROM registrations r JOIN profiles p ON p.user_id = r.user_id
                WHERE r.role IN ('moderator', 'host')""")
         return any(normalise(row["display_name"]) == normalised for row in rows)
+
+    # --- users from the host platform (server/identities.py, migration 0006) -------------------
+
+    async def external_identity_user(self, issuer: str, subject: str) -> int | None:
+        row = await self.db.fetchrow(
+            "SELECT user_id FROM external_identities WHERE issuer = $1 AND subject = $2",
+            issuer, subject)
+        return None if row is None else int(row["user_id"])
+
+    async def provision_external_user(self, issuer: str, subject: str, email: str | None,
+                                      display_name: str) -> tuple[int, bool]:
+        """The user linked to (issuer, subject), created with its profile and link if there is
+        none: (user id, created). Idempotent under concurrency on both databases: a concurrent
+        provisioning of the same subject fails on the link's primary key, rolls its user back
+        and reads the winner's. `email` is used only while no account has it (an external
+        token never takes over an existing account); else an address under external.invalid.
+        The user has no password: its hash is one that no password verifies against."""
+        fallback = external_email(issuer, subject)
+        wanted = email.strip().lower() if email else fallback
+        for attempt in range(3):
+            address = wanted if attempt == 0 else fallback
+            now = now_utc()
+
+            def plan(address: str = address, now: datetime = now) -> Plan[tuple[int, bool]]:
+                row = yield q("""SELECT user_id FROM external_identities
+                                 WHERE issuer = $1 AND subject = $2""", issuer, subject)
+                if row is not None:
+                    return int(row["user_id"]), False
+                taken = yield q("SELECT id FROM users WHERE email = $1", address)
+                if taken is not None:
+                    address = fallback
+                user = yield q("""INSERT INTO users (email, password_hash, is_admin, created_at)
+                                  VALUES ($1, $2, FALSE, $3) RETURNING id""",
+                               address, EXTERNAL_PASSWORD_HASH, now)
+                yield q("""INSERT INTO profiles (user_id, display_name, updated_at)
+                           VALUES ($1, $2, $3)""", user["id"], display_name, now)
+                yield q("""INSERT INTO external_identities (issuer, subject, user_id, created_at)
+                           VALUES ($1, $2, $3, $4)""", issuer, subject, user["id"], now)
+                return int(user["id"]), True
+
+            try:
+                return await self.db.run(plan())
+            except UniqueViolation:
+                # Another process linked the subject (or took the address) meanwhile.
+                user_id = await self.external_identity_user(issuer, subject)
+                if user_id is not None:
+                    return user_id, False
+        raise StoreError("could not provision the external user")
+
+    async def set_display_name(self, user_id: int, display_name: str) -> None:
+        await self._write("UPDATE profiles SET display_name = $2, updated_at = $3 WHERE user_id = $1",
+                          user_id, display_name, now_utc())
 
     # --- refresh tokens ------------------------------------------------------------------------
 
