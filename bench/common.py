@@ -516,6 +516,17 @@ def machine_info() -> dict[str, str]:
     }
 
 
+def src_uncommitted() -> bool:
+    """Whether src/ differs from the commit (modified or untracked files): the code measured is
+    then that commit plus the working tree's changes (read-only `git status`)."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--", "src"], cwd=ROOT,
+                             capture_output=True, text=True).stdout
+    except OSError:
+        return False
+    return bool(out.strip())
+
+
 def backing_versions(bench: str) -> dict[str, str]:
     """The Redis and PostgreSQL versions the cluster benchmark ran on, PostgreSQL's for the
     export benchmark (nothing for the others)."""

@@ -44,6 +44,16 @@ CONNECT_CONCURRENCY = 256
 # Our server closes a socket silent for 30 s; every client sends a heartbeat this often.
 HEARTBEAT_EVERY_S = 10.0
 HEARTBEAT = b'{"type":"heartbeat"}'
+# Supabase Realtime's protocol (docs/supabase.md), fan-out `protocol: "supabase"`: attendees
+# connect as supabase-js does (vsn 2.0.0, the user's token as the apikey), join the seed's way
+# and heartbeat on the `phoenix` topic every 25 s (the server sends no heartbeats there).
+SUPABASE_PATH = "/realtime/v1/websocket?apikey={token}&vsn=2.0.0"
+SUPABASE_TOPIC = "realtime:webinar:1:messages"
+SUPABASE_JOIN_REF = "1"
+# How every `postgres_changes` push of the channel begins (no join_ref, no ref).
+SUPABASE_PUSH = b'[null,null,"' + SUPABASE_TOPIC.encode() + b'","postgres_changes",'
+SUPABASE_HEARTBEAT_EVERY_S = 25.0
+SUPABASE_HEARTBEAT = b'[null,"hb","phoenix","heartbeat",{}]'
 # An event's own seq (the message inside repeats it as `,"seq":N,"user"`, never after a `{`).
 EVENT_SEQ = re.compile(rb'\{"seq":(\d+),"type"')
 # The drain loops below poll counters that protocol callbacks update (no event to await, and one
@@ -240,13 +250,47 @@ def sent_stats(sender: Sender, t0: float | None = None, t1: float | None = None)
 
 # --- fan-out over WebSocket ------------------------------------------------------------------------
 
-def fanout_message_handler(kind: str, sampled: bool) -> Callable[[WsClient, bytes, float], None]:
+def supabase_join(token: str) -> bytes:
+    """The seed's phx_join (as supabase-js sends it: vsn 2.0.0, ref = join_ref)."""
+    config = {"broadcast": {"ack": False, "self": False}, "presence": {"key": "", "enabled": False},
+              "postgres_changes": [{"event": "*", "schema": "public", "table": "messages",
+                                    "filter": "webinar_id=eq.1"}], "private": False}
+    return orjson.dumps([SUPABASE_JOIN_REF, SUPABASE_JOIN_REF, SUPABASE_TOPIC, "phx_join",
+                         {"config": config, "access_token": token}])
+
+
+def fanout_message_handler(kind: str, sampled: bool,
+                           protocol: str = "ours") -> Callable[[WsClient, bytes, float], None]:
     """Frame handler of one attendee while it parses: join bookkeeping, then (sampled clients)
-    seq + latency of every delivered event."""
+    seq + latency of every delivered event. `protocol` "supabase": Phoenix frames, one
+    `postgres_changes` push per message."""
 
     def on_message(client: WsClient, payload: bytes, received: float) -> None:
         st = client.state
-        if kind == "socketio":
+        if protocol == "supabase":
+            if not payload.startswith(SUPABASE_PUSH):
+                frame = orjson.loads(payload)  # replies and system pushes: rare
+                fut = st["joined"]
+                assert isinstance(fut, asyncio.Future)
+                if frame[3] == "phx_reply" and frame[1] == SUPABASE_JOIN_REF and not fut.done():
+                    if frame[4].get("status") == "ok":
+                        fut.set_result(None)
+                    else:
+                        fut.set_exception(RuntimeError(f"phx_join refused: {frame[4]}"))
+                elif frame[3] in ("phx_close", "phx_error") or (
+                        frame[3] == "system" and frame[4].get("status") != "ok"):
+                    errors = st.setdefault("errors", [])
+                    assert isinstance(errors, list)
+                    errors.append(payload[:200].decode())
+                return
+            if not sampled:
+                client.count += payload.count(b'"INSERT"')
+                return
+            data = orjson.loads(payload)[4]["data"]
+            if data["type"] != "INSERT":
+                return
+            events = [{"seq": data["record"]["seq"], "new": data["record"]}]
+        elif kind == "socketio":
             if payload == b"2":
                 client.send_text(b"3")
                 return
@@ -298,11 +342,15 @@ async def open_attendees(cfg: dict[str, Any], kind: str, ids: list[int], sampled
     attendee i goes to node i % nodes (`server_ports`)."""
     ports = server_ports(cfg)
     toks = tokens_for(ids) if kind == "chat" else {}
+    protocol = cfg.get("protocol", "ours")
 
     async def make(i: int) -> WsClient:
-        handler = fanout_message_handler(kind, sampled)
+        handler = fanout_message_handler(kind, sampled, protocol)
         port = ports[i % len(ports)]
-        if kind == "chat":
+        if protocol == "supabase":
+            client = await ws_connect(HOST, port, SUPABASE_PATH.format(token=toks[ids[i]]),
+                                      on_message=handler, on_lost=lost.append)
+        elif kind == "chat":
             path = f"/realtime?token={toks[ids[i]]}"
             client = await ws_connect(HOST, port, path, on_message=handler, on_lost=lost.append)
         else:
@@ -311,7 +359,9 @@ async def open_attendees(cfg: dict[str, Any], kind: str, ids: list[int], sampled
         client.state["sampled"] = sampled
         client.state["node"] = i % len(ports)
         client.state["joined"] = asyncio.get_running_loop().create_future()
-        if kind == "chat":
+        if protocol == "supabase":
+            client.send_text(supabase_join(toks[ids[i]]))
+        elif kind == "chat":
             client.send_text(b'{"type":"join","topic":"webinar:1:messages","ref":"j"}')
         try:
             await asyncio.wait_for(client.state["joined"], 30)  # type: ignore[arg-type]
@@ -328,13 +378,15 @@ async def open_attendees(cfg: dict[str, Any], kind: str, ids: list[int], sampled
     return clients
 
 
-async def heartbeats(clients: list[WsClient], kind: str) -> None:
+async def heartbeats(clients: list[WsClient], kind: str, protocol: str = "ours") -> None:
     if kind != "chat":
         return  # Engine.IO: the server pings, clients answer (see the handlers)
+    every, frame = ((SUPABASE_HEARTBEAT_EVERY_S, SUPABASE_HEARTBEAT) if protocol == "supabase"
+                    else (HEARTBEAT_EVERY_S, HEARTBEAT))
     while True:
-        await asyncio.sleep(HEARTBEAT_EVERY_S)
+        await asyncio.sleep(every)
         for c in clients:
-            c.send_text(HEARTBEAT)
+            c.send_text(frame)
 
 
 def count_by_node(clients: list[WsClient], nodes: int) -> list[int]:
@@ -360,7 +412,7 @@ async def fanout_bulk(cfg: dict[str, Any]) -> dict[str, Any]:
     t0 = time.monotonic()
     _, bulk_ids = split_attendees(cfg["attendees"], cfg["sample_every"])
     clients = await open_attendees(cfg, kind, bulk_ids, False, lost)
-    hb = asyncio.create_task(heartbeats(clients, kind))
+    hb = asyncio.create_task(heartbeats(clients, kind, cfg.get("protocol", "ours")))
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -550,7 +602,7 @@ async def fanout(cfg: dict[str, Any]) -> dict[str, Any]:
     bulk, ready = await Bulk.start(cfg)
     sample_ids, _ = split_attendees(n, cfg["sample_every"])
     sampled = await open_attendees(cfg, kind, sample_ids, True, lost)
-    hb = asyncio.create_task(heartbeats(sampled, kind))
+    hb = asyncio.create_task(heartbeats(sampled, kind, cfg.get("protocol", "ours")))
     sender = await make_sender(cfg, kind, cfg.get("sender_conns", 8))
     backing = Backing(cfg)
     await backing.open()
@@ -621,7 +673,7 @@ async def fanout(cfg: dict[str, Any]) -> dict[str, Any]:
     by_node = [(snap_b["by_node"][k] + sampled_b[k]) - (snap_a["by_node"][k] + sampled_a[k])
                for k in range(nodes)]
     return {
-        "kind": kind, "attendees": n, "nodes": nodes,
+        "kind": kind, "protocol": cfg.get("protocol", "ours"), "attendees": n, "nodes": nodes,
         "connected": ready["connected"] + len(sampled),
         "connect_s": ready["connect_s"],
         "rate_target": cfg["rate"], "window_s": round(window, 2),
@@ -651,6 +703,9 @@ async def fanout(cfg: dict[str, Any]) -> dict[str, Any]:
         "sampled_complete": complete_sampled, "sampled_in_order": in_order,
         "clients_complete": bulk_final["complete"] + complete_sampled,
         "disconnected": len(lost) + bulk_final["disconnected"],
+        # phx_close / phx_error / system errors (supabase) or error frames (ours), sampled clients
+        "sampled_errors": sum(len(e) for c in sampled
+                              if isinstance(e := c.state.get("errors"), list)),
         "events_per_frame": round(events_in_frames / frames, 2) if frames else None,
         "server_rss_kib": b.rss, "server_rss_before_kib": rss_before,
         "other_load": other_load(a, b, gen_cpu, redis_cpu),

@@ -372,6 +372,7 @@ def write_report(data: dict[str, Any]) -> Path:
               "than attendees × sent/s — the delivered figures are the servers'.")
         w("")
 
+    fanout_supabase_section(w, data)
     cluster_section(w, data)
 
     if idle:
@@ -626,6 +627,109 @@ def export_section(w: Callable[[str], None], data: dict[str, Any]) -> None:
     w("")
     w("Seeding " + " + ".join(f"{n:,}" for n in sizes) + " messages took "
       + ", ".join(f"{fmt(v, 1)} s on {k}" for k, v in seeded.items()) + ".")
+    w("")
+
+
+# --- fan-out: Supabase Realtime's protocol beside ours --------------------------------------------
+
+PROTOCOL_LABELS = {"ours": "ours (`/realtime`)",
+                   "supabase": "Supabase Realtime (`/realtime/v1/websocket`, vsn 2.0.0)"}
+
+
+def fanout_supabase_section(w: Callable[[str], None], data: dict[str, Any]) -> None:
+    """bench_fanout_supabase: the fan-out workload over our protocol and over Supabase Realtime's
+    (docs/supabase.md), side by side in each run; supabase ÷ ours per run, then the median."""
+    rows = ok_rows(data["results"], "fanout_supabase")
+    if not rows:
+        return
+    m = data["machine"]
+    made = data.get("provenance", {}).get("fanout_supabase", {})
+    commit = made.get("commit", m["commit"])
+    if made.get("src_uncommitted"):
+        commit += " with uncommitted changes in src/"
+    r0 = rows[0]
+    w("## Fan-out: Supabase Realtime's protocol beside ours")
+    w("")
+    w(f"**Command:** `.venv/bin/{made.get('command', data['command'])}`; commit {commit}, "
+      f"{made.get('date', m['date'])}; {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB. "
+      f"Figures are medians of {len({r['run'] for r in rows})} run(s) with [min–max]; the ratio "
+      f"is taken within a run, then the median.")
+    w("")
+    w(f"The fan-out workload above (one webinar, {r0['rate_target']} msgs/s offered for warm-up + "
+      f"window, SQLite, every {r0['attendees'] // r0['sampled_clients']}th attendee parsing every "
+      f"frame for latency in a light process, the others counting in a second one) with the "
+      f"attendees on our protocol or on Supabase Realtime's (docs/supabase.md), each on a fresh "
+      f"server and database, side by side in each run, the order alternating from run to run. "
+      f"Supabase attendees connect to `/realtime/v1/websocket?apikey=<token>&vsn=2.0.0`, join "
+      f"`realtime:webinar:1:messages` the seed's way (`phx_join` with `postgres_changes` `*` on "
+      f"`public.messages`, `webinar_id=eq.1`, and the token as `access_token`), wait for the "
+      f"`phx_reply` ok and heartbeat on `phoenix` every 25 s. Each message reaches them as one "
+      f"`postgres_changes` push in a WebSocket frame of its own (ours puts every event of a "
+      f"batch in one frame); the sample takes the latency from the send time in "
+      f"`record.content`, the others count `\"INSERT\"` (one per push) in the raw stream. The "
+      f"server builds a batch's pushes once per channel key and audience and writes those bytes "
+      f"to every socket subscribed the same way (server/hub.py, `Delivery.channel_wire`).")
+    w("")
+    w("| protocol | attendees | delivered/s | per server core | server CPU | p50 ms | p99 ms | "
+      "events/frame | sent/s | POST p99 ms | complete | RSS MiB | generator CPU "
+      "(sample + bulk) | other load c0/c1 |")
+    w("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    groups: dict[tuple[int, str, str | None], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        groups[(r["attendees"], r.get("protocol", "ours"), r.get("variant"))].append(r)
+    order = list(PROTOCOL_LABELS)
+    for (n, protocol, variant), group in sorted(
+            groups.items(), key=lambda x: (x[0][0], x[0][2] or "", order.index(x[0][1]))):
+        split = (f"{agg(group, nth('gen_cpu_util_split', 0), 2)[1]} + "
+                 f"{agg(group, nth('gen_cpu_util_split', 1), 2)[1]}")
+        w(f"| {PROTOCOL_LABELS[protocol]}{vtag(variant)} | {n:,} | "
+          f"{agg(group, 'delivered_per_s')[1]} | {agg(group, 'delivered_per_core_s')[1]} | "
+          f"{agg(group, 'server_cpu_util', 2)[1]} | {agg(group, 'p50_ms', 1)[1]} | "
+          f"{agg(group, 'p99_ms', 1)[1]} | "
+          f"{agg(group, 'events_per_frame', 1)[1]} | "
+          f"{agg(group, 'send_rate', 1)[1]} | {agg(group, 'post_p99_ms', 1)[1]} | "
+          f"{min(r['clients_complete'] for r in group):,}/{n:,} | "
+          f"{agg(group, lambda r: r['server_rss_kib'] / 1024)[1]} | "
+          f"{agg(group, 'gen_cpu_util', 2)[1]} ({split}) | "
+          f"{agg(group, lambda r: r['other_load']['core0'], 2)[1]} / "
+          f"{agg(group, lambda r: r['other_load'].get('core1'), 2)[1]} |")
+    w("")
+    w("Supabase ÷ ours, same run (the two servers measured one after the other):")
+    w("")
+    w("| attendees | delivered/s per server core | per run | server CPU | p99 |")
+    w("|---|---|---|---|---|")
+    for (n, protocol, variant), theirs in sorted(groups.items(),
+                                                 key=lambda x: (x[0][0], x[0][2] or "")):
+        if protocol != "supabase":
+            continue
+        ours = groups.get((n, "ours", variant), [])
+        per_core = ratio_by_run(theirs, ours, "delivered_per_core_s")
+        cpu = ratio_by_run(theirs, ours, "server_cpu_util")
+        p99 = ratio_by_run(theirs, ours, "p99_ms")
+        w(f"| {n:,}{vtag(variant)} | {agg([{'x': x} for x in per_core], 'x', 2)[1]}× | "
+          + ", ".join(f"{x:.2f}×" for x in per_core)
+          + f" | {agg([{'x': x} for x in cpu], 'x', 2)[1]}× | "
+          f"{agg([{'x': x} for x in p99], 'x', 2)[1]}× |")
+    w("")
+    errors = sum(r.get("sampled_errors", 0) for r in rows)
+    lost = sum(r["disconnected"] for r in rows)
+    if errors or lost:
+        w(f"**Errors:** {errors} error push(es) (`phx_close`, `phx_error`, `system` errors) at the "
+          f"sampled attendees and {lost} disconnected socket(s) over all runs.")
+        w("")
+    gen_hot = [r for r in rows if r["gen_cpu_util"] > 0.95]
+    short = [r for r in gen_hot if r["delivered_per_s"] < 0.95 * r["attendees"] * r["send_rate"]]
+    if short:
+        w(f"**Generator limit:** {len(short)} run(s) had the load generator's core ≥ 95 % busy "
+          f"and fell short of attendees × sent/s; their delivered/s is a generator figure.")
+    elif gen_hot:
+        which = sorted({(r["attendees"], r.get("protocol", "ours")) for r in gen_hot})
+        w(f"Generator check: {len(gen_hot)} run(s) had the generator's core ≥ 95 % busy ("
+          + ", ".join(f"{protocol} at {n:,}" for n, protocol in which) + "), all delivering "
+          "attendees × sent/s: the delivered and per-core figures are the server's, but those "
+          "runs' latencies include the generator's own queueing.")
+    else:
+        w("Generator check: no run had the generator's core ≥ 95 % busy.")
     w("")
 
 

@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.run_all            # full: 3 runs of each, ~25 min
     .venv/bin/python -m bench.run_all --quick    # smoke check: 1 short run of each, ~3 min
     .venv/bin/python -m bench.run_all --only fanout,idle [--runs N]   # merged into latest.json
+    .venv/bin/python -m bench.run_all --only fanout_supabase   # ours vs Supabase's protocol
     .venv/bin/python -m bench.run_all --report-only   # re-render from bench/results/latest.json
 
 Each benchmark starts its server under test (`webinar-chat serve`, or the Node Socket.IO server)
@@ -132,16 +133,20 @@ def measure(work: Path, config: dict[str, Any], *, users: int, run: int, kind: s
     return r
 
 
+def fanout_config(p: dict[str, Any], n: int) -> dict[str, Any]:
+    return {"mode": "fanout", "attendees": n, "rate": FANOUT_RATE,
+            "warmup": p["fanout_warmup"], "window": p["fanout_window"],
+            "sample_every": SAMPLE_EVERY, "sender_conns": SENDER_CONNS,
+            "sender_ids": list(range(n + 1, n + 1 + SENDERS))}
+
+
 def bench_fanout(p: dict[str, Any], work: Path) -> list[dict[str, Any]]:
     """Ours (current code, then each proposed variant) and Socket.IO, side by side in each run."""
     common.ensure_socketio_installed()
     out = []
     for run in range(p["runs"]):
         for n in p["fanout_attendees"]:
-            base = {"mode": "fanout", "attendees": n, "rate": FANOUT_RATE,
-                    "warmup": p["fanout_warmup"], "window": p["fanout_window"],
-                    "sample_every": SAMPLE_EVERY, "sender_conns": SENDER_CONNS,
-                    "sender_ids": list(range(n + 1, n + 1 + SENDERS))}
+            base = fanout_config(p, n)
             for variant in variants(p, "fanout"):
                 r = measure(work, {**base, "kind": "chat"}, users=n + SENDERS, run=run,
                             variant=variant)
@@ -152,6 +157,38 @@ def bench_fanout(p: dict[str, Any], work: Path) -> list[dict[str, Any]]:
                 r["run"] = run
                 out.append(r)
                 log(f"fanout socket.io n={n}: {brief(r)}")
+    return out
+
+
+# The fan-out benchmark's workload over our protocol (`/realtime`) and over Supabase Realtime's
+# (`/realtime/v1/websocket`, docs/supabase.md: one push per message, one WebSocket frame each).
+FANOUT_PROTOCOLS = ["ours", "supabase"]
+
+
+def bench_fanout_supabase(p: dict[str, Any], work: Path) -> list[dict[str, Any]]:
+    """The fan-out workload (same attendee counts, rate, warm-up, window and sample) with the
+    attendees on our protocol and on Supabase Realtime's, side by side in each run, each on its
+    own fresh server and database; the order alternates from run to run, so that a drift of the
+    shared machine does not always favour the same protocol. With --variants fanout_supabase=…
+    each variant is measured on both protocols too."""
+    out = []
+    for run in range(p["runs"]):
+        k = run % len(FANOUT_PROTOCOLS)
+        for n in p["fanout_attendees"]:
+            base = fanout_config(p, n)
+            for variant in variants(p, "fanout_supabase"):
+                rows = {}
+                for protocol in FANOUT_PROTOCOLS[k:] + FANOUT_PROTOCOLS[:k]:
+                    r = measure(work, {**base, "kind": "chat", "protocol": protocol},
+                                users=n + SENDERS, run=run, variant=variant)
+                    rows[protocol] = r
+                    out.append(r)
+                    log(f"fanout_supabase {protocol}{tag(variant)} n={n}: {brief(r)}, "
+                        f"sampled errors={r['sampled_errors']}")
+                ours, theirs = rows["ours"]["delivered_per_core_s"], rows["supabase"][
+                    "delivered_per_core_s"]
+                log(f"fanout_supabase{tag(variant)} n={n}: supabase/ours per core = "
+                    f"{theirs / ours if ours and theirs else float('nan'):.3f}")
     return out
 
 
@@ -396,7 +433,8 @@ def bench_storm(p: dict[str, Any], work: Path) -> list[dict[str, Any]]:
 
 
 BENCHES: dict[str, Callable[[dict[str, Any], Path], list[dict[str, Any]]]] = {
-    "fanout": bench_fanout, "idle": bench_idle, "send": bench_send, "longpoll": bench_longpoll,
+    "fanout": bench_fanout, "fanout_supabase": bench_fanout_supabase, "idle": bench_idle,
+    "send": bench_send, "longpoll": bench_longpoll,
     "longpoll_scale": bench_longpoll_scale,
     "poll": bench_poll, "after": bench_after, "storm": bench_storm, "cluster": bench_cluster,
     "export": bench_export,
@@ -458,6 +496,8 @@ def main(argv: list[str] | None = None) -> int:
                 data["provenance"][name] = {"command": command, "commit": machine["commit"],
                                             "date": machine["date"], "runs": params["runs"],
                                             **common.backing_versions(name)}
+                if common.src_uncommitted():
+                    data["provenance"][name]["src_uncommitted"] = True
                 results_path.write_text(json.dumps(data, indent=1))
         data["total_s"] = round(time.monotonic() - started)
         if args.only and previous:
