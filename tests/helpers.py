@@ -58,6 +58,26 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_port_range(count: int) -> int:
+    """The first of `count` consecutive free ports (METRICS_PORT + i for worker i): a free port
+    whose neighbour another process holds would fail the second worker's start-up."""
+    for _ in range(100):
+        base = free_port()
+        sockets = []
+        try:
+            for port in range(base, base + count):
+                s = socket.socket()
+                sockets.append(s)
+                s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+        return base
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
 @contextlib.asynccontextmanager
 async def fresh_database(backend: str, tmp_path: Any) -> AsyncIterator[str]:
     """A new, migrated database: a file for SQLite, a new database for PostgreSQL."""

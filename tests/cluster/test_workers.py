@@ -13,7 +13,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from ..conftest import CliServerFactory
-from ..helpers import World, eventually, free_port, metric_value, new_id, scrape, send
+from ..helpers import World, eventually, free_port_range, metric_value, new_id, scrape, send
 from ..realtime.test_realtime import Client, realtime, seqs
 from ..redis_server import RedisProcess
 
@@ -35,7 +35,7 @@ async def nodes_answering(base_url: str, want: int, timeout: float = 15.0) -> di
 
 async def test_two_workers_share_the_port_and_the_bus_and_survive_a_kill(
         cli_server: CliServerFactory, world: World, redis: RedisProcess) -> None:
-    metrics_port = free_port()
+    metrics_port = free_port_range(2)
     server = await cli_server(args=("--workers", "2"), allowed_errors=("worker_died",),
                               BUS_URL=redis.url, BUS_CHANNEL=f"wc-test-{uuid.uuid4().hex[:8]}",
                               HEARTBEAT_INTERVAL="0.5", METRICS_PORT=str(metrics_port))
