@@ -12,6 +12,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from webinar_chat.protocol.session import SubState
 from webinar_chat.store import Store
 
 from ..helpers import RunningServer, World, auth, eventually, new_id, send
@@ -68,6 +69,8 @@ async def test_a_subscriber_whose_transport_raises_is_closed_and_the_others_get_
         await bob.join(wid, last_seq=0)
         room = server.app_state.hub.rooms[wid]
         bob_connection = connection_of(server, world.bob.user_id)
+        # Live, not still replaying: only a live subscriber is written to by the fan-out.
+        await eventually(lambda: all(s.state is SubState.LIVE for s in room.subscribers))
 
         class BrokenTransport:
             def is_closing(self) -> bool:

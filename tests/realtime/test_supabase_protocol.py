@@ -179,10 +179,11 @@ async def test_a_ban_stops_delivery_with_a_system_error_and_phx_close(
 async def test_an_expired_token_closes_the_channels(server: RunningServer, world: World,
                                                     http: httpx.AsyncClient) -> None:
     wid = world.webinar.id
-    short, _ = server.app_state.tokens.issue_access(world.alice.user_id, ttl_s=1)
+    # 3 s (`exp` is whole seconds: 2–3 s from now), enough for the join's answer on a busy box
+    short, _ = server.app_state.tokens.issue_access(world.alice.user_id, ttl_s=3)
     async with phoenix(server) as client:
         await joined(client, wid, short)
-        await client.wait_for(lambda: client.of("phx_close", topic(wid)), timeout=4)
+        await client.wait_for(lambda: client.of("phx_close", topic(wid)), timeout=6)
         error = [p for p in client.of("system") if p["status"] == "error"][0]
         assert error["extension"] == "system" and error["message"].startswith("token_expired")
         await send(http, world.bob, wid, "too late", new_id())

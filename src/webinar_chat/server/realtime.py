@@ -307,7 +307,9 @@ class RealtimeConnection:
         self.frames_out += 1
         if self.raw is not None:
             if not self.raw.write(wire if wire is not None else text_frame(payload)):
-                self.closed = True
+                # Closing (the peer's close frame, or a lost connection): nothing more is
+                # written, and the read loop goes on to the disconnect, which says how and
+                # counts what the client sent before it (the session's log line).
                 return
             if self.raw.buffered() > self.max_buffer:
                 self.close(SLOW_CONSUMER, "slow consumer")
