@@ -244,7 +244,7 @@ def write_report(data: dict[str, Any]) -> Path:
     for vname, rows in by_variant(idle_all):
         v, s = agg(rows, "kib_per_connection", 1)
         summary.append((prefix(vname) + f"idle: {rows[0]['connections']:,} connections, one "
-                        "process", "≤ 30 KiB each", s + " KiB", verdict(v, 30, False)))
+                        "process", "≤ 20 KiB each", s + " KiB", verdict(v, 20, False)))
     snd_all = ok_rows(res, "send")
     for kind in ("sqlite", "postgresql"):
         for vname, rows in by_variant([r for r in snd_all if r["db"] == kind]):
@@ -380,7 +380,9 @@ def write_report(data: dict[str, Any]) -> Path:
         w("")
         w("Each connection: WebSocket upgrade, token in the URL, `join` of the webinar, then "
           "silence except the heartbeats (the server's every 5 s, the client's every 10 s). "
-          "KiB/connection = (RSS with all joined − RSS before) / connections.")
+          "KiB/connection = (RSS with all joined − RSS before) / connections. What each "
+          "connection's objects cost (tracemalloc, `bench/idle_profile.py`): Findings, "
+          "\"Idle memory\".")
         w("")
         w("| connections | KiB per connection | RSS before → after (MiB) | connects/s | "
           "server CPU while idle |")
@@ -1027,7 +1029,7 @@ def before_after(w: Callable[[str], None], before: dict[str, Any], after: dict[s
          pick(b, "storm", "all_caught_up_s", digits=2),
          pick(b, "storm", "all_caught_up_s", "replay-encode-once", digits=2),
          pick(a, "storm", "all_caught_up_s", digits=2)),
-        ("idle 10,000: KiB per connection", "≤ 30",
+        ("idle 10,000: KiB per connection", "≤ 20",
          pick(b, "idle", "kib_per_connection", digits=1), "–",
          pick(a, "idle", "kib_per_connection", digits=1)),
     ]

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute, request_response
 from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from ..auth.access_cache import AccessCache
 from ..auth.external import ExternalConfig
@@ -343,6 +344,24 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
                           headers=dict(exc.headers) if exc.headers else None)
 
 
+class SocketRoute(WebSocketRoute):
+    """A `WebSocketRoute` for `endpoint(websocket)` whose endpoint is awaited straight from the
+    router. Starlette's own wraps a function endpoint in three more coroutines, two closures, a
+    second exception-handler wrapper and a second `WebSocket`, all kept for the socket's whole
+    life (~1.5 KB of an idle socket, docs/benchmarks.md); the exception handlers are still
+    applied, by ExceptionMiddleware's wrapper (the same handlers from the same scope)."""
+
+    def __init__(self, path: str, endpoint: Callable[[WebSocket], Awaitable[None]]) -> None:
+        super().__init__(path, endpoint)
+        self.app = self._session
+
+    def _session(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        return self.endpoint(WebSocket(scope, receive=receive, send=send))  # type: ignore[no-any-return]
+
+    def handle(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:  # type: ignore[override]
+        return self.app(scope, receive, send)
+
+
 def build_routes(extra: list[BaseRoute] | None = None) -> list[BaseRoute]:
     by_path: dict[str, list[Endpoint]] = {}
     for ep in ENDPOINTS:
@@ -352,11 +371,11 @@ def build_routes(extra: list[BaseRoute] | None = None) -> list[BaseRoute]:
     routes: list[BaseRoute] = [Route(path, _PathMethods(by_path[path])) for path in ordered]
     routes += [Route("/api/openapi.json", _openapi, methods=["GET"]),
                Route("/openapi.json", _openapi, methods=["GET"]),
-               WebSocketRoute("/realtime", realtime_endpoint),
+               SocketRoute("/realtime", realtime_endpoint),
                # Supabase Realtime's protocol (docs/supabase.md): its clients' path, and the
                # path its server listens on behind Supabase's gateway.
-               WebSocketRoute("/realtime/v1/websocket", supabase_realtime_endpoint),
-               WebSocketRoute("/socket/websocket", supabase_realtime_endpoint)]
+               SocketRoute("/realtime/v1/websocket", supabase_realtime_endpoint),
+               SocketRoute("/socket/websocket", supabase_realtime_endpoint)]
     return routes + page_routes() + (extra or [])
 
 

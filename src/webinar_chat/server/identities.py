@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -333,14 +334,21 @@ class ExternalTokenGate:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] in ("http", "websocket"):
             state = getattr(scope["app"].state, "chat", None) if "app" in scope else None
             identities: Identities | None = getattr(state, "identities", None)
             if identities is not None and identities.enabled:
                 token = scope_token(scope)
                 if token:
-                    await identities.prepare(token)
+                    return self._prepared(identities, token, scope, receive, send)
+        # Nothing to resolve: handed on, not awaited here, so that no frame of this middleware
+        # stays on the stack of a WebSocket for its whole life.
+        return self.app(scope, receive, send)
+
+    async def _prepared(self, identities: Identities, token: str, scope: Scope, receive: Receive,
+                        send: Send) -> None:
+        await identities.prepare(token)
         await self.app(scope, receive, send)
 
 

@@ -19,6 +19,7 @@ writes the same line itself (http_protocol.py, `access_logged`).
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -70,10 +71,14 @@ class RequestContext:
         self.request_ids = request_ids or RequestIds()
         self.access_log = access_log
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+            # Handed on, not awaited here: no frame of this middleware stays on the stack of a
+            # WebSocket for its whole life (an idle socket's memory, docs/benchmarks.md).
+            return self.app(scope, receive, send)
+        return self._http(scope, receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         request_id = incoming_request_id(scope["headers"]) or self.request_ids.new()
         header = (REQUEST_ID_HEADER, request_id.encode("ascii"))

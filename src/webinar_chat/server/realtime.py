@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,7 @@ from ..protocol.session import (
     Unsubscribe,
     WatchTokenExpiry,
 )
+from .deadlines import Deadline
 from .identities import frame_token
 from .origins import origin_policy
 from .ws_protocol import RAW_FRAMES_EXTENSION, TOKEN_EXTENSION, RawFrameWriter, text_frame
@@ -61,7 +63,11 @@ HEARTBEAT_WIRE = text_frame(HEARTBEAT_PAYLOAD)
 HEARTBEAT_SKIP_WITHIN = 0.5
 
 
+@functools.lru_cache(maxsize=16)
 def token_verifier(tokens: TokenService) -> Any:
+    """The session's `verify_token` for `tokens`: one function for every connection of the
+    server (it reads `tokens` at each call, so a later `tokens.external` applies)."""
+
     def verify(token: str) -> Identity:
         try:
             claims = tokens.verify_access(token)
@@ -83,13 +89,18 @@ class RealtimeConnection:
         self.raw: RawFrameWriter | None = raw
         # The hub writes room frames straight to this transport (server/hub.py, fan-out).
         self.fanout_transport: asyncio.WriteTransport | None = raw.transport if raw else None
-        self.queue: collections.deque[bytes] = collections.deque()
-        self.queue_ready = asyncio.Event()
+        # The generic path's bounded queue and its writer's wake-up (see `_writer`); None on the
+        # raw path, which writes at once (an idle socket would pay ~1.6 KB for the two).
+        self.queue: collections.deque[bytes] | None = None
+        self.queue_ready: asyncio.Event | None = None
+        if raw is None:
+            self.queue = collections.deque()
+            self.queue_ready = asyncio.Event()
         self.closed = False
         self.last_received = time.monotonic()
         self.last_sent = 0.0  # time.monotonic() of the last frame written (also set by the hub)
-        self.expiry_timer: asyncio.TimerHandle | None = None
-        self.tasks: set[asyncio.Task[Any]] = set()
+        self.expiry_timer: Deadline | None = None  # on the app's one timer (server/deadlines.py)
+        self.tasks: set[asyncio.Task[Any]] | None = None  # in flight (`_spawn`); made on first use
         self.max_buffer = state.settings.realtime_max_buffer
         # The socket limits follow the session's user (`_track_user`): the frame limit, the
         # authentication deadline and the per-user count of this process.
@@ -158,11 +169,12 @@ class RealtimeConnection:
             for sub in list(self.session.subscriptions.values()):
                 self.state.hub.unsubscribe(sub)
             if self.expiry_timer:
-                self.expiry_timer.cancel()
+                self.state.deadlines.cancel(self.expiry_timer)
+                self.expiry_timer = None
             if self.auth_timer:
                 self.auth_timer.cancel()
             self._uncount()
-            for task in list(self.tasks):
+            for task in list(self.tasks or ()):
                 task.cancel()
             if writer:
                 writer.cancel()
@@ -204,6 +216,7 @@ class RealtimeConnection:
 
     async def _writer(self) -> None:
         """Generic ASGI path (no raw writer): drain the bounded queue in order."""
+        assert self.queue is not None and self.queue_ready is not None
         while True:
             await self.queue_ready.wait()
             self.queue_ready.clear()
@@ -314,6 +327,7 @@ class RealtimeConnection:
             if self.raw.buffered() > self.max_buffer:
                 self.close(SLOW_CONSUMER, "slow consumer")
         else:
+            assert self.queue is not None and self.queue_ready is not None
             if len(self.queue) >= MAX_QUEUED_FRAMES:
                 self.close(SLOW_CONSUMER, "slow consumer")
                 return
@@ -385,11 +399,16 @@ class RealtimeConnection:
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
+        if self.tasks is None:
+            self.tasks = set()
         self.tasks.add(task)
         task.add_done_callback(self._task_done)
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self.tasks.discard(task)
+        if self.tasks is not None:
+            self.tasks.discard(task)
+            if not self.tasks:
+                self.tasks = None
         error = None if task.cancelled() else task.exception()
         if error is not None:
             self.state.metrics.background_failure("connection_task", error, user_id=self.user_id)
@@ -473,10 +492,11 @@ class RealtimeConnection:
                                                  has_more))
 
     def _watch_expiry(self, expires_at: float) -> None:
+        deadlines = self.state.deadlines
         if self.expiry_timer:
-            self.expiry_timer.cancel()
+            deadlines.cancel(self.expiry_timer)
         delay = max(0.0, expires_at - time.time())
-        self.expiry_timer = asyncio.get_running_loop().call_later(delay, self._expiry_due)
+        self.expiry_timer = deadlines.call_later(delay, self._expiry_due)
 
     def _expiry_due(self) -> None:
         self.expiry_timer = None

@@ -14,6 +14,7 @@ from ..bus import Bus
 from ..settings import Settings
 from ..store import Store
 from .client_events import ClientEventLedger
+from .deadlines import Deadlines
 from .hub import Hub
 from .metrics import Metrics
 from .rate_limits import RateLimiter
@@ -48,6 +49,8 @@ class AppState:
     # Tokens from the host platform (identities.py): resolves them before the synchronous
     # checks of `tokens` see them. None in states built without it (tests of other parts).
     identities: Identities | None = None
+    # One loop timer for every socket's token-expiry watch (deadlines.py; realtime.py).
+    deadlines: Deadlines = field(default_factory=Deadlines)
 
     def drain(self) -> None:
         """Shutdown has begun: close every socket with 1001 and answer every long-poll now."""

@@ -13,19 +13,33 @@ frame's header, before its payload is read: close 1009): `uvicorn.Config(ws_max_
 limit of a socket without a user (REALTIME_MAX_FRAME_UNAUTHENTICATED), and the connection raises
 it once the socket authenticated (`RawFrameWriter.limit_messages`, REALTIME_MAX_FRAME).
 Select it with `uvicorn.Config(ws=WebinarChatWebSocketProtocol)` (the CLI does).
+
+An idle socket costs what its objects cost (docs/benchmarks.md, "Idle connections"), so the
+protocol keeps less per connection than uvicorn's: the ASGI receive queue and the `writable` event
+create their deques only while something waits or is queued (`LeanQueue`, `LeanEvent`; an
+`asyncio.Queue` holds four, an `asyncio.Event` one, ~760 bytes each), the values every connection
+of a server shares live in one `_Shared` object (so that the instance's attributes fit in
+CPython's shared-key inline values instead of a dict of their own), and the handshake's request
+and response objects are dropped once the handshake is over.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import logging
 import time
+import weakref
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
+from uvicorn.config import Config
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from uvicorn.server import ServerState
 from websockets.exceptions import PayloadTooBig
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
+from websockets.server import ServerProtocol
 from websockets.streams import StreamReader
 
 try:
@@ -112,10 +126,249 @@ class RawFrameWriter:
         protocol.close_timer = protocol.loop.call_later(SLOW_CLOSE_GRACE_S, protocol.transport.abort)
 
 
+class LeanQueue:
+    """The part of `asyncio.Queue` uvicorn's protocol uses (`put_nowait`, `get`, `empty`), with
+    the same order and wake-up rules, and no container while nothing is queued or waiting: an
+    idle socket's receive queue is two `None`s instead of four deques (one inside its `Event`)."""
+
+    __slots__ = ("_items", "_getters")
+
+    def __init__(self) -> None:
+        self._items: collections.deque[Any] | None = None
+        # Waiting `get()`s in order: nearly always the one read loop of the app (a list of one is
+        # ~90 bytes, a deque ~760).
+        self._getters: list[asyncio.Future[None]] | None = None
+
+    def qsize(self) -> int:
+        return len(self._items) if self._items else 0
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def put_nowait(self, item: Any) -> None:
+        if self._items is None:
+            self._items = collections.deque()
+        self._items.append(item)
+        self._wakeup_next()
+
+    def get_nowait(self) -> Any:
+        items = self._items
+        if not items:
+            raise asyncio.QueueEmpty
+        item = items.popleft()
+        if not items:
+            self._items = None
+        return item
+
+    async def get(self) -> Any:
+        while not self._items:
+            getter = asyncio.get_running_loop().create_future()
+            if self._getters is None:
+                self._getters = []
+            self._getters.append(getter)
+            try:
+                await getter
+            except BaseException:
+                getter.cancel()  # just in case getter is not done yet
+                getters = self._getters
+                if getters is not None:
+                    try:
+                        getters.remove(getter)
+                    except ValueError:
+                        pass
+                    if not getters:
+                        self._getters = None
+                if self._items and not getter.cancelled():
+                    self._wakeup_next()
+                raise
+        return self.get_nowait()
+
+    def _wakeup_next(self) -> None:
+        getters = self._getters
+        while getters:
+            waiter = getters.pop(0)
+            if not waiter.done():
+                waiter.set_result(None)
+                break
+        if not getters:
+            self._getters = None
+
+
+class LeanEvent:
+    """`asyncio.Event` (`set`, `clear`, `is_set`, `wait`) whose list of waiters exists only while
+    someone waits: uvicorn's `writable` event of every socket is set nearly always."""
+
+    __slots__ = ("_value", "_waiters")
+
+    def __init__(self, value: bool = False) -> None:
+        self._value = value
+        self._waiters: list[asyncio.Future[bool]] | None = None
+
+    def is_set(self) -> bool:
+        return self._value
+
+    def set(self) -> None:
+        if not self._value:
+            self._value = True
+            for fut in self._waiters or ():
+                if not fut.done():
+                    fut.set_result(True)
+
+    def clear(self) -> None:
+        self._value = False
+
+    async def wait(self) -> bool:
+        if self._value:
+            return True
+        fut = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(fut)
+        try:
+            await fut
+            return True
+        finally:
+            waiters = self._waiters
+            if waiters is not None:
+                waiters.remove(fut)
+                if not waiters:
+                    self._waiters = None
+
+
+class _Shared:
+    """What every WebSocket connection of one server shares (uvicorn keeps a copy of each on
+    every connection)."""
+
+    __slots__ = ("config", "app", "loop", "logger", "root_path", "asgi_version", "app_state",
+                 "connections", "tasks", "ping_interval", "ping_timeout")
+
+    def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self.config = config
+        self.app = config.loaded_app
+        self.loop = loop
+        self.logger = logging.getLogger("uvicorn.error")
+        self.root_path = config.root_path
+        self.asgi_version = config.asgi_version
+        self.app_state = app_state
+        self.connections = server_state.connections
+        self.tasks = server_state.tasks
+        self.ping_interval = config.ws_ping_interval
+        self.ping_timeout = config.ws_ping_timeout
+
+
+# One `_Shared` per uvicorn server (its ServerState), rebuilt if the app state or loop differs.
+_SHARED: weakref.WeakKeyDictionary[ServerState, _Shared] = weakref.WeakKeyDictionary()
+
+
+def _shared_for(config: Config, server_state: ServerState, app_state: dict[str, Any],
+                loop: asyncio.AbstractEventLoop) -> _Shared:
+    shared = _SHARED.get(server_state)
+    if (shared is None or shared.config is not config or shared.app_state is not app_state
+            or shared.loop is not loop or shared.app is not config.loaded_app):
+        shared = _SHARED[server_state] = _Shared(config, server_state, app_state, loop)
+    return shared
+
+
+def _shared_attribute(name: str) -> property:
+    def get(self: WebinarChatWebSocketProtocol) -> Any:
+        return getattr(self._shared, name)
+
+    return property(get, doc=f"uvicorn's `{name}`, shared by the server's connections")
+
+
 class WebinarChatWebSocketProtocol(WebSocketsSansIOProtocol):
-    heartbeat_at = 0.0
-    heartbeats_in = 0
-    message_too_big = False
+    close_timeout = 10.0  # uvicorn's constant
+
+    config = _shared_attribute("config")
+    app = _shared_attribute("app")
+    loop = _shared_attribute("loop")
+    logger = _shared_attribute("logger")
+    root_path = _shared_attribute("root_path")
+    asgi_version = _shared_attribute("asgi_version")
+    app_state = _shared_attribute("app_state")
+    connections = _shared_attribute("connections")
+    tasks = _shared_attribute("tasks")
+
+    ping_interval = _shared_attribute("ping_interval")
+    ping_timeout = _shared_attribute("ping_timeout")
+
+    def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
+                 _loop: asyncio.AbstractEventLoop | None = None) -> None:
+        # uvicorn's __init__ (0.54.0) without what the server's connections share (above), plus
+        # every attribute set later on, so that each instance keeps its ~25 attributes in
+        # CPython's inline values. With more than 30 names per class, or a name first set after
+        # the class's first few instances (3.11 freezes its shared keys as instances are made),
+        # every instance gets a dict of its own instead (~0.8–1.6 KB; uvicorn sets 37).
+        # tests/realtime/test_idle_memory.py compares every attribute with uvicorn's own.
+        if not config.loaded:
+            config.load()  # pragma: no cover
+        self._shared = _shared_for(config, server_state, app_state,
+                                   _loop or asyncio.get_event_loop())
+        self.default_headers = server_state.default_headers
+
+        # Connection state
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.server: tuple[str, int | None] | None = None
+        self.client: tuple[str, int] | None = None
+        self.scheme = None  # type: ignore[assignment]
+
+        # WebSocket state
+        self.queue: LeanQueue = LeanQueue()  # type: ignore[assignment]
+        self.handshake_initiated = False
+        self.handshake_complete = False
+        self.close_sent = False
+        self.disconnected = False
+        self.close_timer: asyncio.TimerHandle | None = None
+        self.initial_response: tuple[int, list[tuple[str, str]], bytes] | None = None
+
+        if config.ws_per_message_deflate:
+            # Not ours (build_server turns it off), but kept working: uvicorn's own set-up.
+            from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
+
+            extensions: list[Any] = [ServerPerMessageDeflateFactory(
+                server_max_window_bits=12, client_max_window_bits=12,
+                compress_settings={"memLevel": 5})]
+        else:
+            extensions = []
+        self.conn = ServerProtocol(extensions=extensions, max_size=config.ws_max_size,
+                                   logger=logging.getLogger("uvicorn.error"))
+
+        self.read_paused = False
+        self.writable = LeanEvent(True)  # type: ignore[assignment]
+
+        # Keepalive state. WebSocket pings are off in build_server (the app heartbeats instead):
+        # then only stop_keepalive sets one of these, and the rest stay class attributes.
+        self.pending_ping_payload: bytes | None = None
+        if config.ws_ping_interval is not None:
+            self.ping_timer = None
+            self.pong_timer = None
+            self.ping_sent_at = 0.0
+            self.last_ping_rtt = 0.0
+
+        # Incoming message state
+        self.frames: list[bytes] = []
+        self.curr_msg_data_type = "bytes"
+
+        # Set by handle_connect (uvicorn), and ours
+        self.request = None  # type: ignore[assignment]
+        self.response = None  # type: ignore[assignment]
+        self.scope = None  # type: ignore[assignment]
+        self.heartbeat_at = 0.0
+        self.heartbeats_in = 0
+        self.message_too_big = False
+
+    # Without pings (ws_ping_interval=None) only stop_keepalive reads these.
+    ping_timer = None
+    pong_timer = None
+    ping_sent_at = 0.0
+    last_ping_rtt = 0.0
+
+    def start_keepalive(self) -> None:
+        # Called once, right after the 101 response went out: the handshake's response (its
+        # headers and all) is not read again.
+        self.response = None  # type: ignore[assignment]
+        super().start_keepalive()
 
     def handle_parser_exception(self) -> None:
         # uvicorn's handler sends websockets' close frame (1009 for an oversized frame, whose
@@ -152,6 +405,11 @@ class WebinarChatWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
+        # Nothing reads the request again, but websockets' parser keeps it (a local of its
+        # generator) for the life of the connection: let go of its headers (~2 KB), which the
+        # scope and the response have copied.
+        self.request = None  # type: ignore[assignment]
+        event.headers.clear()
         scope = getattr(self, "scope", None)
         if scope is None:
             return  # the handshake was rejected
