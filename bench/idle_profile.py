@@ -109,7 +109,15 @@ def take(pid: int, out_dir: Path, k: int) -> dict[str, Any]:
 
 async def connect(port: int, n: int, settle: float) -> list[Any]:
     from .lean import ws_connect
-    from .loadgen import CONNECT_CONCURRENCY, HOST, fanout_message_handler, gather_limited, tokens_for
+    from .loadgen import (
+        CONNECT_CONCURRENCY,
+        HEARTBEAT,
+        HEARTBEAT_EVERY_S,
+        HOST,
+        fanout_message_handler,
+        gather_limited,
+        tokens_for,
+    )
 
     ids = list(range(2, n + 2))
     toks = tokens_for(ids)
@@ -122,17 +130,38 @@ async def connect(port: int, n: int, settle: float) -> list[Any]:
         await asyncio.wait_for(client.state["joined"], 60)
         return client
 
-    clients = await gather_limited(n, make, CONNECT_CONCURRENCY)
+    # Heartbeats from the start (every 10 s, as the benchmark's clients): tracemalloc slows the
+    # server enough that the first sockets would otherwise be silent for the 30 s that closes them.
+    alive: list[Any] = []
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_EVERY_S)
+            for c in alive:
+                c.send_text(HEARTBEAT)
+
+    async def joined(i: int) -> Any:
+        client = await make(i)
+        alive.append(client)
+        return client
+
+    beats = asyncio.create_task(beat())
+    clients = await gather_limited(n, joined, CONNECT_CONCURRENCY)
     # Past one server heartbeat round (5 s), plus one client heartbeat each, as the benchmark.
     await asyncio.sleep(settle)
     for c in clients:
-        c.send_text(b'{"type":"heartbeat"}')
+        c.send_text(HEARTBEAT)
     await asyncio.sleep(1)
+    beats.cancel()
     return clients
 
 
 def report(before: dict[str, Any], after: dict[str, Any], n: int, top: int,
            depth: int = 6) -> None:
+    conn = "webinar_chat.server.realtime.RealtimeConnection"
+    live = after["census"].get(conn, (0, 0))[0] - before["census"].get(conn, (0, 0))[0]
+    if live != n:
+        print(f"WARNING: {live} of {n} connections are open on the server")
     print(f"RSS: {before['rss_kib']} -> {after['rss_kib']} KiB: "
           f"{(after['rss_kib'] - before['rss_kib']) / n:.2f} KiB per connection "
           f"(with tracemalloc: {'snapshot' in after})")
@@ -181,19 +210,16 @@ def report(before: dict[str, Any], after: dict[str, Any], n: int, top: int,
         print(f"{size / n:8.0f}  {count / n:6.2f}  {name}")
 
 
-# What each allocation is, from the functions on its traceback (innermost first): the first rule
-# whose (file suffix, function) matches a frame names it. Function names, not line numbers, so
-# that the same table reads the code before and after a change.
-QUEUE = "ASGI receive queue (uvicorn: asyncio.Queue, 3 deques + an Event's)"
-WRITABLE = "`writable` event (uvicorn: asyncio.Event, 1 deque)"
-GENERIC = "generic-path frame queue + its Event (RealtimeConnection)"
-REQUEST = "handshake: request headers (websockets Headers, header strings)"
-RESPONSE = "handshake: response (headers, Response)"
+QUEUE = "ASGI receive queue (uvicorn: asyncio.Queue = 3 deques + an Event's)"
+WRITABLE = "uvicorn's `writable` event (asyncio.Event: 1 deque)"
+GENERIC_Q = "generic-path frame queue + its Event (RealtimeConnection)"
+REQUEST = "handshake request: headers, header strings"
+RESPONSE = "handshake response: headers, Response"
 EXPIRY = "token-expiry timer (TimerHandle + libuv timer / heap entry)"
 VERIFIER = "token verifier closure"
-SCOPE = "ASGI scope (headers list, dict, state copy, extensions) + run_asgi task"
+SCOPE = "ASGI scope (headers list, dict, state copy, extensions), run_asgi task"
 WSPROTO = "websockets ServerProtocol (parser generators, reader, uuid, last frame)"
-UVPROTO = "uvicorn protocol object (instance attributes)"
+UVPROTO = "uvicorn protocol object (its attributes: inline, or a dict)"
 ADDRS = "peer/local address tuples"
 SESSION = "Session + Subscription"
 ROOM = "room and presence sets"
@@ -203,47 +229,58 @@ LIMITS = "rate-limit buckets (per user)"
 CHAIN = "ASGI call chain: coroutine frames, closures, starlette WebSockets"
 CONN = "RealtimeConnection + its run() coroutine, RawFrameWriter"
 UVLOOP = "uvloop transport and other C allocations (no Python frame)"
-CATEGORIES: list[tuple[str, str, str | None]] = [
-    # (category, file suffix, function or None for any)
-    (QUEUE, "ws_protocol.py", "put_nowait"),
-    (QUEUE, "ws_protocol.py", "get"),
-    (QUEUE, "asyncio/queues.py", None),
-    (WRITABLE, "ws_protocol.py", "wait"),
-    (WRITABLE, "websockets_sansio_impl.py", "__init__"),
-    (GENERIC, "realtime.py", "__init__"),
-    (REQUEST, "websockets/http11.py", None),
-    (REQUEST, "websockets/datastructures.py", None),
-    (RESPONSE, "websockets/server.py", "accept"),
-    (RESPONSE, "websockets/server.py", "process_request"),
-    (EXPIRY, "realtime.py", "_watch_expiry"),
-    (VERIFIER, "realtime.py", "token_verifier"),
-    (SCOPE, "websockets_sansio_impl.py", "handle_connect"),
-    (SCOPE, "ws_protocol.py", "handle_connect"),
-    (WSPROTO, "websockets/protocol.py", None),
-    (WSPROTO, "websockets/streams.py", None),
-    (WSPROTO, "websockets/frames.py", None),
-    (WSPROTO, "websockets/server.py", "__init__"),
-    (WSPROTO, "uuid.py", None),
-    (UVPROTO, "websockets_sansio_impl.py", None),
-    (UVPROTO, "ws_protocol.py", None),
-    (UVPROTO, "httptools_impl.py", "handle_websocket_upgrade"),
-    (ADDRS, "uvicorn/protocols/utils.py", None),
-    (SESSION, "protocol/session.py", None),
-    (SESSION, "protocol/events.py", None),
-    (ROOM, "server/hub.py", None),
-    (ROOM, "server/presence.py", None),
-    (ACCESS, "auth/access_cache.py", None),
-    (ACCESS, "auth/permissions.py", None),
-    (ACCESS, "store/", None),
-    (TOKENS, "auth/tokens.py", None),
-    (TOKENS, "jwt/", None),
-    (LIMITS, "server/rate_limits.py", None),
-    (CHAIN, "starlette/", None),
-    (CHAIN, "server/middleware.py", None),
-    (CHAIN, "server/identities.py", None),
-    (CHAIN, "server/app.py", None),
-    (CONN, "server/realtime.py", None),
-    (UVLOOP, "asyncio/runners.py", None),
+# What each allocation is: the innermost frame of its traceback that is not a generic helper
+# (asyncio's locks and queues, weakref sets, header containers, json, uuid…) names it, by
+# (file suffix, function, text of the line); None matches anything. Functions and line text,
+# not line numbers, so that the same table reads the code before and after a change (the
+# traceback's file is read as it is on disk).
+GENERIC = ("asyncio/locks.py", "asyncio/queues.py", "asyncio/mixins.py", "_weakrefset.py",
+           "/weakref.py", "urllib/parse.py", "/uuid.py", "/json/", "<frozen", "<string>",
+           "/collections/", "/typing.py", "websockets/datastructures.py", "/enum.py")
+CATEGORIES: list[tuple[str, str, str | None, str | None]] = [
+    (QUEUE, "websockets_sansio_impl.py", "__init__", "asyncio.Queue()"),
+    (WRITABLE, "websockets_sansio_impl.py", "__init__", "asyncio.Event()"),
+    (UVPROTO, "websockets_sansio_impl.py", "__init__", None),
+    (QUEUE, "websockets_sansio_impl.py", "receive", None),
+    (SCOPE, "websockets_sansio_impl.py", "handle_connect", None),
+    (RESPONSE, "websockets_sansio_impl.py", "send", None),
+    (ADDRS, "websockets_sansio_impl.py", "connection_made", None),
+    (CHAIN, "websockets_sansio_impl.py", "run_asgi", None),
+    (UVPROTO, "websockets_sansio_impl.py", None, None),
+    (UVPROTO, "httptools_impl.py", "handle_websocket_upgrade", None),
+    (ADDRS, "uvicorn/protocols/utils.py", None, None),
+    (QUEUE, "ws_protocol.py", "put_nowait", None),
+    (QUEUE, "ws_protocol.py", "get", None),
+    (QUEUE, "ws_protocol.py", "_wakeup_next", None),
+    (WRITABLE, "ws_protocol.py", "wait", None),
+    (SCOPE, "ws_protocol.py", "handle_connect", None),
+    (UVPROTO, "ws_protocol.py", None, None),
+    (RESPONSE, "websockets/server.py", "accept", None),
+    (RESPONSE, "websockets/server.py", "process_request", None),
+    (REQUEST, "websockets/server.py", "parse", None),
+    (REQUEST, "websockets/http11.py", None, None),
+    (WSPROTO, "websockets/", None, None),
+    (GENERIC_Q, "server/realtime.py", "__init__", "collections.deque()"),
+    (GENERIC_Q, "server/realtime.py", "__init__", "asyncio.Event()"),
+    (EXPIRY, "server/realtime.py", "_watch_expiry", None),
+    (EXPIRY, "server/deadlines.py", None, None),
+    (VERIFIER, "server/realtime.py", "token_verifier", None),
+    (CONN, "server/realtime.py", None, None),
+    (SESSION, "protocol/session.py", None, None),
+    (SESSION, "protocol/events.py", None, None),
+    (ROOM, "server/hub.py", None, None),
+    (ROOM, "server/presence.py", None, None),
+    (ACCESS, "auth/access_cache.py", None, None),
+    (ACCESS, "auth/permissions.py", None, None),
+    (ACCESS, "webinar_chat/store/", None, None),
+    (TOKENS, "auth/tokens.py", None, None),
+    (TOKENS, "/jwt/", None, None),
+    (LIMITS, "server/rate_limits.py", None, None),
+    (CHAIN, "starlette/", None, None),
+    (CHAIN, "server/middleware.py", None, None),
+    (CHAIN, "server/identities.py", None, None),
+    (CHAIN, "server/app.py", None, None),
+    (UVLOOP, "asyncio/runners.py", None, None),
 ]
 _FUNCS: dict[str, list[tuple[int, int, str]]] = {}
 
@@ -255,7 +292,7 @@ def function_at(filename: str, lineno: int) -> str | None:
     if filename not in _FUNCS:
         spans: list[tuple[int, int, str]] = []
         try:
-            tree = ast.parse(Path(filename).read_text())
+            tree: ast.AST | None = ast.parse(Path(filename).read_text())
         except (OSError, SyntaxError, ValueError):
             tree = None
         for node in ast.walk(tree) if tree is not None else ():
@@ -267,17 +304,21 @@ def function_at(filename: str, lineno: int) -> str | None:
 
 
 def category(traceback: tracemalloc.Traceback) -> str:
-    frames = list(reversed(traceback))  # innermost first
-    for fr in frames:
-        name = fr.filename.replace("\\", "/")
-        func = None
-        for cat, suffix, want in CATEGORIES:
-            if suffix in name:
-                if want is None:
-                    return cat
-                func = func or function_at(fr.filename, fr.lineno)
-                if func == want:
-                    return cat
+    import linecache
+
+    for fr in reversed(traceback):  # innermost first
+        name = fr.filename
+        if any(g in name for g in GENERIC):
+            continue
+        for cat, suffix, func, text in CATEGORIES:
+            if suffix not in name:
+                continue
+            if func is not None and function_at(name, fr.lineno) != func:
+                continue
+            if text is not None and text not in linecache.getline(name, fr.lineno):
+                continue
+            return cat
+        return f"other ({_short(name)})"
     return "other"
 
 
