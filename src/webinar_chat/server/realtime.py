@@ -502,6 +502,11 @@ class RealtimeConnection:
         self.expiry_timer = None
         try:
             self.perform(self.session.on_token_expiry_due(time.time()))
+            # Woken a little before the token's end (clocks, timer granularity) and nothing
+            # renewed it: watch again, or that token would never be enforced as expired.
+            identity = self.session.identity
+            if identity is not None and self.expiry_timer is None and not self.closed:
+                self._watch_expiry(identity.expires_at)
         except Exception as exc:
             self.state.metrics.background_failure("token_expiry", exc, user_id=self.user_id)
             self.abort()
