@@ -9,14 +9,11 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from ..external_tokens import (
@@ -35,7 +32,7 @@ from ..external_tokens import (
 )
 from ..helpers import RunningServer, World, auth, eventually, new_id
 from ..helpers import test_settings as settings_for
-from ..realtime.test_realtime import Client
+from ..realtime.test_realtime import Client, realtime
 
 CLAIMS = {"external_jwt_secret": SECRET, "external_jwt_issuer": ISSUER,
           "external_jwt_audience": AUDIENCE,
@@ -65,17 +62,6 @@ def refusal(response: httpx.Response) -> str:
     body = response.json()
     assert body["success"] is False and response.headers["www-authenticate"] == "Bearer"
     return str(body["code"])
-
-
-@asynccontextmanager
-async def realtime(server: RunningServer, token: str | None = None) -> AsyncIterator[Client]:
-    url = server.ws_url + (f"?token={token}" if token else "")
-    async with connect(url, compression=None) as ws:
-        client = Client(ws)
-        try:
-            yield client
-        finally:
-            client._reader.cancel()
 
 
 def errors(client: Client) -> list[str]:

@@ -29,7 +29,16 @@ from typing import Any
 
 import orjson
 
-from .events import Audience, Change, ChangeOp, Message, is_private_to, iso_utc, visible_to
+from .events import (
+    Audience,
+    Change,
+    ChangeOp,
+    Message,
+    is_private_to,
+    iso_utc,
+    message_payload,
+    visible_to,
+)
 from .session import (
     Action,
     Close,
@@ -188,19 +197,11 @@ def _webinar_filter(value: Any) -> int | None:
 
 
 def record_of(message: Message) -> dict[str, Any]:
-    return {
-        "id": message.id,
-        "webinar_id": message.webinar_id,
-        "user_id": message.user_id,
-        "content": message.content,
-        "created_at": iso_utc(message.created_at),
-        "hidden": message.hidden,
-        "client_msg_id": message.client_msg_id,
-        "seq": message.seq,
-        "visibility": message.visibility,
-        "author_role": message.author_role,
-        "display_name": message.display_name,
-    }
+    """The row as the API shows it to staff (`message_payload`), flat: a table's columns have no
+    nested `user`, so its name and role become `display_name` and `author_role`."""
+    row = message_payload(message, Audience.STAFF)
+    user = row.pop("user")
+    return {**row, "author_role": user["role"], "display_name": user["display_name"]}
 
 
 def view_of(change: Change, audience: Audience) -> tuple[str, bytes] | None:
@@ -322,7 +323,7 @@ class PhoenixSession(Session):
 
     def on_connect(self, token: str | None, now: float, heartbeat_interval: float) -> list[Action]:
         # No hello in Phoenix. The URL's apikey is a user's token only if it verifies as one.
-        if token and self._valid(token, now) is not None:
+        if token and self._check(token, now)[0] is not None:
             return self._set_token(token, now, reply=False)
         return []
 
@@ -369,12 +370,11 @@ class PhoenixSession(Session):
         for candidate in (frame.payload.get("access_token"), self.apikey):
             if not isinstance(candidate, str) or not candidate:
                 continue
-            refusal = self._refusal(candidate, now)
-            if refusal is not None:
+            identity, refusal = self._check(candidate, now)
+            if identity is None:
                 if _is_apikey_like(candidate, self.apikey):
                     continue  # an anon key, not a user's token: not a refusal
                 return [reply(self.vsn, frame, "error", {"reason": refusal})]
-            identity = self.verify_token(candidate)
             if self._subscriber_id is not None and identity.user_id != self._subscriber_id:
                 actions += self._close_all("Unauthorized: the token is another user's")
             actions += self._set_token(candidate, now, reply=False)
@@ -404,9 +404,9 @@ class PhoenixSession(Session):
         the user's token in place; a user's token renews it; a refused one closes every channel."""
         if not isinstance(token, str) or not token:
             return []
-        if _is_apikey_like(token, self.apikey) and self._valid(token, now) is None:
+        identity, _refusal = self._check(token, now)
+        if identity is None and _is_apikey_like(token, self.apikey):
             return []
-        identity = self._valid(token, now)
         if identity is not None and self._subscriber_id is not None \
                 and identity.user_id != self._subscriber_id:
             # Another user on this connection: nothing of the previous user's carries over.
@@ -414,16 +414,15 @@ class PhoenixSession(Session):
             return actions + self._set_token(token, now, reply=False)
         return self._set_token(token, now, reply=False)
 
-    def _valid(self, token: str, now: float) -> Identity | None:
-        return None if self._refusal(token, now) is not None else self.verify_token(token)
-
-    def _refusal(self, token: str, now: float) -> str | None:
-        """Why `token` is refused ("token_expired: …"), or None if it is a valid user's token."""
+    def _check(self, token: str, now: float) -> tuple[Identity | None, str]:
+        """(the user's identity, "") for a valid token, else (None, why: "token_expired: …")."""
         try:
             identity = self.verify_token(token)
         except TokenRejected as exc:
-            return f"{exc.code}: {exc}"
-        return None if identity.expires_at > now else "token_expired: Access token expired"
+            return None, f"{exc.code}: {exc}"
+        if identity.expires_at <= now:
+            return None, "token_expired: Access token expired"
+        return identity, ""
 
     # --- the frames (Session's hooks) ------------------------------------------------------------
 
@@ -467,8 +466,8 @@ class PhoenixSession(Session):
         return actions
 
     def _too_many_topics(self, topic: Any, ref: Any) -> list[Action]:
-        channel_join_ref = ref
-        return [Send(encode(self.vsn, channel_join_ref, ref, str(topic), "phx_reply",
+        # The join's answer (a join's ref is its join_ref, as the clients send it).
+        return [Send(encode(self.vsn, ref, ref, str(topic), "phx_reply",
                             {"status": "error",
                              "response": {"reason": f"At most {self.max_topics} channels per "
                                                     "connection"}}))]
