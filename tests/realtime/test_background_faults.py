@@ -106,11 +106,11 @@ async def test_a_room_whose_flush_raises_is_reset_and_nobody_loses_a_change(
         real_seal = hub._seal
         calls: list[int] = []
 
-        def seal_fails_once(room: Any) -> None:
+        def seal_fails_once(room: Any) -> Any:
             calls.append(1)
             if len(calls) == 1:
                 raise RuntimeError("injected: one flush of one room")
-            real_seal(room)
+            return real_seal(room)
 
         monkeypatch.setattr(hub, "_seal", seal_fails_once)
         assert (await send(http, world.bob, wid, "lost in the flush", new_id())).status_code == 200

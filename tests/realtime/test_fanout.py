@@ -206,9 +206,9 @@ class TestSlicedFanout:
             settled = []
 
             def settle_mid(room: Any) -> None:
-                if room.pending and not room.sealed:
-                    hub.settle(room)
-                    settled.append(room.delivery.batch.last_seq)
+                if room.pending:
+                    hub.settle(room)  # joins the pass under way
+                    settled.append(room.delivery.items[-1].batch.last_seq)
 
             watcher = Watcher(server, wid, settle_mid)
             # Up to 120 bursts: the test stops as soon as three settles happened mid-delivery;
@@ -323,6 +323,122 @@ class TestHeartbeatSkip:
             connection.heartbeat(connection.last_sent + interval * 0.5, 30.0, interval)
             await c.wait_for(lambda c: bool(c.of_type("heartbeat")))
 
+
+class TestBatchJoiningAPass:
+    # One subscriber per slice, and a tick long enough that what is released during a pass stays
+    # pending until the test seals it (the slices seal it only once a tick has gone by).
+    @pytest.fixture
+    def server_overrides(self) -> dict[str, Any]:
+        return {"realtime_flush_slice": 1, "realtime_tick_ms": 1000}
+
+    @pytest.mark.parametrize("sealed_by", ["settle", "next_slice"])
+    async def test_a_batch_sealed_mid_pass_rides_with_it_and_starts_the_next_pass(
+            self, server: RunningServer, world: World, http: httpx.AsyncClient,
+            sealed_by: str) -> None:
+        """A batch sealed while a pass is part-way (by a read of the ring, or by the next slice
+        once a tick has gone by) reaches the targets not yet served in the same frame as the
+        pass's own batch, and the targets already served in the next pass: it does not wait for
+        the whole pass to end and then for a pass of its own."""
+        wid = world.webinar.id
+        topic = f"webinar:{wid}:messages"
+        hub = server.app_state.hub
+        loop = asyncio.get_running_loop()
+        tokens = [world.alice.token, world.bob.token, world.moderator.token, world.host.token]
+        async with realtime(server, tokens[0]) as a, realtime(server, tokens[1]) as b, \
+                realtime(server, tokens[2]) as m, realtime(server, tokens[3]) as h:
+            clients = (a, b, m, h)
+            for c in clients:
+                await c.join(wid, last_seq=0)
+            held: list[Any] = []
+
+            def hold_after_first_slice(room: Any) -> None:
+                # A pass to thousands of sockets takes tens of milliseconds: hold this one after
+                # its first target, so that a change is released while it is part-way.
+                if not held and room.delivery.next == 1 and room.slice_handle is not None:
+                    room.slice_handle.cancel()
+                    room.slice_handle = None
+                    held.append(room)
+
+            watcher = Watcher(server, wid, hold_after_first_slice)
+            assert (await send(http, world.alice, wid, "the pass's own", new_id())).status_code == 200
+            await eventually(lambda: bool(held))
+            watcher.stop()
+            room = held[0]
+            own_last = room.delivery.items[-1].batch.last_seq
+            assert (await send(http, world.alice, wid, "the rider", new_id())).status_code == 200
+            await eventually(lambda: bool(room.pending))
+            rider = room.pending[0].seq
+            if sealed_by == "settle":
+                hub.settle(room)
+            else:
+                room.last_seal = -1e9  # as if a tick had gone by since the pass's own seal
+            room.slice_handle = loop.call_soon(hub._deliver_slice, room)
+            for c in clients:
+                await c.wait_for(lambda c: dense(c, topic, rider), timeout=10)
+            frames = [[e["seq"] for e in f["events"]] for c in clients
+                      for f in c.of_type("changes")]
+            # One target per slice, the rider sealed after the first: the other three get it
+            # with the pass's own batch, in one frame; the first gets it alone, in the next pass.
+            assert sorted(frames) == sorted([[own_last]] + [[own_last, rider]] * 3 + [[rider]]), \
+                frames
+
+
+    async def test_a_replaying_subscriber_is_offered_a_carried_batch_once(
+            self, server: RunningServer, world: World, http: httpx.AsyncClient,
+            monkeypatch: pytest.MonkeyPatch) -> None:
+        """A batch that joined a pass part-way is carried into the next pass for the targets
+        served before it joined; a subscriber that got it in the first pass (here one still
+        replaying, which buffers what it is offered) is not offered it again, or its buffer
+        would hold it twice and the replay's end would send it twice."""
+        wid = world.webinar.id
+        topic = f"webinar:{wid}:messages"
+        hub = server.app_state.hub
+        store = server.app_state.store
+        loop = asyncio.get_running_loop()
+        tokens = [world.alice.token, world.bob.token, world.moderator.token, world.host.token]
+        async with realtime(server, tokens[0]) as a, realtime(server, tokens[1]) as b, \
+                realtime(server, tokens[2]) as m, realtime(server, world.bob.token) as late:
+            for c in (a, b, m):
+                await c.join(wid, last_seq=0)
+            # The late subscriber's replay reads the feed now (nothing yet) but its answer is
+            # held until the gate opens: it stays REPLAYING through both passes.
+            gate = asyncio.Event()
+            real_changes_after = store.changes_after
+
+            async def held_read(*args: Any, **kwargs: Any) -> Any:
+                page = await real_changes_after(*args, **kwargs)
+                await gate.wait()
+                return page
+
+            monkeypatch.setattr(store, "changes_after", held_read)
+            await late.send(type="join", topic=topic, last_seq=0, ref="j")
+            await eventually(lambda: wid in hub.rooms and len(hub.rooms[wid].subscribers) == 4)
+            held: list[Any] = []
+
+            def hold_after_first_slice(room: Any) -> None:
+                if not held and room.delivery.next == 1 and room.slice_handle is not None:
+                    room.slice_handle.cancel()
+                    room.slice_handle = None
+                    held.append(room)
+
+            watcher = Watcher(server, wid, hold_after_first_slice)
+            assert (await send(http, world.alice, wid, "the pass's own", new_id())).status_code == 200
+            await eventually(lambda: bool(held))
+            watcher.stop()
+            room = held[0]
+            own_last = room.delivery.items[-1].batch.last_seq
+            assert (await send(http, world.alice, wid, "the rider", new_id())).status_code == 200
+            await eventually(lambda: bool(room.pending))
+            rider = room.pending[0].seq
+            hub.settle(room)
+            room.slice_handle = loop.call_soon(hub._deliver_slice, room)
+            for c in (a, b, m):
+                await c.wait_for(lambda c: dense(c, topic, rider), timeout=10)
+            await eventually(lambda: room.delivery is None and not room.carried, timeout=10)
+            gate.set()
+            await late.wait_for(lambda c: len(c.events(topic)) >= 2, timeout=10)
+            await asyncio.sleep(0.2)
+            assert seqs(late.events(topic)) == [own_last, rider]
 
 async def test_join_uses_the_read_path_access_cache_without_a_stale_head(
         server: RunningServer, world: World, http: httpx.AsyncClient) -> None:

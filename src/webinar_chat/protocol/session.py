@@ -71,7 +71,8 @@ class Batch:
 
 class Subscription:
     __slots__ = ("webinar_id", "topic", "generation", "state", "delivered_seq", "audience",
-                 "viewer_id", "buffer", "ref", "requested_seq", "owner", "encoding")
+                 "viewer_id", "buffer", "ref", "requested_seq", "owner", "encoding",
+                 "offered_seq")
 
     def __init__(self, webinar_id: int, generation: int, requested_seq: int | None, ref: Any,
                  owner: Any, *, topic: str | None = None, encoding: Any = None) -> None:
@@ -84,6 +85,9 @@ class Subscription:
         self.state = SubState.AUTHORIZING
         # Highest seq this connection has been sent for the topic (None until known).
         self.delivered_seq: int | None = None
+        # Highest seq of a batch the room's fan-out has offered this subscription (taken shared
+        # or handed to `on_batch`): each batch is offered once, though a pass may carry it twice.
+        self.offered_seq = -1
         self.requested_seq = requested_seq
         self.audience = Audience.ATTENDEE
         self.viewer_id: int | None = None  # whose subscription: their own staff-only messages

@@ -37,7 +37,7 @@ from ..protocol.events import (
     topic_name,
 )
 from ..protocol.sequencer import GAP_TIMEOUT_S, RoomSequencer
-from ..protocol.session import Batch, Subscription
+from ..protocol.session import Batch, Subscription, SubState
 from ..store import Store
 from .longpoll import ParkedPolls
 from .metrics import Metrics
@@ -78,18 +78,15 @@ class Listener(Protocol):
 
 
 class Delivery:
-    """A sealed batch on its way to the subscribers the room had when its delivery began."""
+    """A sealed batch on its way to the room's subscribers, with what its delivery builds once."""
 
-    __slots__ = ("batch", "wires", "targets", "next", "check_buffers", "personal_wires",
-                 "channel_wires")
+    __slots__ = ("batch", "wires", "events", "personal_wires", "channel_wires")
 
-    def __init__(self, batch: Batch, wires: dict[Audience, bytes], targets: list[Subscription],
-                 check_buffers: bool) -> None:
+    def __init__(self, batch: Batch, wires: dict[Audience, bytes],
+                 events: dict[Audience, list[bytes]]) -> None:
         self.batch = batch
         self.wires = wires  # the frame as WebSocket wire bytes, per audience
-        self.targets = targets
-        self.next = 0  # index of the first target not yet served
-        self.check_buffers = check_buffers
+        self.events = events  # the batch's events, each encoded once per audience
         self.personal_wires: dict[int, bytes] = {}
         # Another protocol's frames (protocol/phoenix.py), per channel key and audience: every
         # channel subscribed the same way shares one encoding of the batch.
@@ -116,6 +113,55 @@ class Delivery:
         return found
 
 
+class Cycle:
+    """One pass of the fan-out over the subscribers the room had when it began, slice by slice,
+    writing each the sealed batches it lacks (docs/realtime.md, "Fan-out").
+
+    A batch sealed while the pass runs joins it (`add`): the targets not yet served get it in
+    this pass, in the same write as the rest, and the ones already served get it in the next
+    pass. So a change waits for the next visit of the pass to each subscriber, at most one pass
+    (plus the tick between passes), not for the rest of the pass under way and then a whole
+    pass of its own."""
+
+    __slots__ = ("items", "targets", "next", "founding", "check_buffers", "first_index",
+                 "viewers", "_merged")
+
+    def __init__(self, items: list[Delivery], targets: list[Subscription],
+                 check_buffers: bool) -> None:
+        self.items: list[Delivery] = []
+        self.targets = targets
+        self.next = 0  # index of the first target not yet served
+        self.check_buffers = check_buffers
+        self.first_index: dict[int, int] = {}  # a batch's first seq → its index in items
+        self.viewers: set[int] = set()  # authors with a frame of their own in some batch
+        self._merged: dict[tuple[int, int, bool], tuple[bytes, bytes]] = {}
+        for item in items:
+            self.add(item)
+        self.founding = len(items)  # items[:founding] reach every target in this pass
+
+    def add(self, item: Delivery) -> None:
+        self.first_index[item.batch.first_seq] = len(self.items)
+        self.items.append(item)
+        if item.batch.personal:
+            self.viewers.update(item.batch.personal)
+
+    def merged(self, k: int, audience: Audience, topic: str,
+               wire: Callable[[bytes], bytes]) -> tuple[bytes, bytes]:
+        """(frame, wire bytes) of batches k… of the pass as one `changes` frame for `audience`,
+        built for the first subscriber that needs exactly those and shared by the rest."""
+        n = len(self.items)
+        if k == n - 1:
+            item = self.items[k]
+            return item.batch.frames[audience], item.wires[audience]
+        key = (k, n, audience is Audience.STAFF)
+        found = self._merged.get(key)
+        if found is None:
+            frame = changes_frame(topic, [event for item in self.items[k:]
+                                          for event in item.events[audience]])
+            found = self._merged[key] = (frame, wire(frame))
+        return found
+
+
 class Room:
     def __init__(self, webinar_id: int, metrics: Metrics) -> None:
         self.webinar_id = webinar_id
@@ -126,8 +172,9 @@ class Room:
         # Insertion-ordered; the value is the subscriber's raw transport (None: no fast path).
         self.subscribers: dict[Subscription, asyncio.WriteTransport | None] = {}
         self.pending: list[Change] = []  # released, waiting for the tick
-        self.sealed: collections.deque[Batch] = collections.deque()  # in the ring, not yet sent
-        self.delivery: Delivery | None = None  # the batch being delivered, slice by slice
+        # Sealed (in the ring) and still lacked by some subscribers: they start the next pass.
+        self.carried: list[Delivery] = []
+        self.delivery: Cycle | None = None  # the pass under way, slice by slice
         self.flush_handle: asyncio.Handle | None = None
         self.slice_handle: asyncio.Handle | None = None
         self.unchecked_bytes = 0  # fan-out bytes since the last write-buffer check
@@ -135,7 +182,8 @@ class Room:
         self.gap_fetching = False  # a feed read for the gap is in flight
         self.catch_up_wanted = False  # read the feed after released_seq (bus resync, safety poll)
         self.gap_failures = 0  # consecutive failed gap fetches (retry backoff)
-        self.last_flush = 0.0
+        self.last_flush = 0.0  # loop time a pass last ended (or found nothing to deliver)
+        self.last_seal = 0.0  # loop time changes were last sealed into a batch
         self.ring: collections.deque[Change] = collections.deque(maxlen=RING_SIZE)
         # Long-poll answers since the last flush, by (audience, after_seq, limit): the pollers a
         # change wakes share their after_seq, so thousands of answers are one body.
@@ -211,7 +259,7 @@ class Hub:
             # connections are closed with 1001 and resume from their last seq.
             room.flush_handle = room.slice_handle = None
             room.delivery = None
-            room.sealed.clear()
+            room.carried = []
         self.wake_waiters()
         for task in list(self._tasks):
             task.cancel()
@@ -266,7 +314,7 @@ class Hub:
         cutoff = time.monotonic() - ROOM_IDLE_S
         for webinar_id, room in list(self.rooms.items()):
             if (not room.subscribers and room.waiters == 0 and room.last_used < cutoff
-                    and not room.pending and room.delivery is None and not room.sealed
+                    and not room.pending and room.delivery is None and not room.carried
                     and room.ready.is_set()):
                 if room.gap_handle:
                     room.gap_handle.cancel()
@@ -395,7 +443,8 @@ class Hub:
         room.pending.extend(released)
         if room.flush_handle is None and room.delivery is None:
             self._schedule_flush(room)
-        # While a delivery runs, its end schedules the next flush (see _deliver_next).
+        # While a pass runs, its slices seal what is pending (once per tick) and its end
+        # schedules the next pass (see _serve_slice, _end_pass).
 
     def _schedule_flush(self, room: Room) -> None:
         # An idle room flushes at once; a busy one at most once per tick (coalescing).
@@ -410,13 +459,15 @@ class Hub:
         for its tick has not yet redacted the earlier ring entries of its message. (Delivery to
         the sockets goes on in slices; the ring already holds everything released.)"""
         if room.pending:
-            if room.flush_handle is not None:
-                room.flush_handle.cancel()
-                room.flush_handle = None
             try:
-                self._seal(room)
-                if room.delivery is None:
-                    self._deliver_next(room, at_once=False)
+                if room.delivery is not None:
+                    self._seal_into(room, room.delivery)  # rides on the pass under way
+                else:
+                    if room.flush_handle is not None:
+                        room.flush_handle.cancel()
+                        room.flush_handle = None
+                    room.carried.append(self._seal(room))
+                    self._start_pass(room, at_once=False)
             except Exception as exc:
                 self._reset_room(room, "room_flush", exc)
 
@@ -425,10 +476,10 @@ class Hub:
     def _flush(self, room: Room) -> None:
         room.flush_handle = None
         try:
-            if room.pending:
-                self._seal(room)
             if room.delivery is None:
-                self._deliver_next(room, at_once=True)
+                if room.pending:
+                    room.carried.append(self._seal(room))
+                self._start_pass(room, at_once=True)
         except Exception as exc:
             self._reset_room(room, "room_flush", exc)
 
@@ -445,7 +496,7 @@ class Hub:
                 handle.cancel()
         room.flush_handle = room.slice_handle = None
         room.pending = []
-        room.sealed.clear()
+        room.carried = []
         room.delivery = None
         room.ring.clear()
         room.private_authors.clear()
@@ -462,11 +513,12 @@ class Hub:
         room.changed = None
         room.parked.expire_all()
 
-    def _seal(self, room: Room) -> None:
+    def _seal(self, room: Room) -> Delivery:
         """Pending changes → one batch: into the ring (redacting), encoded once per audience, and
-        queued for delivery. Long-polls are answered from here on."""
+        ready for delivery. Long-polls are answered from here on."""
         changes, room.pending = room.pending, []
         room.poll_bodies.clear()
+        room.last_seal = self._loop.time()
         encoded: dict[Audience, list[bytes]] = {a: [] for a in AUDIENCES}
         authors: set[int] = set()
         for change in changes:
@@ -484,9 +536,20 @@ class Hub:
                                                        for c in changes])
                     for author in authors}
         room.private_authors |= authors
-        room.sealed.append(Batch(room.webinar_id, changes[0].seq, changes[-1].seq, changes,
-                                 frames, time.monotonic(), personal))
+        batch = Batch(room.webinar_id, changes[0].seq, changes[-1].seq, changes, frames,
+                      time.monotonic(), personal)
+        item = Delivery(batch, {a: self._wire(frame) for a, frame in frames.items()}, encoded)
+        room.unchecked_bytes += max(len(w) for w in item.wires.values())
         self._ring_changed(room)
+        return item
+
+    def _seal_into(self, room: Room, cycle: Cycle) -> None:
+        """Seal the pending changes as a batch that joins the pass under way: the targets not
+        yet served get it in this pass, the ones before them in the next pass."""
+        cycle.add(self._seal(room))
+        if room.unchecked_bytes >= self.check_bytes:
+            room.unchecked_bytes = 0
+            cycle.check_buffers = True
 
     def _ring_changed(self, room: Room) -> None:
         """The one place where the room's ring has just grown: wake its long-polls. (At seal
@@ -497,27 +560,26 @@ class Hub:
         if room.parked:
             room.parked.release()
 
-    def _deliver_next(self, room: Room, *, at_once: bool) -> None:
-        """Start delivering the oldest sealed batch (its first slice now, or on the next loop
-        pass); with none left, the room is idle again and the next flush is scheduled a tick from
-        now if changes are pending. Invariant: a sealed batch implies a delivery in progress."""
-        if not room.sealed:
-            # The next tick counts from the end of this delivery: one that takes longer than a
+    def _start_pass(self, room: Room, *, at_once: bool) -> None:
+        """Start a pass over the room's subscribers with the sealed batches some of them still
+        lack (its first slice now, or on the next loop pass); with none, the room is idle again
+        and the next flush is scheduled a tick from now if changes are pending. Invariant: a
+        sealed batch not yet delivered to everyone implies a pass in progress or scheduled."""
+        if not room.carried:
+            # The next tick counts from the end of the last pass: one that takes longer than a
             # tick (thousands of subscribers) must not make every following change flush alone.
             room.last_flush = self._loop.time()
             if room.pending and room.flush_handle is None:
                 self._schedule_flush(room)
             return
-        batch = room.sealed.popleft()
-        wires = {a: self._wire(frame) for a, frame in batch.frames.items()}
-        room.unchecked_bytes += max(len(w) for w in wires.values())
+        items, room.carried = room.carried, []
         check = room.unchecked_bytes >= self.check_bytes
         if check:
             room.unchecked_bytes = 0
-        # Subscribers who join after this snapshot replay from the ring, which holds the batch.
+        # Subscribers who join after this snapshot replay from the ring, which holds the batches.
         # (A list of the subscriptions, not of (subscription, transport) pairs: thousands of new
         # tuples per flush would wake the garbage collector, whose full passes stall the loop.)
-        room.delivery = Delivery(batch, wires, list(room.subscribers), check)
+        room.delivery = Cycle(items, list(room.subscribers), check)
         if at_once:
             self._deliver_slice(room)
         else:
@@ -531,44 +593,45 @@ class Hub:
 
     def _serve_slice(self, room: Room) -> None:
         room.slice_handle = None
-        delivery = room.delivery
-        if delivery is None:
+        cycle = room.delivery
+        if cycle is None:
             return
-        batch = delivery.batch
-        first, last = batch.first_seq, batch.last_seq
-        wires, frames, personal = delivery.wires, batch.frames, batch.personal
-        check, max_buffer = delivery.check_buffers, self.max_buffer
+        # What was released since the last seal joins this pass once a tick has gone by, so
+        # that the rest of the pass carries it and nobody waits a whole pass plus a tick.
+        if room.pending and self._loop.time() - room.last_seal >= self.tick_s:
+            self._seal_into(room, cycle)
+        items = cycle.items
+        head = items[-1].batch.last_seq
+        count = len(items)
         current = room.subscribers
-        start = delivery.next
-        end = delivery.next = min(start + self.slice_size, len(delivery.targets))
+        start = cycle.next
+        end = cycle.next = min(start + self.slice_size, len(cycle.targets))
+        check, max_buffer = cycle.check_buffers, self.max_buffer
+        viewers = cycle.viewers
+        first_index = cycle.first_index
         now = time.monotonic()
         slow: list[Listener] = []
         delivered = 0
         try:
-            for sub in delivery.targets[start:end]:
+            for sub in cycle.targets[start:end]:
                 transport = current.get(sub, GONE)
                 if transport is GONE:
-                    continue  # left, replaced or closed since the delivery began
+                    continue  # left, replaced or closed since the pass began
+                if sub.offered_seq >= head:
+                    continue  # has it all (it was served before this pass, or joined later)
                 listener: Listener = sub.owner
                 try:
-                    if sub.take_shared(first, last):
-                        if sub.encoding is not None:  # another protocol (a Phoenix channel)
-                            channel_frames, wire = delivery.channel_wire(sub, self._wire)
-                            if not channel_frames:
-                                delivered += 1
-                                continue
-                            if transport is None:
-                                for frame in channel_frames:
-                                    listener.write(frame)
-                                delivered += 1
-                                continue
-                            frame = b""  # written below as `wire`
-                        elif personal and sub.viewer_id in personal \
-                                and sub.audience is Audience.ATTENDEE:
-                            frame = personal[sub.viewer_id]
-                            wire = delivery.personal_wire(sub.viewer_id, frame, self._wire)
-                        else:
-                            frame, wire = frames[sub.audience], wires[sub.audience]
+                    # The fast path: a live subscriber of our protocol whose next seq starts one
+                    # of this pass's batches gets all of them from there in one frame, built once
+                    # per slice position and audience and shared.
+                    k = first_index.get(sub.delivered_seq + 1) \
+                        if sub.state is SubState.LIVE and sub.delivered_seq is not None else None
+                    if k is not None and sub.encoding is None and (
+                            not viewers or sub.viewer_id not in viewers
+                            or sub.audience is not Audience.ATTENDEE):
+                        frame, wire = cycle.merged(k, sub.audience, room.topic, self._wire)
+                        sub.delivered_seq = sub.offered_seq = head
+                        delivered += count - k
                         if transport is None:
                             listener.write(frame)
                         elif not transport.is_closing():  # closing: its connection is going away
@@ -577,9 +640,11 @@ class Hub:
                             listener.frames_out += 1
                             if check and transport.get_write_buffer_size() > max_buffer:
                                 slow.append(listener)
-                        delivered += 1
                     else:
-                        listener.on_batch(sub, batch)
+                        delivered += self._serve_each(sub, transport, items, now)
+                        if check and transport is not None and not transport.is_closing() \
+                                and transport.get_write_buffer_size() > max_buffer:
+                            slow.append(listener)
                 except Exception as exc:
                     self._subscriber_failed(room, sub, exc)
             for listener in slow:
@@ -591,17 +656,78 @@ class Hub:
             # Even after an error the room moves on (a subscriber this slice skipped sees a seq
             # gap in the next batch and reads it from the feed).
             self.deliveries += delivered
-            if end < len(delivery.targets):
+            if end < len(cycle.targets):
                 # Let sends, database completions and other rooms run before the next slice.
                 room.slice_handle = self._loop.call_soon(self._deliver_slice, room, context=detached())
             else:
-                room.delivery = None
-                if delivery.targets:
-                    self.metrics.fanout_batches.inc()
-                    self.metrics.fanout_seconds.observe(time.monotonic() - batch.sealed_at)
-                # A batch sealed by settle() meanwhile starts on the next pass; else the room
-                # idles until its next tick.
-                self._deliver_next(room, at_once=False)
+                self._end_pass(room, cycle)
+
+    def _serve_each(self, sub: Subscription, transport: asyncio.WriteTransport | None,
+                    items: list[Delivery], now: float) -> int:
+        """The general path, batch by batch in seq order: each batch is offered to a subscription
+        once (a replaying one buffers it; a second offer would buffer it twice); a subscriber
+        that takes it shared gets its frame (its own when it wrote a staff-only message, its
+        protocol's for a Phoenix channel), all of them in one write; the others go to the session
+        (`on_batch`: overlap, gap, replay). Returns the batches delivered."""
+        listener: Listener = sub.owner
+        frames: list[bytes] = []
+        wires: list[bytes] = []
+        delivered = 0
+
+        def write_out() -> None:
+            if transport is None:
+                for frame in frames:
+                    listener.write(frame)
+            elif wires and not transport.is_closing():
+                transport.write(wires[0] if len(wires) == 1 else b"".join(wires))
+                listener.last_sent = now
+                listener.frames_out += len(wires)
+            frames.clear()
+            wires.clear()
+
+        for item in items:
+            batch = item.batch
+            if batch.last_seq <= sub.offered_seq:
+                continue
+            sub.offered_seq = batch.last_seq
+            if not sub.take_shared(batch.first_seq, batch.last_seq):
+                write_out()  # what this subscriber took so far goes first
+                listener.on_batch(sub, batch)
+                continue
+            delivered += 1
+            if sub.encoding is not None:  # another protocol (a Phoenix channel)
+                channel_frames, wire = item.channel_wire(sub, self._wire)
+                frames.extend(channel_frames)
+                if channel_frames:
+                    wires.append(wire)
+            elif batch.personal and sub.viewer_id in batch.personal \
+                    and sub.audience is Audience.ATTENDEE:
+                frame = batch.personal[sub.viewer_id]
+                frames.append(frame)
+                wires.append(item.personal_wire(sub.viewer_id, frame, self._wire))
+            else:
+                frames.append(batch.frames[sub.audience])
+                wires.append(item.wires[sub.audience])
+        write_out()
+        return delivered
+
+    def _end_pass(self, room: Room, cycle: Cycle) -> None:
+        """Every target has been served. The batches the pass began with are delivered; the
+        ones that joined it midway still lack the targets before where they joined, and start
+        the next pass (a tick from now, like any flush)."""
+        room.delivery = None
+        done = cycle.items[:cycle.founding]
+        room.carried = cycle.items[cycle.founding:] + room.carried
+        if cycle.targets:
+            now = time.monotonic()
+            for item in done:
+                self.metrics.fanout_batches.inc()
+                self.metrics.fanout_seconds.observe(now - item.batch.sealed_at)
+        room.last_flush = self._loop.time()
+        if room.carried and room.flush_handle is None:
+            self._schedule_flush(room)
+        elif room.pending and room.flush_handle is None:
+            self._schedule_flush(room)
 
     def _subscriber_failed(self, room: Room, sub: Subscription, error: BaseException) -> None:
         """Writing one subscriber's frame raised: close that connection (it resumes by replay),
