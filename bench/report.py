@@ -374,6 +374,9 @@ def write_report(data: dict[str, Any]) -> Path:
 
     fanout_supabase_section(w, data)
     cluster_section(w, data)
+    from .bench_floor import floor_section  # lazily: bench_floor imports this module
+
+    floor_section(w, data)
 
     if idle:
         w("## Idle connections")

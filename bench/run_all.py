@@ -432,12 +432,19 @@ def bench_storm(p: dict[str, Any], work: Path) -> list[dict[str, Any]]:
     return out
 
 
+def bench_floor(p: dict[str, Any], work: Path) -> list[dict[str, Any]]:
+    from .bench_floor import bench_floor as run  # lazily: it imports fanout_config and measure
+
+    return run(p, work)
+
+
 BENCHES: dict[str, Callable[[dict[str, Any], Path], list[dict[str, Any]]]] = {
     "fanout": bench_fanout, "fanout_supabase": bench_fanout_supabase, "idle": bench_idle,
     "send": bench_send, "longpoll": bench_longpoll,
     "longpoll_scale": bench_longpoll_scale,
     "poll": bench_poll, "after": bench_after, "storm": bench_storm, "cluster": bench_cluster,
     "export": bench_export,
+    "floor": bench_floor,
 }
 
 
