@@ -372,6 +372,7 @@ def write_report(data: dict[str, Any]) -> Path:
               "than attendees × sent/s — the delivered figures are the servers'.")
         w("")
 
+    send_fanout_section(w, data)
     fanout_supabase_section(w, data)
     cluster_section(w, data)
     from .bench_floor import floor_section  # lazily: bench_floor imports this module
@@ -639,6 +640,69 @@ def export_section(w: Callable[[str], None], data: dict[str, Any]) -> None:
 
 PROTOCOL_LABELS = {"ours": "ours (`/realtime`)",
                    "supabase": "Supabase Realtime (`/realtime/v1/websocket`, vsn 2.0.0)"}
+
+
+GEN_BOUND = 0.8  # a load generator at or above this share of its core sets the pace itself
+
+
+def gen_flag(rows: list[dict[str, Any]]) -> str:
+    """The generator's CPU as a table cell, flagged when it may have been the bottleneck."""
+    v, s = agg(rows, "gen_cpu_util", 2)
+    return s + (" **generator-bound**" if v == v and v >= GEN_BOUND else "")
+
+
+def send_fanout_summary(res: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    out = []
+    rows = ok_rows(res, "send_fanout")
+    for kind in ("sqlite", "postgresql"):
+        group = [r for r in rows if r.get("db") == kind]
+        if group:
+            v, s = agg(group, "post_p99_ms", 1)
+            out.append((f"send while fanning out, {kind}: POST create p99, "
+                        f"{group[0]['attendees']:,} WS attendees receiving 100 msgs/s",
+                        "≤ 25 ms", f"{s} ms (generator CPU {gen_flag(group)})",
+                        verdict(v, 25, False)))
+    return out
+
+
+def send_fanout_section(w: Callable[[str], None], data: dict[str, Any]) -> None:
+    """bench_send_fanout: the senders' POST latency under the fan-out workload, both databases."""
+    rows = ok_rows(data["results"], "send_fanout")
+    if not rows:
+        return
+    m = data["machine"]
+    made = data.get("provenance", {}).get("send_fanout", {})
+    commit = made.get("commit", m["commit"])
+    if made.get("src_uncommitted"):
+        commit += " with uncommitted changes in src/"
+    r0 = rows[0]
+    w("## Send while fanning out")
+    w("")
+    w(f"**Command:** `.venv/bin/{made.get('command', data['command'])}`; commit {commit}, "
+      f"{made.get('date', m['date'])}. Medians of {len({r['run'] for r in rows})} run(s) with "
+      f"[min–max].")
+    w("")
+    w(f"The fan-out workload ({r0['attendees']:,} WebSocket attendees, {r0['rate_target']} msgs/s "
+      f"offered by the fan-out benchmark's senders, open loop) on SQLite and "
+      f"on PostgreSQL, side by side in each run on a fresh server and database each, the order "
+      f"alternating. POST latency is the senders' request → response time (the create: access "
+      f"check, one transaction, release to the room); send→delivered includes it.")
+    w("")
+    w("| database | POST p50 ms | POST p99 ms | sent/s | p50 send→delivered ms | p99 ms | "
+      "delivered/s per core | server CPU | events/frame | generator CPU | other load c0/c1 |")
+    w("|---|---|---|---|---|---|---|---|---|---|---|")
+    for kind in ("sqlite", "postgresql"):
+        group = [r for r in rows if r.get("db") == kind]
+        if not group:
+            continue
+        w(f"| {kind} | {agg(group, 'post_p50_ms', 1)[1]} | {agg(group, 'post_p99_ms', 1)[1]} | "
+          f"{agg(group, 'send_rate', 1)[1]} | {agg(group, 'p50_ms', 1)[1]} | "
+          f"{agg(group, 'p99_ms', 1)[1]} | {agg(group, 'delivered_per_core_s')[1]} | "
+          f"{agg(group, 'server_cpu_util', 2)[1]} | {agg(group, 'events_per_frame', 1)[1]} | "
+          f"{gen_flag(group)} | "
+          f"{agg(group, lambda r: r['other_load']['core0'], 2)[1]} / "
+          f"{agg(group, lambda r: r['other_load'].get('core1'), 2)[1]} |")
+    w("")
 
 
 def fanout_supabase_section(w: Callable[[str], None], data: dict[str, Any]) -> None:

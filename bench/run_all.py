@@ -160,6 +160,26 @@ def bench_fanout(p: dict[str, Any], work: Path) -> list[dict[str, Any]]:
     return out
 
 
+def bench_send_fanout(p: dict[str, Any], work: Path) -> list[dict[str, Any]]:
+    """Send while fanning out: the fan-out workload at the largest attendee count (5,000
+    WebSocket attendees, 100 msgs/s) on SQLite and on PostgreSQL side by side in each run, each
+    on a fresh server and database, the order alternating from run to run. The figure is the
+    senders' POST create latency (the fan-out rows report it too, on SQLite only)."""
+    n = max(p["fanout_attendees"])
+    kinds = ["sqlite"] + (["postgresql"] if common.pg_available() else [])
+    out = []
+    for run in range(p["runs"]):
+        k = run % len(kinds)
+        for kind in kinds[k:] + kinds[:k]:
+            r = measure(work, {**fanout_config(p, n), "kind": "chat"}, users=n + SENDERS,
+                        run=run, kind=kind)
+            r["db"] = kind
+            out.append(r)
+            log(f"send_fanout {kind} n={n}: post p50={r['post_p50_ms']} p99={r['post_p99_ms']} "
+                f"send rate={r['send_rate']}, {brief(r)}")
+    return out
+
+
 # The fan-out benchmark's workload over our protocol (`/realtime`) and over Supabase Realtime's
 # (`/realtime/v1/websocket`, docs/supabase.md: one push per message, one WebSocket frame each).
 FANOUT_PROTOCOLS = ["ours", "supabase"]
@@ -439,7 +459,8 @@ def bench_floor(p: dict[str, Any], work: Path) -> list[dict[str, Any]]:
 
 
 BENCHES: dict[str, Callable[[dict[str, Any], Path], list[dict[str, Any]]]] = {
-    "fanout": bench_fanout, "fanout_supabase": bench_fanout_supabase, "idle": bench_idle,
+    "fanout": bench_fanout, "send_fanout": bench_send_fanout,
+    "fanout_supabase": bench_fanout_supabase, "idle": bench_idle,
     "send": bench_send, "longpoll": bench_longpoll,
     "longpoll_scale": bench_longpoll_scale,
     "poll": bench_poll, "after": bench_after, "storm": bench_storm, "cluster": bench_cluster,
