@@ -2,7 +2,7 @@
 senders against a server started by bench/run_all.py, and prints one JSON result line.
 
 Usage: python -m bench.loadgen '<json config>'   (modes: fanout, idle, longpoll, poll, send,
-storm, after — see the functions below; bench/run_all.py builds the configs).
+storm, after, start, login — see the functions below; bench/run_all.py builds the configs).
 
 Latency is send→delivered on one machine clock: every message's content carries the `time.time()`
 taken just before its POST, and receivers subtract it from the time the frame arrived.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import os
 import random
@@ -1118,6 +1119,318 @@ async def storm(cfg: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# --- webinar start: everybody joins fresh within `spread_s` ----------------------------------------
+
+# The history page a fresh client loads (web/chat-client.js `_loadHistory`: HISTORY_PAGE = 100).
+START_HISTORY_PATH = "/api/webinars/1/messages?limit={limit}"
+HEAD_SEQ = re.compile(rb'"head_seq":(\d+)')
+
+
+def start_handler(client: WsClient, payload: bytes, received: float) -> None:
+    """Until the attendee has its history page: the `joined` reply (time, head_seq) and errors;
+    live changes are counted (one `"INSERT"` per delivered message), here and in COUNT mode."""
+    st = client.state
+    head = payload[:24]
+    if b'"changes"' in head:
+        client.count += payload.count(b'"INSERT"')
+    elif b'"joined"' in head:
+        fut = st["joined"]
+        assert isinstance(fut, asyncio.Future)
+        m = HEAD_SEQ.search(payload)
+        st["head_seq"] = int(m.group(1)) if m else -1
+        if not fut.done():
+            fut.set_result(received)
+    elif b'"error"' in head:
+        st["errors"] = int(st.get("errors", 0)) + 1  # type: ignore[call-overload]
+        fut = st["joined"]
+        assert isinstance(fut, asyncio.Future)
+        if not fut.done():
+            fut.set_exception(RuntimeError(payload[:120].decode(errors="replace")))
+
+
+def vm_hwm_kib(pid: int) -> int:
+    """The process's peak RSS since it started (VmHWM)."""
+    with open(f"/proc/{pid}/status") as f:
+        return next((int(line.split()[1]) for line in f if line.startswith("VmHWM:")), 0)
+
+
+async def start(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Webinar start: N attendees, tokens issued beforehand, open their WebSocket at instants
+    spread uniformly over `spread_s` and join without `last_seq` (the server answers `joined`
+    and then sends live changes only: docs/realtime.md), while fetching the history page over
+    HTTP on a connection of their own, at the same time (what a fresh client needs to show the
+    chat). An attendee is *joined* when it has both; from then on it only counts live messages
+    in the raw stream (COUNT mode). A host POSTs at `rate` msgs/s from the first connect until
+    `tail_s` after the last one. Complete = got every live message after its `head_seq`."""
+    pid = cfg["server_pid"]
+    n = cfg["attendees"]
+    spread = float(cfg["spread_s"])
+    timeout = float(cfg.get("join_timeout", 60))
+    history_path = START_HISTORY_PATH.format(limit=cfg.get("history_limit", 100))
+    ids = list(range(1, n + 1))
+    toks = tokens_for(ids)  # issued beforehand, as the platform hands them out before the start
+    sender = await make_sender(cfg, "chat", cfg.get("sender_conns", 4))
+    loop = asyncio.get_running_loop()
+    lost: list[WsClient] = []
+    clients: list[WsClient] = []
+    clients_by_index: dict[int, WsClient] = {}
+    complete_clients: list[WsClient] = []  # joined with history
+    # Per attendee: connect start, joined reply, history page, both (wall clock); failures.
+    started: list[float] = [float("nan")] * n
+    joined_at: list[float] = [float("nan")] * n
+    history_at: list[float] = [float("nan")] * n
+    done_at: list[float] = [float("nan")] * n
+    history_sizes: list[int] = []
+    failures: collections.Counter[str] = collections.Counter()
+
+    async def history(i: int) -> None:
+        conn = await http_connect(HOST, cfg["port"])
+        try:
+            status, body = await conn.request("GET", history_path, b"", auth_header(toks[ids[i]]))
+        finally:
+            conn.close()
+        if status != 200:
+            raise HttpError(f"history status {status}")
+        history_at[i] = now()
+        # Messages in the page: each has one `"client_msg_id":` (byte search, no JSON parse).
+        history_sizes.append(body.count(b'"client_msg_id":'))
+
+    async def websocket(i: int) -> None:
+        client = await ws_connect(HOST, cfg["port"], f"/realtime?token={toks[ids[i]]}",
+                                  on_message=start_handler, on_lost=lost.append)
+        client.state["joined"] = loop.create_future()
+        clients.append(client)
+        clients_by_index[i] = client
+        client.send_text(b'{"type":"join","topic":"webinar:1:messages","ref":"j"}')
+        joined_at[i] = float(await client.state["joined"])  # type: ignore[arg-type]
+
+    async def attendee(i: int) -> None:
+        started[i] = now()
+        ws = loop.create_task(websocket(i))
+        # history_limit 0: no history page (what the WebSocket join alone costs).
+        page = loop.create_task(history(i) if cfg.get("history_limit", 100) else
+                                asyncio.sleep(0))
+        try:
+            await asyncio.wait_for(asyncio.gather(ws, page), timeout)
+        except BaseException as exc:  # noqa: BLE001 - every failure is a result
+            ws.cancel()
+            page.cancel()
+            what = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
+            if isinstance(exc, HttpError | RuntimeError | ConnectionError):
+                what += f": {str(exc)[:60]}"
+            failures[what] += 1
+            return
+        done_at[i] = max(joined_at[i], history_at[i]) if cfg.get("history_limit", 100) else \
+            joined_at[i]
+        complete_clients.append(clients_by_index[i])
+
+    async def heartbeat_all() -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_EVERY_S)
+            for c in clients:
+                c.send_text(HEARTBEAT)
+
+    async def switch_to_counting() -> None:
+        # Joined attendees stop parsing (a pass per second is enough: until then they count
+        # live messages in start_handler, the same way).
+        while True:
+            await asyncio.sleep(1.0)
+            for c in clients:
+                if c.mode != "count" and not c.want_count and "head_seq" in c.state:
+                    c.start_counting()
+
+    hb = loop.create_task(heartbeat_all())
+    switcher = loop.create_task(switch_to_counting())
+    cpu0, gen0, wall0 = cpu_seconds(pid), cpu_seconds(os.getpid()), now()
+    cores0 = Snapshot(pid, 0)
+    rss_peak = [rss_kib(pid)]
+
+    async def sample_rss() -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            rss_peak[0] = max(rss_peak[0], rss_kib(pid))
+
+    sampler = loop.create_task(sample_rss())
+
+    async def progress() -> None:
+        # On stderr (the runner shows it when the generator fails): where a run stands.
+        while True:
+            await asyncio.sleep(5)
+            print(f"start: {now() - wall0:.0f} s: {sum(1 for x in started if x == x)} started, "
+                  f"{sum(1 for x in done_at if x == x)} joined, failures {dict(failures)}, "
+                  f"{len(sender.sent)} sent, {len(sender.tasks)} sends in flight, "
+                  f"{sum(q.qsize() for q in sender.idle)} sender conns idle", file=sys.stderr,
+                  flush=True)
+
+    reporter = loop.create_task(progress())
+    send_task = loop.create_task(sender.run(cfg["rate"], spread + cfg.get("tail_s", 10.0)))
+    t0 = loop.time()
+    tasks = []
+    for i in range(n):
+        delay = t0 + i * spread / n - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(loop.create_task(attendee(i)))
+    last_connect = now()
+    await asyncio.gather(*tasks)
+    wall1 = now()
+    cores1 = Snapshot(pid, 0)
+    storm_cpu, storm_gen = cpu_seconds(pid) - cpu0, cpu_seconds(os.getpid()) - gen0
+    # A sender whose keep-alive connections all broke (the server reset them) has none left to
+    # send on and would wait for one for ever: it is given up on and counted.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(send_task), max(1.0, spread + cfg.get(
+            "tail_s", 10.0) + 5 - (now() - wall0)))
+    sender_stalled = not send_task.done()
+    send_task.cancel()
+    await sender.wait()
+    final = max((s[3] for s in sender.ok()), default=0)
+    # Live completeness: every joined attendee gets every message after its head_seq.
+    joined_clients = complete_clients
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(  # noqa: ASYNC110
+            c.count < final - int(c.state["head_seq"]) for c in joined_clients  # type: ignore[call-overload]
+            if c not in lost):
+        await asyncio.sleep(0.1)
+    hb.cancel()
+    switcher.cancel()
+    sampler.cancel()
+    reporter.cancel()
+    expected = [final - int(c.state["head_seq"]) for c in joined_clients]  # type: ignore[call-overload]
+    got = [c.count for c in joined_clients]
+    for c in clients:
+        c.abort()
+    ok = [k for k in range(n) if done_at[k] == done_at[k]]
+    join_lat = [done_at[k] - started[k] for k in ok]
+    ws_lat = [joined_at[k] - started[k] for k in ok]
+    page_lat = [history_at[k] - started[k] for k in ok]
+    last_done = max((done_at[k] for k in ok), default=float("nan"))
+    window = wall1 - wall0
+    sent_during = sent_stats(sender, wall0, wall1)
+    hwm = vm_hwm_kib(pid)
+    return {
+        "attendees": n, "spread_s": spread, "rate_target": cfg["rate"],
+        "history_limit": cfg.get("history_limit", 100),
+        "joined": len(ok), "failures": dict(failures), "disconnected": len(lost),
+        "after_last_connect_s": round(last_done - last_connect, 3),
+        "connect_span_s": round(last_connect - wall0, 2),
+        "join_p50_ms": ms(join_lat, 50), "join_p99_ms": ms(join_lat, 99),
+        "join_max_ms": ms(join_lat, 100),
+        "ws_joined_p50_ms": ms(ws_lat, 50), "ws_joined_p99_ms": ms(ws_lat, 99),
+        "history_p50_ms": ms(page_lat, 50), "history_p99_ms": ms(page_lat, 99),
+        "history_messages_min": min(history_sizes, default=0),
+        "live_received": sum(got), "live_expected": sum(expected),
+        "live_complete": sum(1 for g, e in zip(got, expected, strict=True) if g == e),
+        "live_over": sum(1 for g, e in zip(got, expected, strict=True) if g > e),
+        "window_s": round(window, 2),
+        "server_cpu_s": round(storm_cpu, 2), "server_cpu_util": round(storm_cpu / window, 3),
+        "server_rss_peak_kib": max(rss_peak[0], hwm), "server_rss_end_kib": rss_kib(pid),
+        "gen_cpu_util": round(storm_gen / window, 3),
+        "other_load": other_load(cores0, cores1, storm_gen),
+        "sent_ok": len(sender.ok()), "sender_stalled": sender_stalled,
+        "sender_conns_lost": sum(1 for x in sender.sent if x[2] == 0),
+        **sent_during,
+    }
+
+
+# --- log-in: password hash vs external-platform tokens ---------------------------------------------
+
+async def login(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Closed loops of `concurrency` requests in flight, one phase after another:
+
+    - `password`: POST /api/auth/login, users 1..`users` round robin (argon2 verify, a refresh
+      token stored);
+    - with `external_secret`: GET `path` (/api/me) with HS256 tokens signed by the "platform":
+      `external_first` a new subject per request (verified, user provisioned, registered for the
+      webinars of its claim), `external_new_token` a new token of an already provisioned
+      subject per request (verified, linked subject found, nothing to apply), `external_cached`
+      one token per connection used again (the verified-token cache);
+    - `own_cached`: the same GET with our own access tokens, the baseline of the same endpoint."""
+    import jwt
+
+    pid = cfg["server_pid"]
+    users = cfg["users"]
+    conc = cfg["concurrency"]
+    seconds = cfg["seconds"]
+    json_header = b"Content-Type: application/json\r\n"
+    conns = [await http_connect(HOST, cfg["port"]) for _ in range(conc)]
+    phases: dict[str, dict[str, Any]] = {}
+
+    async def run_phase(name: str, request: Callable[[int], tuple[str, str, bytes, bytes]],
+                        limit: int | None = None) -> None:
+        stop = time.monotonic() + seconds
+        lat: list[float] = []
+        statuses: collections.Counter[int] = collections.Counter()
+        counter = [0]
+
+        async def worker(conn: HttpConn) -> None:
+            while time.monotonic() < stop and (limit is None or counter[0] < limit):
+                k = counter[0]
+                counter[0] += 1
+                method, path, body, headers = request(k)
+                t = time.perf_counter()
+                status, _ = await conn.request(method, path, body, headers)
+                lat.append(time.perf_counter() - t)
+                statuses[status] += 1
+
+        a = Snapshot(pid, 0)
+        await asyncio.gather(*(worker(c) for c in conns))
+        b = Snapshot(pid, 0)
+        elapsed = b.t - a.t
+        cpu = b.server_cpu - a.server_cpu
+        ok = statuses.get(200, 0)
+        phases[name] = {"requests": sum(statuses.values()), "ok": ok,
+                        "per_s": round(ok / elapsed, 1), "p50_ms": ms(lat, 50),
+                        "p99_ms": ms(lat, 99), "server_cpu_util": round(cpu / elapsed, 3),
+                        "per_core_s": round(ok / cpu, 1) if cpu > 0 else None,
+                        "gen_cpu_util": round((b.gen_cpu - a.gen_cpu) / elapsed, 3),
+                        "seconds": round(elapsed, 2),
+                        "statuses": {str(k): v for k, v in statuses.items()},
+                        "other_load": other_load(a, b)}
+
+    def password(k: int) -> tuple[str, str, bytes, bytes]:
+        u = k % users + 1
+        return ("POST", "/api/auth/login",
+                orjson.dumps({"email": f"u{u}@bench.test", "password": cfg["password"]}),
+                json_header)
+
+    # Warm-up (imports, the thread pool, statement caches), then the measured phase.
+    await run_phase("warmup", password, limit=conc)
+    await run_phase("password", password)
+    path = cfg.get("path", "/api/me")
+    own = tokens_for(list(range(1, conc + 1)))
+    own_headers = [auth_header(own[u]) for u in range(1, conc + 1)]
+    await run_phase("own_cached", lambda k: ("GET", path, b"", own_headers[k % conc]))
+    secret = cfg.get("external_secret")
+    if secret:
+        exp = int(time.time()) + 3 * 3600
+        iss = cfg.get("external_issuer", "https://platform.bench.test")
+
+        def external(subject: int, nonce: int = 0) -> bytes:
+            claims = {"sub": f"platform-user-{subject}", "exp": exp, "iat": int(time.time()),
+                      "iss": iss, "name": f"Platform user {subject}",
+                      "email": f"p{subject}@platform.bench.test", "webinars": [1],
+                      "jti": f"{subject}-{nonce}"}
+            return auth_header(jwt.encode(claims, secret, algorithm="HS256"))
+
+        # Signed beforehand, so that the generator only sends (a pool big enough for the phase).
+        pool = cfg.get("external_pool", 20_000)
+        first = [external(s) for s in range(pool)]
+        await run_phase("external_first", lambda k: ("GET", path, b"", first[k]), limit=pool)
+        provisioned = phases["external_first"]["ok"]
+        fresh = [external(k % max(1, provisioned), 1) for k in range(pool)]
+        await run_phase("external_new_token", lambda k: ("GET", path, b"", fresh[k]), limit=pool)
+        await run_phase("external_cached", lambda k: ("GET", path, b"", first[k % conc]))
+        # Our own tokens again, on the server as it is now (after thousands of provisioned
+        # users): whether a difference to `external_cached` is the token's or the moment's.
+        await run_phase("own_cached_end", lambda k: ("GET", path, b"", own_headers[k % conc]))
+    for c in conns:
+        c.close()
+    phases.pop("warmup")
+    return {"users": users, "concurrency": conc, "seconds": seconds, "path": path,
+            "phases": phases}
+
+
 # --- `messages?after=` on a big table ------------------------------------------------------------
 
 async def after(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -1214,6 +1527,7 @@ async def after(cfg: dict[str, Any]) -> dict[str, Any]:
 MODES: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
     "fanout": fanout, "idle": idle, "longpoll": longpoll, "poll": poll, "send": send,
     "storm": storm, "after": after, "fanout_bulk": fanout_bulk,
+    "start": start, "login": login,
 }
 
 

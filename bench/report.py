@@ -549,6 +549,10 @@ def write_report(data: dict[str, Any]) -> Path:
               f"{agg(rows, 'server_cpu_s', 1)[1]} |")
         w("")
 
+    from .bench_start import login_section, start_section
+
+    start_section(w, data)
+    login_section(w, data)
     export_section(w, data)
 
     w("## Reproduce")
@@ -1040,6 +1044,10 @@ def before_after(w: Callable[[str], None], before: dict[str, Any], after: dict[s
         v, s = agg(rows, "p99_ms")
         return s if v == v else "nothing delivered (sends starve)"
 
+    def storm_n(res: dict[str, Any]) -> str:
+        return "/".join(f"{n:,}" for n in sorted({r["attendees"] for r in ok_rows(res, "storm")
+                                                  if not r.get("variant")})) or "–"
+
     fan_v = "tick-after-flush+create-one-hop"
     rows: list[tuple[str, str, str, str, str]] = [
         ("fan-out 5,000: delivered/s per core", "≥ 500,000",
@@ -1092,7 +1100,7 @@ def before_after(w: Callable[[str], None], before: dict[str, Any], after: dict[s
          pick(b, "poll", "poll_req_per_core_s"),
          pick(b, "poll", "poll_req_per_core_s", "uvicorn-standard"),
          pick(a, "poll", "poll_req_per_core_s")),
-        ("reconnect storm 5,000: all caught up s", "≤ 10",
+        (f"reconnect storm {storm_n(b)} → {storm_n(a)}: all caught up s", "≤ 10",
          pick(b, "storm", "all_caught_up_s", digits=2),
          pick(b, "storm", "all_caught_up_s", "replay-encode-once", digits=2),
          pick(a, "storm", "all_caught_up_s", digits=2)),

@@ -53,7 +53,9 @@ FULL = {
     "longpoll_scale": [500, 1000, 2000],
     "poll_seconds": 4.0, "poll_rounds": 3,
     "after_messages": 1_000_000, "after_queries": 500,
-    "storm_attendees": 5000,
+    "storm_attendees": 10_000,
+    # Webinar start (bench/bench_start.py): everybody joins fresh within 30 s; log-in phases.
+    "start_attendees": 10_000, "start_spread_s": 30, "login_seconds": 15,
     # Two `serve` processes + Redis beside one process, on PostgreSQL: the fan-out's workload
     # (rate, warm-up, window) at the target's 5,000 attendees.
     "cluster_attendees": 5000,
@@ -73,6 +75,7 @@ QUICK = {
     "poll_seconds": 2.0, "poll_rounds": 1,
     "after_messages": 100_000, "after_queries": 200,
     "storm_attendees": 1000,
+    "start_attendees": 1000, "start_spread_s": 5, "login_seconds": 4,
     "cluster_attendees": 5000,
     "export_messages": [10_000, 100_000], "export_kinds": ["sqlite"],
 }
@@ -466,7 +469,15 @@ BENCHES: dict[str, Callable[[dict[str, Any], Path], list[dict[str, Any]]]] = {
     "poll": bench_poll, "after": bench_after, "storm": bench_storm, "cluster": bench_cluster,
     "export": bench_export,
     "floor": bench_floor,
+    "start": lambda p, work: _bench_start().bench_start(p, work),
+    "login": lambda p, work: _bench_start().bench_login(p, work),
 }
+
+
+def _bench_start() -> Any:
+    from . import bench_start
+
+    return bench_start
 
 
 def main(argv: list[str] | None = None) -> int:
