@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import os
 import socket
+import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -270,3 +272,15 @@ async def scrape(server: LocalServer, port: int | None = None) -> str:
         response = await http.get(url)
     assert response.status_code == 200, response.text
     return response.text
+
+
+SOMAXCONN = int(Path("/proc/sys/net/core/somaxconn").read_text())
+
+
+def listen_queue_size(port: int) -> int:
+    """The accept queue's size of the socket listening on `port`: `ss`'s Send-Q for a listening
+    socket (the kernel caps what listen() asked for at net.core.somaxconn)."""
+    out = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out and out[0] == "LISTEN", out
+    return int(out[2])

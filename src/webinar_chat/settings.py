@@ -98,6 +98,10 @@ class Settings:
     access_log: bool = True
     # Under `serve --workers N`, worker i also serves /metrics on metrics_port + i (0: off).
     metrics_port: int = 0
+    # Connections the kernel queues before the server accepts them. At a webinar's start
+    # thousands connect within seconds; a full queue drops their SYNs, and each retries after 1,
+    # 3, 7 s. The kernel caps it at net.core.somaxconn (docs/operations.md, "Webinar start").
+    listen_backlog: int = 65535
     # Monitoring events (POST /api/metrics/events): batches per client session per minute.
     client_events_per_minute: int = 30
     # Rate limits (server/rate_limits.py; docs/operations.md "Rate limits"): "N/SECONDS" is a
@@ -189,6 +193,7 @@ class Settings:
             "access_log": os.environ.get("ACCESS_LOG", "true").lower() not in ("0", "false",
                                                                                "no", "off"),
             "metrics_port": _env_int("METRICS_PORT", 0),
+            "listen_backlog": _env_int("LISTEN_BACKLOG", 65535),
             "public_url": os.environ.get("PUBLIC_URL", "").rstrip("/"),
             "frame_ancestors": os.environ.get("FRAME_ANCESTORS") or "'none'",
             "client_events_per_minute": _env_int("CLIENT_EVENTS_PER_MINUTE", 30),

@@ -13,7 +13,17 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from ..conftest import CliServerFactory
-from ..helpers import World, eventually, free_port_range, metric_value, new_id, scrape, send
+from ..helpers import (
+    SOMAXCONN,
+    World,
+    eventually,
+    free_port_range,
+    listen_queue_size,
+    metric_value,
+    new_id,
+    scrape,
+    send,
+)
 from ..realtime.test_realtime import Client, realtime, seqs
 from ..redis_server import RedisProcess
 
@@ -40,6 +50,8 @@ async def test_two_workers_share_the_port_and_the_bus_and_survive_a_kill(
                               BUS_URL=redis.url, BUS_CHANNEL=f"wc-test-{uuid.uuid4().hex[:8]}",
                               HEARTBEAT_INTERVAL="0.5", METRICS_PORT=str(metrics_port))
     wid = world.webinar.id
+    # the socket the parent bound for both: an accept queue as deep as the kernel allows
+    assert listen_queue_size(server.port) == min(65535, SOMAXCONN)
     workers = await nodes_answering(server.base_url, 2)
     # each worker serves its own metrics on METRICS_PORT + its number: two scrape targets
     scraped = [await scrape(server, metrics_port + number) for number in (0, 1)]

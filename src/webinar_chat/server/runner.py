@@ -84,5 +84,6 @@ def build_server(settings: Settings) -> ChatServer:
         # (server/rate_limits.py, client_ip).
         proxy_headers=False,
         timeout_graceful_shutdown=5,
+        backlog=settings.listen_backlog,
     )
     return ChatServer(config, app)

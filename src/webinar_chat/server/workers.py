@@ -34,7 +34,7 @@ def bind(settings: Settings) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((settings.host, settings.port))
-    sock.listen(2048)
+    sock.listen(settings.listen_backlog)
     sock.set_inheritable(True)
     return sock
 
