@@ -19,6 +19,7 @@ import os
 import struct
 import time
 from collections.abc import Callable
+from typing import cast
 
 PARSE = "parse"
 COUNT = "count"
@@ -72,7 +73,8 @@ class WsClient(asyncio.Protocol):
     # --- connection ------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # (uvloop's transports are not asyncio.Transport subclasses)
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
         key = base64.b64encode(os.urandom(16)).decode()
         transport.write(
@@ -206,7 +208,8 @@ class HttpConn(asyncio.Protocol):
         self.lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # (uvloop's transports are not asyncio.Transport subclasses)
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -282,7 +285,8 @@ class BulkPoller(asyncio.Protocol):
         self.stopped = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # (uvloop's transports are not asyncio.Transport subclasses)
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
 
     def connection_lost(self, exc: Exception | None) -> None:
