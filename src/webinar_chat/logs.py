@@ -284,6 +284,25 @@ def hot_lines() -> HotLines:
     return _HOT
 
 
+class _HandshakeLines(logging.Filter):
+    """uvicorn's line per WebSocket handshake (`<addr> - "WebSocket <path?query>" [accepted]`,
+    or a status for a refused one). The query string is where a client's `?token=` is, so it is
+    never written. An accepted socket's line is dropped: its `realtime_session` line says more
+    when it ends, and at a webinar's start, rendering 10,000 of them took ~10 % of the server's
+    CPU. A refused handshake keeps its line, with the path alone."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.msg
+        if not isinstance(msg, str) or not msg.startswith('%s - "WebSocket %s"'):
+            return True
+        if msg.endswith("[accepted]"):
+            return False
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 2 and isinstance(args[1], str):
+            record.args = (args[0], args[1].split("?", 1)[0], *args[2:])
+        return True
+
+
 def configure_logging(level: str = "INFO", *, json: bool = False,
                       stream: TextIO | None = None) -> None:
     """Install the one pipeline for this process (idempotent: a second call replaces the first).
@@ -330,6 +349,10 @@ def configure_logging(level: str = "INFO", *, json: bool = False,
         uvicorn_logger = logging.getLogger(name)
         uvicorn_logger.handlers.clear()
         uvicorn_logger.propagate = True
+    uvicorn_error = logging.getLogger("uvicorn.error")
+    for old_filter in [f for f in uvicorn_error.filters if isinstance(f, _HandshakeLines)]:
+        uvicorn_error.removeFilter(old_filter)
+    uvicorn_error.addFilter(_HandshakeLines())
     # Our own `http_request` line (server/middleware.py) replaces uvicorn's access log, which
     # knows neither the request id nor the user, and would double every line.
     uvicorn_access = logging.getLogger("uvicorn.access")

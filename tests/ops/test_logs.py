@@ -11,6 +11,8 @@ from typing import Any
 import httpx
 import pytest
 from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+from websockets.typing import Origin
 
 from ..conftest import CliServerFactory
 from ..helpers import World, auth, eventually, metric_value, new_id, scrape, send
@@ -123,3 +125,26 @@ async def test_a_websocket_session_ends_with_one_line_saying_who_how_long_and_ho
     assert field(session, "frames_in") == 3  # the join and two heartbeats
     assert field(session, "frames_out") >= 1  # joined (+ replay)
     assert float(field(session, "duration_s")) >= 0
+
+
+async def test_a_websocket_handshake_never_writes_the_token_in_its_query_string(
+        cli_server: CliServerFactory, world: World) -> None:
+    """uvicorn logs each handshake with its path and query string, where `?token=` is. An
+    accepted socket's line is left out (its `realtime_session` line says more); a refused one
+    keeps its line with the path alone."""
+    server = await cli_server()
+    token = world.alice.token
+    async with connect(f"{server.ws_url}?token={token}", compression=None) as ws:
+        client = Client(ws)
+        await client.join(world.webinar.id, last_seq=0)
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(f"{server.ws_url}?token={token}", compression=None,
+                           origin=Origin("https://elsewhere.example")):
+            pass
+    assert refused.value.response.status_code == 403
+    await eventually(lambda: len(server.events("realtime_session")) == 1)
+    await eventually(lambda: '"WebSocket /realtime" 403' in server.log_text())
+    log_text = server.log_text()
+    assert token not in log_text
+    assert token.split(".")[2] not in log_text  # not even the signature
+    assert "[accepted]" not in log_text

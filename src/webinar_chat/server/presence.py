@@ -191,10 +191,11 @@ class Presence:
                 return  # left (or replaced) in the meantime; a Phoenix channel has no such frame
             now = time.monotonic()
             users = self._users(sub.webinar_id, now, JOIN_CACHE_S)
-            if sub.viewer_id is not None:
-                users = users | {sub.viewer_id}
-            sub.owner.write(presence_frame(sub.topic, self.counts.total(sub.webinar_id,
-                                                                        len(users), now)))
+            # Counted, not added to a copy of the set: at a webinar's start every one of
+            # thousands of joins would copy the set of everybody who joined before it.
+            local = len(users) + (sub.viewer_id is not None and sub.viewer_id not in users)
+            sub.owner.write(presence_frame(sub.topic, self.counts.total(sub.webinar_id, local,
+                                                                        now)))
         except Exception as exc:
             self.metrics.background_failure("presence", exc, webinar_id=sub.webinar_id)
 
