@@ -148,3 +148,4 @@ async def test_a_websocket_handshake_never_writes_the_token_in_its_query_string(
     assert token not in log_text
     assert token.split(".")[2] not in log_text  # not even the signature
     assert "[accepted]" not in log_text
+    assert "connection open" not in log_text
