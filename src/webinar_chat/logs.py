@@ -286,10 +286,11 @@ def hot_lines() -> HotLines:
 
 class _HandshakeLines(logging.Filter):
     """uvicorn's line per WebSocket handshake (`<addr> - "WebSocket <path?query>" [accepted]`,
-    or a status for a refused one), and the websockets library's `connection open` after it. The query string is where a client's `?token=` is, so it is
-    never written. An accepted socket's line is dropped: its `realtime_session` line says more
-    when it ends, and at a webinar's start, rendering 10,000 of them took ~10 % of the server's
-    CPU. A refused handshake keeps its line, with the path alone."""
+    or a status for a refused one), and the websockets library's `connection open` after it.
+    The query string is where a client's `?token=` is, so it is never written. An accepted
+    socket's lines are dropped: its `realtime_session` line says more when it ends, and at a
+    webinar's start, rendering 10,000 of them took ~10 % of the server's CPU. A refused handshake
+    keeps its line, with the path alone."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.msg

@@ -28,7 +28,7 @@ from ..bus import BusNotReady
 from ..protocol.events import Audience, encode_for, message_payload, room_payload
 from ..store.store import DuplicateMessage, EmailTaken, NotFound, SlowMode, User, now_utc
 from ..transcript import FORMATS, MEDIA_TYPES, filename, transcript_chunks
-from . import responses, schemas
+from . import history_pages, responses, schemas
 from .client_events import RateLimited
 from .errors import ApiError, JSONResponse, validation_message
 from .longpoll import changes_body, ring_body, viewer_key
@@ -36,6 +36,8 @@ from .rate_limits import client_ip, rate_limited
 from .text_rules import RESERVED_DISPLAY_NAME, content_problem, display_name_key
 
 if TYPE_CHECKING:
+    from ..store.store import MessagePage
+    from .hub import Room
     from .state import AppState
 
 B = TypeVar("B", bound=BaseModel)
@@ -347,10 +349,19 @@ async def list_messages(request: Request) -> Response:
     limit = _int_param(request, "limit", default=100, low=1, high=500)
     assert limit is not None
     access = await _access(request, webinar_id, user_id, cached=True)
+    latest = after is None and before is None
+    room = state.hub.rooms.get(webinar_id) if latest else None
+    if room is not None:
+        body = history_pages.cached_page(room.history_pages, room.released_seq, access.audience,
+                                         limit, user_id)
+        if body is not None:
+            return JSONResponse(body)
     page = await state.store.list_messages(webinar_id, after=after,
                                            before=before if after is None else None,
                                            limit=limit, include_hidden=access.is_staff,
                                            viewer_id=user_id)
+    if room is not None:
+        return await _shared_latest_page(state, room, access.audience, limit, user_id, page)
     found = page.messages
     has_more = page.has_more
     if after is not None and before is not None:
@@ -364,6 +375,30 @@ async def list_messages(request: Request) -> Response:
               next_after=cursor if has_more else None,
               next_before=messages[0]["id"] if after is None and has_more and messages
               else None)
+
+
+async def _shared_latest_page(state: AppState, room: Room, audience: Audience, limit: int,
+                              user_id: int, page: MessagePage) -> Response:
+    """The latest page, kept on the room for the next readers when it is everybody's
+    (server/history_pages.py): for attendees, when it holds no staff-only message (the reader's
+    own) and with who else wrote one since its oldest message, who must not get it."""
+    messages = [message_payload(m, audience, user_id) for m in page.messages]
+    body = orjson.dumps({"success": True, "messages": messages, "has_more": page.has_more,
+                         "last_seq": page.last_seq, "next_after": None,
+                         "next_before": messages[0]["id"] if page.has_more and messages
+                         else None})
+    authors: frozenset[int] = frozenset()
+    shared = True
+    if audience is Audience.ATTENDEE:
+        shared = all(m.visibility != "staff" for m in page.messages)
+        if shared:
+            oldest = page.messages[0].id if page.messages else 0
+            authors = frozenset(await state.store.staff_only_authors(room.webinar_id, oldest))
+    if shared:
+        history_pages.keep_page(room.history_pages, room.released_seq, audience, limit,
+                                history_pages.HistoryPage(body, page.last_seq, time.monotonic(),
+                                                          authors))
+    return JSONResponse(body)
 
 
 async def list_changes(request: Request) -> Response:

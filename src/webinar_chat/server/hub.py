@@ -40,6 +40,7 @@ from ..protocol.events import (
 from ..protocol.sequencer import GAP_TIMEOUT_S, RoomSequencer
 from ..protocol.session import Batch, Subscription, SubState
 from ..store import Store
+from . import history_pages
 from .longpoll import ParkedPolls
 from .metrics import Metrics
 
@@ -189,6 +190,9 @@ class Room:
         # Long-poll answers since the last flush, by (audience, after_seq, limit): the pollers a
         # change wakes share their after_seq, so thousands of answers are one body.
         self.poll_bodies: dict[tuple[Audience, int, int, int], bytes] = {}
+        # The latest history page, shared by its readers until the next change
+        # (server/history_pages.py): emptied with poll_bodies, at every seal.
+        self.history_pages: dict[history_pages.Key, history_pages.HistoryPage] = {}
         # Attendees with a staff-only message (hosts_only mode) in the ring: their long-poll
         # answers are their own, not the shared attendee body (longpoll.viewer_key). Only grows
         # until the room is reset; a user in it whose messages left the ring just gets an
@@ -502,6 +506,7 @@ class Hub:
         room.ring.clear()
         room.private_authors.clear()
         room.poll_bodies.clear()
+        room.history_pages.clear()
         subscribers, room.subscribers = list(room.subscribers), {}
         for sub in subscribers:
             listener: Listener = sub.owner
@@ -519,6 +524,7 @@ class Hub:
         ready for delivery. Long-polls are answered from here on."""
         changes, room.pending = room.pending, []
         room.poll_bodies.clear()
+        room.history_pages.clear()
         room.last_seal = self._loop.time()
         encoded: dict[Audience, list[bytes]] = {a: [] for a in AUDIENCES}
         authors: set[int] = set()

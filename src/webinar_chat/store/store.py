@@ -904,6 +904,15 @@ class Store:
             rows = rows[:limit][::-1]
         return MessagePage([_message(r) for r in rows], has_more, int(head["last_seq"]))
 
+    async def staff_only_authors(self, webinar_id: int, since_id: int) -> set[int]:
+        """Who wrote a visible staff-only message in the webinar from message `since_id` on: the
+        attendees whose latest history page is their own (server/history_pages.py)."""
+        rows = await self.db.fetch(
+            """SELECT DISTINCT user_id FROM messages
+               WHERE webinar_id = $1 AND id >= $2 AND visibility = 'staff' AND NOT hidden""",
+            webinar_id, since_id)
+        return {int(r["user_id"]) for r in rows}
+
     async def changes_after(self, webinar_id: int, after_seq: int, limit: int = 500) -> ChangePage:
         """Changes with `seq > after_seq` in order, each with its message's current state."""
         rows = await self.db.fetch(
