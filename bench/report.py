@@ -125,7 +125,7 @@ def plot_fanout(rows: list[dict[str, Any]]) -> list[str]:
         ax.plot(ns, per_core, marker=marker, color=color, label=f"{name}: per server core")
         ax.plot(ns, wall, marker=marker, color=color, linestyle="--", alpha=0.6,
                 label=f"{name}: per second (wall)")
-    ax.axhline(500, color="black", linewidth=0.8, linestyle="-.", label="target 500k/s per core")
+    ax.axhline(800, color="black", linewidth=0.8, linestyle="-.", label="target 800k/s per core")
     ax.set_xlabel("attendees (WebSocket, one webinar)")
     ax.set_ylabel("delivered messages/s (thousands)")
     ax.set_title("Fan-out at 100 msgs/s: delivered messages/s (median of runs)")
@@ -146,7 +146,7 @@ def plot_fanout(rows: list[dict[str, Any]]) -> list[str]:
         p99 = [median([r["p99_ms"] for r in by_n[n]]) for n in ns]
         ax.plot(ns, p50, marker=marker, color=color, linestyle="--", label=f"{name}: p50")
         ax.plot(ns, p99, marker=marker, color=color, label=f"{name}: p99")
-    ax.axhline(250, color="black", linewidth=0.8, linestyle="-.", label="target p99 250 ms")
+    ax.axhline(100, color="black", linewidth=0.8, linestyle="-.", label="target p99 100 ms")
     ax.set_yscale("log")
     ax.set_xlabel("attendees (WebSocket, one webinar)")
     ax.set_ylabel("send → delivered latency (ms, log scale)")
