@@ -122,17 +122,24 @@ class TestSlicedFanout:
                         to_close.pop().close(1000, "closed mid-delivery")
 
                 watcher = Watcher(server, wid, act)
-                total = 60
+                sent = [0]
+                # The poller's goal, once the senders are done (None: still sending).
+                expected: list[int | None] = [None]
 
                 async def sender(k: int) -> None:
-                    for i in range(total // 3):
+                    # 20 each, and on until a subscription went live mid-delivery (a loaded
+                    # machine may need many more sends for a join to land between two slices).
+                    i = 0
+                    while i < 20 or (not watcher.joined_mid and i < 100):
                         r = await send(http, world.alice, wid, f"s{k}-{i}", new_id())
                         assert r.status_code == 200
+                        i += 1
+                        sent[0] += 1
 
                 async def late_joiners() -> list[Client]:
                     # Join while deliveries run, until one subscription went live mid-delivery.
                     joined = []
-                    for i in range(6):
+                    for i in range(20):
                         await first.wait_for(lambda c, n=i: len(c.events()) >= 5 * (n + 1),
                                              timeout=10)
                         ctx = realtime(server, tokens[i % 4])
@@ -147,7 +154,7 @@ class TestSlicedFanout:
                 async def poller() -> list[int]:
                     # Long-polls settle the room between slices and read the ring.
                     got: list[int] = []
-                    while len(got) < total:
+                    while expected[0] is None or len(got) < expected[0]:
                         body = (await http.get(f"/api/webinars/{wid}/changes",
                                                params={"after_seq": got[-1] if got else 0,
                                                        "wait": 5},
@@ -160,7 +167,8 @@ class TestSlicedFanout:
                 await asyncio.gather(*(sender(k) for k in range(3)))
                 joined = await joining
                 await send(http, world.alice, wid, "sentinel", new_id())
-                total += 1
+                total = sent[0] + 1
+                expected[0] = total
                 for client in stayers + joined:
                     await client.wait_for(lambda c: len(c.events()) >= total, timeout=10)
                 watcher.stop()
