@@ -332,6 +332,21 @@ class TestHeartbeatSkip:
             await c.wait_for(lambda c: bool(c.of_type("heartbeat")))
 
 
+def hold_after_first_slice(held: list[Any]) -> Callable[[Any], None]:
+    """A Watcher action that stops the room's pass after its first target (its next slice is
+    not scheduled) and puts the room in `held`: a pass to thousands of sockets takes tens of
+    milliseconds, and this lets a change be released while one is part-way. The test resumes
+    it with `loop.call_soon(hub._deliver_slice, room)`."""
+
+    def hold(room: Any) -> None:
+        if not held and room.delivery.next == 1 and room.slice_handle is not None:
+            room.slice_handle.cancel()
+            room.slice_handle = None
+            held.append(room)
+
+    return hold
+
+
 class TestBatchJoiningAPass:
     # One subscriber per slice, and a tick long enough that what is released during a pass stays
     # pending until the test seals it (the slices seal it only once a tick has gone by).
@@ -358,16 +373,7 @@ class TestBatchJoiningAPass:
             for c in clients:
                 await c.join(wid, last_seq=0)
             held: list[Any] = []
-
-            def hold_after_first_slice(room: Any) -> None:
-                # A pass to thousands of sockets takes tens of milliseconds: hold this one after
-                # its first target, so that a change is released while it is part-way.
-                if not held and room.delivery.next == 1 and room.slice_handle is not None:
-                    room.slice_handle.cancel()
-                    room.slice_handle = None
-                    held.append(room)
-
-            watcher = Watcher(server, wid, hold_after_first_slice)
+            watcher = Watcher(server, wid, hold_after_first_slice(held))
             assert (await send(http, world.alice, wid, "the pass's own", new_id())).status_code == 200
             await eventually(lambda: bool(held))
             watcher.stop()
@@ -422,14 +428,7 @@ class TestBatchJoiningAPass:
             await late.send(type="join", topic=topic, last_seq=0, ref="j")
             await eventually(lambda: wid in hub.rooms and len(hub.rooms[wid].subscribers) == 4)
             held: list[Any] = []
-
-            def hold_after_first_slice(room: Any) -> None:
-                if not held and room.delivery.next == 1 and room.slice_handle is not None:
-                    room.slice_handle.cancel()
-                    room.slice_handle = None
-                    held.append(room)
-
-            watcher = Watcher(server, wid, hold_after_first_slice)
+            watcher = Watcher(server, wid, hold_after_first_slice(held))
             assert (await send(http, world.alice, wid, "the pass's own", new_id())).status_code == 200
             await eventually(lambda: bool(held))
             watcher.stop()
@@ -444,9 +443,11 @@ class TestBatchJoiningAPass:
                 await c.wait_for(lambda c: dense(c, topic, rider), timeout=10)
             await eventually(lambda: room.delivery is None and not room.carried, timeout=10)
             gate.set()
-            await late.wait_for(lambda c: len(c.events(topic)) >= 2, timeout=10)
-            await asyncio.sleep(0.2)
-            assert seqs(late.events(topic)) == [own_last, rider]
+            # a message after both: once the late subscriber has it, all it was sent is here
+            r = await send(http, world.alice, wid, "after both", new_id())
+            last = r.json()["message"]["seq"]
+            await late.wait_for(lambda c: last in seqs(c.events(topic)), timeout=10)
+            assert seqs(late.events(topic)) == [own_last, rider, last]
 
 async def test_join_uses_the_read_path_access_cache_without_a_stale_head(
         server: RunningServer, world: World, http: httpx.AsyncClient) -> None:
