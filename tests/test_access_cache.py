@@ -30,7 +30,8 @@ async def test_a_decision_is_kept_for_the_ttl_and_dropped_by_invalidate(
         await cache.check(wid, bob, cached=False)  # fresh: refused, and cached as such
     with pytest.raises(Denied):
         await cache.check(wid, bob)
-    assert cache.grant(wid, bob) is None  # refusals are never handed out as grants
+    # refusals are never handed out as grants
+    assert cache.for_fast_path(wid, bob, time.monotonic()) is None
     await store.set_banned(wid, bob, False)
     cache.invalidate(wid, bob)
     assert (await cache.check(wid, bob)).role == "attendee"

@@ -138,8 +138,18 @@ async def test_take_all_is_all_or_nothing(new_limiter: LimiterFactory) -> None:
     assert (await limiter.take("other", "k")).allowed
     refused = await limiter.take_all([("burst", "k"), ("other", "k")])
     assert not refused.allowed and refused.retry_after_s > 3000
+    assert counted(limiter, "webinar_chat_rate_limited_total", limit="other") == 1
+    assert counted(limiter, "webinar_chat_rate_limited_total", limit="burst") == 0
     # The bucket that allowed got its token back.
     assert await takes(limiter, "burst", "k", 6) == [True] * 5 + [False]
+
+
+async def test_refund_all_gives_back_what_take_all_took(new_limiter: LimiterFactory) -> None:
+    limiter = new_limiter()
+    assert (await limiter.take_all([("burst", "k"), ("other", "k")])).allowed
+    await limiter.refund_all([("burst", "k"), ("other", "k")])
+    assert await takes(limiter, "burst", "k", 6) == [True] * 5 + [False]
+    assert await takes(limiter, "other", "k", 2) == [True, False]
 
 
 async def test_a_policy_that_is_off_allows_everything(new_limiter: LimiterFactory) -> None:

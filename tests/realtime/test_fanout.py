@@ -20,6 +20,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from webinar_chat.auth import access_cache
+
 from ..helpers import RunningServer, World, auth, eventually, new_id, send
 from .test_realtime import Client, expect_slow_consumer_close, realtime, seqs
 
@@ -456,7 +458,7 @@ async def test_join_uses_the_read_path_access_cache_without_a_stale_head(
     # An HTTP read caches bob's access, with the webinar row as it was then (last_seq 0).
     assert (await http.get(f"/api/webinars/{wid}/messages",
                            headers=auth(world.bob.token))).status_code == 200
-    assert cache.grant(wid, world.bob.user_id) is not None
+    assert cache.for_fast_path(wid, world.bob.user_id, time.monotonic()) is not None
     for i in range(3):
         await send(http, world.alice, wid, f"m{i}", new_id())
     async with realtime(server, world.bob.token) as c:
@@ -477,6 +479,31 @@ async def test_join_uses_the_read_path_access_cache_without_a_stale_head(
         await c.join(wid, last_seq=0, ref="banned")
         assert c.of_type("error")[-1]["code"] == "banned"
         assert c.of_type("error")[-1]["banned_until"] is None
+
+
+async def test_a_join_reuses_a_grant_up_to_the_fast_path_age_then_checks_fresh(
+        server: RunningServer, world: World, http: httpx.AsyncClient) -> None:
+    """A reconnect storm comes back more than the cache's TTL after the joins it repeats: a grant
+    up to FAST_MAX_AGE_S old serves the join without a query; an older one is checked again."""
+    wid, bob = world.webinar.id, world.bob.user_id
+    cache = server.app_state.access
+    assert (await http.get(f"/api/webinars/{wid}/messages",
+                           headers=auth(world.bob.token))).status_code == 200
+    # Banned behind the cache's back (no bus message, no invalidation): only a query sees it.
+    await server.app_state.store.set_banned(wid, bob, True)
+
+    def age_grant(seconds: float) -> None:
+        at, decision = cache._entries[(wid, bob)]
+        cache._entries[(wid, bob)] = (time.monotonic() - seconds, decision)
+
+    age_grant(access_cache.TTL_S + 5)
+    async with realtime(server, world.bob.token) as c:
+        await c.join(wid, ref="cached")
+        assert c.of_type("joined")[-1]["ref"] == "cached"
+    age_grant(access_cache.FAST_MAX_AGE_S + 1)
+    async with realtime(server, world.bob.token) as c:
+        await c.join(wid, ref="fresh")
+        assert c.of_type("error")[-1]["code"] == "banned"
 
 
 async def test_client_heartbeats_skip_the_read_loop_and_frames_after_them_still_parse(

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import gc
+import weakref
 from typing import Any
 
 import httpx
@@ -18,6 +20,7 @@ from websockets.server import ServerProtocol
 from webinar_chat.auth.tokens import TokenService
 from webinar_chat.server.app import SocketRoute
 from webinar_chat.server.identities import ExternalTokenGate
+from webinar_chat.server.http_protocol import WebinarChatHttpProtocol
 from webinar_chat.server.middleware import RequestContext
 from webinar_chat.server.realtime import RealtimeConnection, token_verifier
 from webinar_chat.server.ws_protocol import LeanEvent, LeanQueue, WebinarChatWebSocketProtocol
@@ -320,3 +323,44 @@ async def test_a_socket_watches_its_token_on_the_apps_timer(server: RunningServe
         assert connection.expiry_timer is not None and not connection.expiry_timer.cancelled
         assert len(server.app_state.deadlines) == 1
     await eventually(lambda: len(server.app_state.deadlines) == 0)
+
+
+# --- a socket that ended is freed by reference counting, not by the garbage collector ------------
+
+
+def upgraded_http_protocols(server: RunningServer) -> list[Any]:
+    """HTTP protocol objects alive that no longer serve a connection (handed over to WebSocket)."""
+    live = server._server.server_state.connections if server._server else set()
+    return [o for o in gc.get_objects()
+            if isinstance(o, WebinarChatHttpProtocol) and o not in live]
+
+
+@pytest.mark.parametrize("ending", ["client_close", "client_abort", "server_close"])
+async def test_a_socket_that_ended_is_freed_without_the_garbage_collector(
+        server: RunningServer, world: World, http: httpx.AsyncClient, ending: str) -> None:
+    """A reconnect storm ends thousands of sockets and opens thousands more: what is left in
+    cycles waits for a collection, and those collections stalled the loop (docs/benchmarks.md).
+    With the collector off, the server-side objects of a socket go as soon as it has ended."""
+    gc.collect()
+    gc.disable()
+    try:
+        async with realtime(server, world.bob.token) as bob:
+            await bob.join(world.webinar.id, last_seq=0)
+            await send(http, world.alice, world.webinar.id, "hello", new_id())
+            await bob.wait_for(lambda c: len(c.events()) == 1)
+            (connection,) = server.app_state.connections
+            protocol = connection.raw._protocol
+            objects = [weakref.ref(o) for o in (
+                connection, connection.session, protocol, protocol.conn)]
+            assert upgraded_http_protocols(server) == []  # the handshake's protocol went at once
+            if ending == "client_abort":
+                bob.ws.transport.abort()
+            elif ending == "server_close":
+                connection.close(4000, "heartbeat timeout")
+                await bob.ws.wait_closed()
+        del connection, protocol
+        await eventually(lambda: not server.app_state.connections)
+        await eventually(lambda: all(ref() is None for ref in objects),
+                         message="objects of the ended socket are still alive (a cycle)")
+    finally:
+        gc.enable()

@@ -7,11 +7,12 @@ request. Writes (create, hide, delete) always check fresh and do not use this ca
 
 Lifetimes:
 - `TTL_S` (5 s): a decision — a grant or a refusal — is used this long by every read path.
-- The long-poll fast path (server/http_protocol.py) uses a *grant* up to `FAST_MAX_AGE_S` (30 s)
-  old, and once it is older than `FAST_RECHECK_AGE_S` (20 s) re-checks it in the background, at
-  most `RECHECK_BATCH` at once. With a 5 s TTL, 10,000 pollers would need 2,000 permission
-  queries/s: on SQLite they queue on the one database thread ahead of every send's statements,
-  and sends starved.
+- The long-poll fast path (server/http_protocol.py) and WebSocket joins (server/realtime.py)
+  use a *grant* up to `FAST_MAX_AGE_S` (30 s) old, and once it is older than
+  `FAST_RECHECK_AGE_S` (20 s) re-check it in the background, at most `RECHECK_BATCH` at once.
+  With a 5 s TTL, 10,000 pollers would need 2,000 permission queries/s: on SQLite they queue on
+  the one database thread ahead of every send's statements, and sends starved; and the 10,000
+  joins of a reconnect storm, more than 5 s after the joins they repeat, 10,000 queries.
 - `invalidate` drops what a ban, a registration or a settings change made stale, on every node
   (it runs when the change's access message arrives on the bus: server/access_changes.py); a
   lost message still expires within the lifetimes above.
@@ -79,18 +80,10 @@ class AccessCache:
         self._entries[key] = (time.monotonic(), access)
         return access
 
-    def grant(self, webinar_id: int, user_id: int) -> WebinarAccess | None:
-        """A grant younger than TTL_S, or None (refusals are not returned: the caller checks
-        fresh, so that a new registration works at once)."""
-        hit = self._entries.get((webinar_id, user_id))
-        if hit is None or time.monotonic() - hit[0] >= TTL_S or isinstance(hit[1], Denied):
-            return None
-        return hit[1]
-
     def for_fast_path(self, webinar_id: int, user_id: int, now: float) -> WebinarAccess | None:
-        """A grant up to FAST_MAX_AGE_S old for the long-poll fast path, without awaiting (None:
-        the slow path checks, and answers any refusal); queues a background re-check once it is
-        older than the re-check age."""
+        """A grant up to FAST_MAX_AGE_S old for the hot read paths (the long-poll fast path, a
+        WebSocket join), without awaiting (None: the caller checks fresh, and answers any
+        refusal); queues a background re-check once it is older than the re-check age."""
         key = (webinar_id, user_id)
         hit = self._entries.get(key)
         if hit is None or isinstance(hit[1], Denied):

@@ -328,6 +328,12 @@ class Session:
                 actions.append(CheckAccess(sub.webinar_id, sub.generation, identity.user_id))
         return actions
 
+    def end(self) -> None:
+        """The connection is over (its subscriptions left the hub): let go of them and of the
+        owner, which they and this session point back to (a cycle for the garbage collector)."""
+        self.subscriptions.clear()
+        self.owner = None
+
     def on_token_expiry_due(self, now: float) -> list[Action]:
         if self.identity is None or self.identity.expires_at > now:
             return []  # a newer token arrived meanwhile

@@ -258,10 +258,7 @@ class RateLimiter:
         policy = self.policies.get(name)
         if policy is None:
             return ALLOWED
-        decision = await self._apply(policy, _digest(key), cost)
-        if not decision.allowed and self.metrics is not None:
-            self.metrics.rate_limited.labels(limit=name).inc()
-        return decision
+        return self._counted(name, await self._apply(policy, _digest(key), cost))
 
     async def refund(self, name: str, key: str, cost: float = 1) -> None:
         """Give back what `take` took (capped at the capacity)."""
@@ -272,17 +269,43 @@ class RateLimiter:
     async def take_all(self, takes: Sequence[tuple[str, str]]) -> Decision:
         """One token from each (policy, key), all or nothing: if any bucket refuses, the others
         get theirs back and the answer waits for the slowest refusal."""
-        decisions = await asyncio.gather(*(self.take(name, key) for name, key in takes))
+        if self.backend is self.fallback:
+            # In this process, nothing to wait for: no task per bucket (a gather of two takes
+            # was ~7 % of the server's CPU in a reconnect storm, every socket paying it).
+            decisions = [self.take_now(name, key) for name, key in takes]
+        else:
+            decisions = await asyncio.gather(*(self.take(name, key) for name, key in takes))
         refused = [d for d in decisions if not d.allowed]
         if not refused:
             return ALLOWED
-        await asyncio.gather(*(self.refund(name, key)
-                               for (name, key), d in zip(takes, decisions, strict=True)
-                               if d.allowed))
+        given_back = [(name, key) for (name, key), d in zip(takes, decisions, strict=True)
+                      if d.allowed]
+        await self.refund_all(given_back)
         return Decision(False, max(d.retry_after_s for d in refused))
 
     async def refund_all(self, takes: Sequence[tuple[str, str]]) -> None:
-        await asyncio.gather(*(self.refund(name, key) for name, key in takes))
+        if self.backend is self.fallback:
+            for name, key in takes:
+                self.refund_now(name, key)
+        else:
+            await asyncio.gather(*(self.refund(name, key) for name, key in takes))
+
+    def take_now(self, name: str, key: str, cost: float = 1) -> Decision:
+        """`take` on the in-process backend (only when it is the backend: `take_all`)."""
+        policy = self.policies.get(name)
+        if policy is None:
+            return ALLOWED
+        return self._counted(name, self.fallback.apply_now(policy, _digest(key), cost))
+
+    def refund_now(self, name: str, key: str, cost: float = 1) -> None:
+        policy = self.policies.get(name)
+        if policy is not None:
+            self.fallback.apply_now(policy, _digest(key), -cost)
+
+    def _counted(self, name: str, decision: Decision) -> Decision:
+        if not decision.allowed and self.metrics is not None:
+            self.metrics.rate_limited.labels(limit=name).inc()
+        return decision
 
     async def _apply(self, policy: Policy, key: str, cost: float) -> Decision:
         if self.backend is self.fallback:

@@ -179,6 +179,10 @@ class RealtimeConnection:
             if writer:
                 writer.cancel()
             self._log_session()
+            # The session and its subscriptions point back here (`owner`): without these cycles
+            # a closed connection is freed at once, not by the garbage collector (ws_protocol.py,
+            # `_release`).
+            self.session.end()
 
     def frame_token(self, text: str) -> str | None:
         """The token a client frame carries (for `_prepare_token`), in this protocol's frames."""
@@ -420,9 +424,12 @@ class RealtimeConnection:
 
     async def _check_access(self, action: CheckAccess) -> None:
         hub = self.state.hub
-        # A grant from the read path's cache (refusals are checked fresh: a join that fails is
-        # rare, and a new registration must work at once).
-        access = self.state.access.grant(action.webinar_id, action.user_id)
+        # A grant from the read path's cache, up to the long-poll fast path's age (refusals are
+        # checked fresh: a join that fails is rare, and a new registration must work at once). A
+        # reconnect storm comes back more than TTL_S after the joins it repeats; each of its
+        # thousands of joins must not wait for a query on the database's one thread.
+        access = self.state.access.for_fast_path(action.webinar_id, action.user_id,
+                                                 time.monotonic())
         if access is not None:
             # The cached decision is as fresh as the HTTP read path's (same cache, same expiry,
             # cleared by bans and registrations); its webinar row is not, so the head comes from

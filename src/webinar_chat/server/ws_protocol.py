@@ -357,12 +357,41 @@ class WebinarChatWebSocketProtocol(WebSocketsSansIOProtocol):
         self.heartbeat_at = 0.0
         self.heartbeats_in = 0
         self.message_too_big = False
+        self.app_done = False  # the ASGI app returned (`on_task_complete`)
 
     # Without pings (ws_ping_interval=None) only stop_keepalive reads these.
     ping_timer = None
     pong_timer = None
     ping_sent_at = 0.0
     last_ping_rtt = 0.0
+
+    # --- a connection that ended is freed by reference counting ----------------------------------
+
+    def on_task_complete(self, task: asyncio.Task[None]) -> None:
+        super().on_task_complete(task)  # the app's task (run_asgi) ended
+        self.app_done = True
+        self._release()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self._release()
+
+    def _release(self) -> None:
+        """Once both the app and the connection are over, nothing uses the transport, the scope
+        or the parser again: drop the references that make cycles (the transport holds this
+        protocol; the scope holds the raw writer, which holds this protocol; websockets' parser
+        is a generator that holds its `ServerProtocol`). Then the ~35 objects of a closed socket
+        go when its last reference does, instead of waiting for the garbage collector: after a
+        reconnect storm, 10,000 dead sockets sat in the oldest generation, which only a full
+        collection scans, and their fresh replacements' garbage made the collections that
+        stalled the loop (docs/benchmarks.md)."""
+        if not (self.app_done and self.disconnected):
+            return
+        self.transport = None  # type: ignore[assignment]
+        self.scope = None  # type: ignore[assignment]
+        conn = self.conn
+        if conn is not None:
+            conn.parser = None  # type: ignore[assignment]
 
     def start_keepalive(self) -> None:
         # Called once, right after the 101 response went out: the handshake's response (its
