@@ -19,8 +19,8 @@ from websockets.server import ServerProtocol
 
 from webinar_chat.auth.tokens import TokenService
 from webinar_chat.server.app import SocketRoute
-from webinar_chat.server.identities import ExternalTokenGate
 from webinar_chat.server.http_protocol import WebinarChatHttpProtocol
+from webinar_chat.server.identities import ExternalTokenGate
 from webinar_chat.server.middleware import RequestContext
 from webinar_chat.server.realtime import RealtimeConnection, token_verifier
 from webinar_chat.server.ws_protocol import LeanEvent, LeanQueue, WebinarChatWebSocketProtocol
