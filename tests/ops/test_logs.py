@@ -5,6 +5,7 @@ and one `realtime_session` line per WebSocket when it ends."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from typing import Any
 
@@ -13,6 +14,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 from websockets.typing import Origin
+
+from webinar_chat.server.ws_protocol import ACCEPTED_LINE, HandshakeLogger
 
 from ..conftest import CliServerFactory
 from ..helpers import World, auth, eventually, metric_value, new_id, scrape, send
@@ -151,3 +154,28 @@ async def test_a_websocket_handshake_never_writes_the_token_in_its_query_string(
     assert token.split(".")[2] not in log_text  # not even the signature
     assert "[accepted]" not in log_text
     assert "connection open" not in log_text
+
+
+def test_the_websocket_protocols_logger_never_builds_an_accepted_sockets_lines() -> None:
+    """Dropped before a record is made (the filter above would drop it after): at a webinar's
+    start there are 10,000 of each. Every other line of uvicorn's and websockets' still goes
+    through, at the logger's level."""
+    records: list[logging.LogRecord] = []
+    target = logging.getLogger("tests.handshake_logger")
+    target.propagate = False
+    target.setLevel(logging.INFO)
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    target.addHandler(handler)
+    quiet = HandshakeLogger(target)
+    quiet.info(ACCEPTED_LINE, "127.0.0.1:5000", "/realtime?token=secret")
+    quiet.info("connection open")
+    assert records == []
+    quiet.info('%s - "WebSocket %s" 403', "127.0.0.1:5000", "/realtime?token=secret")
+    quiet.info("connection closed")
+    quiet.warning("Unsupported upgrade request.")
+    assert [r.getMessage() for r in records] == [
+        '127.0.0.1:5000 - "WebSocket /realtime?token=secret" 403', "connection closed",
+        "Unsupported upgrade request."]
+    assert quiet.level == logging.INFO and quiet.isEnabledFor(logging.INFO)
+    target.removeHandler(handler)

@@ -23,7 +23,12 @@ from webinar_chat.server.http_protocol import WebinarChatHttpProtocol
 from webinar_chat.server.identities import ExternalTokenGate
 from webinar_chat.server.middleware import RequestContext
 from webinar_chat.server.realtime import RealtimeConnection, token_verifier
-from webinar_chat.server.ws_protocol import LeanEvent, LeanQueue, WebinarChatWebSocketProtocol
+from webinar_chat.server.ws_protocol import (
+    HandshakeLogger,
+    LeanEvent,
+    LeanQueue,
+    WebinarChatWebSocketProtocol,
+)
 
 from ..helpers import RunningServer, World, eventually, new_id, send
 from .test_realtime import realtime
@@ -136,7 +141,7 @@ async def test_the_protocol_has_every_attribute_of_uvicorns_with_the_same_value(
             assert isinstance(mine, ServerProtocol)
             assert (mine.max_message_size, mine.state) == (value.max_message_size, value.state)
         elif name == "logger":
-            assert mine is value
+            assert isinstance(mine, HandshakeLogger) and mine._logger is value
         else:
             assert mine == value, name
     # The values every connection of a server shares are one object's.
