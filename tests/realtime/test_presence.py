@@ -5,6 +5,7 @@ long-polls as they come and go, by distinct user, on the socket and on the endpo
 from __future__ import annotations
 
 import asyncio
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -13,7 +14,12 @@ import pytest
 
 from webinar_chat.protocol.session import SubState
 from webinar_chat.server.metrics import Metrics
-from webinar_chat.server.presence import REMOTE_PERIODS, Presence, PresenceCounts
+from webinar_chat.server.presence import (
+    FRAMES_PER_S_PER_ROOM,
+    REMOTE_PERIODS,
+    Presence,
+    PresenceCounts,
+)
 from webinar_chat.settings import Settings
 
 from ..helpers import RunningServer, World, auth, eventually, metric_value
@@ -106,6 +112,28 @@ async def test_an_error_in_one_room_is_logged_counted_and_the_round_goes_on() ->
                         loop="presence") >= 1
     presence.tick(1001.0)  # unchanged: no second frame
     assert len(listener.frames) == 1
+
+
+def test_a_big_rooms_frames_are_spaced_by_its_size() -> None:
+    """Every socket is one write: a room of N sockets gets a round of frames at most every
+    N / FRAMES_PER_S_PER_ROOM seconds (when that is longer than the throttle)."""
+    size = FRAMES_PER_S_PER_ROOM * 5  # 5 s between rounds
+    listener = _Listener()
+    subs = {_Sub(webinar_id=1, viewer_id=i, state=SubState.LIVE, owner=listener,
+                 topic="webinar:1:messages"): None for i in range(size)}
+    room = SimpleNamespace(webinar_id=1, topic="webinar:1:messages", subscribers=subs)
+    hub = SimpleNamespace(rooms={1: room})
+    bus = SimpleNamespace(on_presence=None, publish_presence=lambda counts: None)
+    presence = Presence(hub, bus, Metrics(), Settings(), wire=lambda payload: payload)  # type: ignore[arg-type]
+    t0 = time.monotonic()  # the clock `polled` reads
+    presence.tick(t0)
+    assert len(listener.frames) == size
+    presence.polled(1, size + 1)  # one more user: the count changes at once
+    presence.tick(t0 + 2)  # the throttle's 2 s have gone by, the room's 5 s have not
+    assert len(listener.frames) == size
+    presence.tick(t0 + 5)
+    assert len(listener.frames) == 2 * size
+    assert listener.frames[-1].endswith(f'"count":{size + 1}}}'.encode())
 
 
 # --- one real server ------------------------------------------------------------------------------
