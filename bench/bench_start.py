@@ -62,32 +62,42 @@ def make_hosts(db_url: str, host_ids: list[int]) -> None:
         con.close()
 
 
+def start_once(work: Path, n: int, spread: float, hosts: list[int],
+               variant: str | None) -> dict[str, Any]:
+    """One webinar start on a fresh database and server (the current code, or `variant`)."""
+    db = new_database("sqlite")
+    try:
+        seed(db, users=n + len(hosts), messages=START["history_messages"])
+        make_hosts(db.url, hosts)
+        with chat_server(db, work, variant) as srv:
+            return run_loadgen({"mode": "start", "attendees": n, "spread_s": spread,
+                                "sender_ids": hosts, "port": srv.port, "server_pid": srv.pid,
+                                **{k: v for k, v in START.items() if k != "hosts"}},
+                               timeout=spread + 300)
+    finally:
+        db.close()
+
+
 def bench_start(p: dict[str, Any], work: Path) -> list[dict[str, Any]]:
+    from .run_all import tag, variants
+
     out = []
     n = p["start_attendees"]
     spread = p["start_spread_s"]
     hosts = list(range(n + 1, n + 1 + START["hosts"]))
     for run in range(p["runs"]):
-        db = new_database("sqlite")
-        try:
-            seed(db, users=n + len(hosts), messages=START["history_messages"])
-            make_hosts(db.url, hosts)
-            with chat_server(db, work) as srv:
-                r = run_loadgen({"mode": "start", "attendees": n, "spread_s": spread,
-                                 "sender_ids": hosts, "port": srv.port, "server_pid": srv.pid,
-                                 **{k: v for k, v in START.items() if k != "hosts"}},
-                                timeout=spread + 300)
-        finally:
-            db.close()
-        r["run"] = run
-        r["variant"] = None
-        out.append(r)
-        log(f"start n={n} spread={spread}s: after last connect={r['after_last_connect_s']} s, "
-            f"joined={r['joined']}/{n}, failures={r['failures']}, join p50/p99="
-            f"{r['join_p50_ms']}/{r['join_p99_ms']} ms, send p99={r['post_p99_ms']} ms, "
-            f"live complete={r['live_complete']}/{r['joined']}, server cpu="
-            f"{r['server_cpu_util']}, peak RSS={r['server_rss_peak_kib'] // 1024} MiB, "
-            f"gen cpu={r['gen_cpu_util']}")
+        for variant in variants(p, "start"):
+            r = start_once(work, n, spread, hosts, variant)
+            r["run"] = run
+            r["variant"] = variant
+            out.append(r)
+            log(f"start{tag(variant)} n={n} spread={spread}s: after last connect="
+                f"{r['after_last_connect_s']} s, "
+                f"joined={r['joined']}/{n}, failures={r['failures']}, join p50/p99="
+                f"{r['join_p50_ms']}/{r['join_p99_ms']} ms, send p99={r['post_p99_ms']} ms, "
+                f"live complete={r['live_complete']}/{r['joined']}, server cpu="
+                f"{r['server_cpu_util']}, peak RSS={r['server_rss_peak_kib'] // 1024} MiB, "
+                f"gen cpu={r['gen_cpu_util']}")
     return out
 
 
