@@ -21,6 +21,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from webinar_chat.auth import access_cache
+from webinar_chat.protocol import session as session_module
+from webinar_chat.protocol.events import Audience
 
 from ..helpers import RunningServer, World, auth, eventually, new_id, send
 from .test_realtime import Client, expect_slow_consumer_close, realtime, seqs
@@ -504,6 +506,41 @@ async def test_a_join_reuses_a_grant_up_to_the_fast_path_age_then_checks_fresh(
     async with realtime(server, world.bob.token) as c:
         await c.join(wid, ref="fresh")
         assert c.of_type("error")[-1]["code"] == "banned"
+
+
+async def test_sockets_resuming_from_the_same_seq_share_one_replay_frame_until_a_change(
+        server: RunningServer, world: World, http: httpx.AsyncClient,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reconnect storm: thousands resume from the same last_seq, and the replay from the ring
+    is encoded once for them all (`Room.replay_frame`). A hide since then seals a batch, which
+    drops the shared frames: the next one to resume sees the message redacted, never stale."""
+    # Two events per replay frame: the frame of seqs 1–2 comes again after the hide (seq 4).
+    monkeypatch.setattr(session_module, "REPLAY_FRAME_EVENTS", 2)
+    wid = world.webinar.id
+    async with realtime(server, world.moderator.token) as mod:
+        await mod.join(wid)  # live: the room exists, and its ring holds what follows
+        sent = [(await send(http, world.alice, wid, f"m{i}", new_id())).json()["message"]
+                for i in range(3)]
+        await mod.wait_for(lambda c: seqs(c.events()) == [1, 2, 3])
+        room = server.app_state.hub.rooms[wid]
+        async with realtime(server, world.bob.token) as bob:
+            await bob.join(wid, last_seq=0)
+            await bob.wait_for(lambda c: seqs(c.events()) == [1, 2, 3])
+        shared = room.replay_frames[(Audience.ATTENDEE, 1, 2)]
+        async with realtime(server, world.alice.token) as alice:
+            await alice.join(wid, last_seq=0)
+            await alice.wait_for(lambda c: seqs(c.events()) == [1, 2, 3])
+            assert room.replay_frames[(Audience.ATTENDEE, 1, 2)] is shared
+            assert json.loads(shared)["events"] == alice.events()[:2]
+        assert (await http.post(f"/api/messages/{sent[1]['id']}/hide", json={"hidden": True},
+                                headers=auth(world.moderator.token))).status_code == 200
+        await mod.wait_for(lambda c: seqs(c.events()) == [1, 2, 3, 4])
+        async with realtime(server, world.bob.token) as bob:
+            await bob.join(wid, last_seq=0)
+            await bob.wait_for(lambda c: seqs(c.events()) == [1, 2, 3, 4])
+            redacted = bob.events()[1]["new"]
+            assert redacted["hidden"] is True and "content" not in redacted
+            assert bob.events()[0]["new"]["content"] == "m0"
 
 
 async def test_client_heartbeats_skip_the_read_loop_and_frames_after_them_still_parse(

@@ -190,6 +190,9 @@ TokenVerifier = Callable[[str], Identity]
 class Session:
     verify_token: TokenVerifier
     owner: Any = None
+    # The adapter's frame for (subscription, changes) shared with other readers (the hub's room,
+    # for a stretch of its ring: server/realtime.py), or None: then encoded here for this reader.
+    shared_frame: Callable[[Subscription, list[Change]], bytes | None] | None = None
     max_topics: int = MAX_TOPICS_PER_CONNECTION
     identity: Identity | None = None
     subscriptions: dict[int, Subscription] = field(default_factory=dict)
@@ -400,6 +403,9 @@ class Session:
         return [error_frame(code, message, topic=sub.topic, ref=sub.ref, **extra)]
 
     def _change_frames(self, sub: Subscription, changes: list[Change]) -> list[Action]:
+        shared = self.shared_frame(sub, changes) if self.shared_frame is not None else None
+        if shared is not None:
+            return [Send(shared)]
         return [Send(changes_frame(sub.topic, [encode_for(c, sub.audience, sub.viewer_id)
                                                for c in changes]))]
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -198,6 +199,10 @@ class Room:
         # until the room is reset; a user in it whose messages left the ring just gets an
         # answer of their own that equals the shared one.
         self.private_authors: set[int] = set()
+        # Replay frames read from the ring, shared by the sockets that resume from the same seq
+        # (a reconnect storm: thousands were live together): (audience, first, last seq) → frame.
+        # Emptied with poll_bodies, at every seal (the only time ring entries change).
+        self.replay_frames: dict[tuple[Audience, int, int], bytes] = {}
         self.changed: asyncio.Future[None] | None = None  # long-poll waiters
         self.parked = ParkedPolls(self)  # fast-path long-polls (http_protocol.py)
         self.waiters = 0  # long-polls waiting, slow path and parked
@@ -207,6 +212,28 @@ class Room:
     @property
     def released_seq(self) -> int:
         return self.sequencer.released_seq if self.sequencer else -1
+
+    def replay_frame(self, audience: Audience, viewer_id: int | None,
+                     chunk: list[Change]) -> bytes | None:
+        """The `changes` frame of `chunk` for a reader of `audience`, encoded once and shared,
+        when `chunk` is a stretch of the ring as it is now (the very objects) and reads the same
+        for every reader of that audience; else None (the caller encodes it for this reader)."""
+        ring = self.ring
+        if not ring or not chunk:
+            return None
+        if audience is Audience.ATTENDEE and viewer_id in self.private_authors:
+            return None  # their own staff-only messages may be in it
+        first = chunk[0].seq - ring[0].seq
+        if first < 0 or first + len(chunk) > len(ring) or any(
+                a is not b for a, b in zip(itertools.islice(ring, first, first + len(chunk)),
+                                           chunk, strict=True)):
+            return None
+        key = (audience, chunk[0].seq, chunk[-1].seq)
+        frame = self.replay_frames.get(key)
+        if frame is None:
+            frame = self.replay_frames[key] = changes_frame(
+                self.topic, [encode_event(c, audience) for c in chunk])
+        return frame
 
     def ring_after(self, after_seq: int, audience: Audience, limit: int,
                    viewer_id: int | None = None) -> list[bytes] | None:
@@ -507,6 +534,7 @@ class Hub:
         room.private_authors.clear()
         room.poll_bodies.clear()
         room.history_pages.clear()
+        room.replay_frames.clear()
         subscribers, room.subscribers = list(room.subscribers), {}
         for sub in subscribers:
             listener: Listener = sub.owner
@@ -525,6 +553,7 @@ class Hub:
         changes, room.pending = room.pending, []
         room.poll_bodies.clear()
         room.history_pages.clear()
+        room.replay_frames.clear()
         room.last_seal = self._loop.time()
         encoded: dict[Audience, list[bytes]] = {a: [] for a in AUDIENCES}
         authors: set[int] = set()

@@ -11,6 +11,7 @@ import asyncio
 import collections
 import functools
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -40,6 +41,8 @@ from .origins import origin_policy
 from .ws_protocol import RAW_FRAMES_EXTENSION, TOKEN_EXTENSION, RawFrameWriter, text_frame
 
 if TYPE_CHECKING:
+    from ..protocol.events import Change
+    from .hub import Hub
     from .state import AppState
 
 log = structlog.get_logger(__name__)
@@ -78,13 +81,27 @@ def token_verifier(tokens: TokenService) -> Any:
     return verify
 
 
+@functools.lru_cache(maxsize=16)
+def shared_replay_frames(hub: Hub) -> Callable[[Subscription, list[Change]], bytes | None]:
+    """The session's `shared_frame` for `hub`: a replay from the room's ring is encoded once
+    for every socket that resumes from the same seq (a reconnect storm), not once per socket.
+    A function of the hub, not a method of the connection: the session keeps no way back to it."""
+
+    def frame(sub: Subscription, changes: list[Change]) -> bytes | None:
+        room = hub.rooms.get(sub.webinar_id)
+        return room.replay_frame(sub.audience, sub.viewer_id, changes) if room else None
+
+    return frame
+
+
 class RealtimeConnection:
     def __init__(self, state: AppState, websocket: WebSocket, *,
                  connect_user: int | None = None) -> None:
         self.state = state
         self.websocket = websocket
         self.session = Session(verify_token=token_verifier(state.tokens), owner=self,
-                               max_topics=state.settings.realtime_max_topics)
+                               max_topics=state.settings.realtime_max_topics,
+                               shared_frame=shared_replay_frames(state.hub))
         raw = websocket.scope.get("extensions", {}).get(RAW_FRAMES_EXTENSION)
         self.raw: RawFrameWriter | None = raw
         # The hub writes room frames straight to this transport (server/hub.py, fan-out).
