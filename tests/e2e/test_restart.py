@@ -9,7 +9,7 @@ from playwright.async_api import Browser, expect
 
 from webinar_chat.store import Store
 
-from ..helpers import RunningServer, World
+from ..helpers import RunningServer, World, eventually
 from .chat import open_chat, stored
 
 
@@ -39,6 +39,15 @@ async def test_server_restart_reconnects_and_catches_up(
         assert webinar is not None
     first = (await store.list_messages(wid, limit=10, include_hidden=True)).messages[1]
     await store.set_hidden(first, True)
+    if path == "any":
+        # The page long-polls as a backup once its socket failed 3 times. With the server down
+        # that gets no answer either: "Reconnecting…", never "Live (backup connection)".
+        failed_polls: list[str] = []
+        alice.page.on("requestfailed", lambda request: failed_polls.append(request.url)
+                      if "/changes?" in request.url else None)
+        await eventually(lambda: len(failed_polls) >= 2, timeout=15)
+        await expect(alice.status).to_have_attribute("data-status", "reconnecting")
+        await expect(alice.status).to_have_text("Reconnecting…")
     typed = "Alice typed while the server was down"
     if path == "any":  # (a send would reveal the gap to the other page: not in "socket")
         await alice.send(typed)

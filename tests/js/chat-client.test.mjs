@@ -445,6 +445,9 @@ describe('fallback', () => {
         failPolls -= 1;
         return { status: 502, body: null };
       }
+      if (path.includes('wait=0')) { // the probe that asks whether the server answers at all
+        return { status: 200, body: { success: true, changes: [], last_seq: 0, has_more: false } };
+      }
       return new Promise(() => {}); // a long-poll waiting for a change
     } } });
     await started(ctx, { live: false });
@@ -457,13 +460,18 @@ describe('fallback', () => {
     Socket_last(ctx).serverClose(); // third consecutive failure
     await settle();
     assert.equal(ctx.client.fallback, true);
-    assert.equal(ctx.client.status, 'fallback');
+    // Not "live (backup connection)" before the backup connection answered once.
+    assert.equal(ctx.client.status, 'connecting');
     assert.equal(ctx.tracked.filter((t) => t.type === 'fallback_activated').length, 1);
-    assert.equal(polls.length, 1); // the first poll failed …
+    assert.equal(polls.length, 1); // the first poll (a probe: it does not wait) failed …
+    assert.ok(polls[0].endsWith('wait=0'), polls[0]);
     await ctx.clock.advance(2999);
     assert.equal(polls.length, 1);
     await ctx.clock.advance(1); // … the next one 3 s later (random = 0.5: no jitter)
-    assert.equal(polls.length, 2);
+    await settle();
+    assert.equal(ctx.client.status, 'fallback'); // answered: live over the backup connection
+    assert.equal(polls.length, 3); // the probe, then a long-poll that waits
+    assert.ok(!polls[2].endsWith('wait=0'), polls[2]);
     const ws = Socket_last(ctx);
     ws.open();
     ws.receive({ type: 'joined', topic: TOPIC });
@@ -488,12 +496,12 @@ describe('fallback', () => {
     visible = true;
     ctx.client.resume();
     await settle();
-    assert.equal(polls.length, 1);
+    assert.equal(polls.length, 2); // the probe (answered), then the first long-poll
     // An empty answer that came back at once is not a long-poll: no hot loop, 3 s pause.
     await ctx.clock.advance(2999);
-    assert.equal(polls.length, 1);
-    await ctx.clock.advance(1);
     assert.equal(polls.length, 2);
+    await ctx.clock.advance(1);
+    assert.equal(polls.length, 3);
     ctx.client.stop();
   });
 });

@@ -70,7 +70,13 @@ describe('fallback decisions and status', () => {
     assert.equal(connectionStatus({ online: true, socketLive: true, fallback: false }), 'live');
     assert.equal(connectionStatus({ online: true, socketLive: false, fallback: false, ...before }),
       'reconnecting');
-    assert.equal(connectionStatus({ online: true, socketLive: false, fallback: true }), 'fallback');
+    assert.equal(connectionStatus({ online: true, socketLive: false, fallback: true,
+      pollLive: true }), 'fallback');
+    // Long-polling that gets no answer either (the server is down) is not live.
+    assert.equal(connectionStatus({ online: true, socketLive: false, fallback: true, ...before }),
+      'reconnecting');
+    assert.equal(connectionStatus({ online: true, socketLive: false, fallback: true }),
+      'connecting');
     assert.equal(connectionStatus({ online: false, socketLive: true, fallback: true }), 'offline');
   });
 

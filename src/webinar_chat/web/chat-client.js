@@ -384,6 +384,7 @@ export class ChatClient {
     this.cooldownUntil = 0;
     this.lastSentText = null;
     this.fallback = false;
+    this.pollLive = false; // the backup connection's last request was answered
     this.polling = false;
     this.pollAbort = null;
     this.wake = null;
@@ -644,6 +645,7 @@ export class ChatClient {
       silentMs: snap.silentMs }, this.config);
     if (want && !this.fallback) {
       this.fallback = true;
+      this.pollLive = false; // "live (backup connection)" once a poll is answered
       const reason = snap.failures >= this.config.fallbackAfterFailures ? 'socket_failures'
         : 'silence';
       this.log.warn('fallback_on', { reason, failures: snap.failures });
@@ -663,7 +665,7 @@ export class ChatClient {
   _updateStatus() {
     if (this.socket.live) this.connectedBefore = true;
     const status = connectionStatus({ online: this.env.isOnline(), socketLive: this.socket.live,
-      fallback: this.fallback, connectedBefore: this.connectedBefore });
+      fallback: this.fallback, pollLive: this.pollLive, connectedBefore: this.connectedBefore });
     if (status !== this.status) {
       this.status = status;
       this._emit('status', { status });
@@ -682,15 +684,20 @@ export class ChatClient {
         const controller = new AbortController();
         this.pollAbort = controller;
         const startedAt = this.env.now();
+        // Until the backup connection is known to answer, ask without waiting: the status then
+        // says at once whether the chat is live this way, or still reconnecting.
+        const probe = !this.pollLive;
+        const wait = probe ? 0 : this.config.pollWaitS;
         const r = await this.auth.api('GET', `/api/webinars/${this.webinarId}/changes`
-          + `?after_seq=${this.lastSeq}&wait=${this.config.pollWaitS}`,
-        { signal: controller.signal, timeoutMs: (this.config.pollWaitS + 10) * 1000 });
+          + `?after_seq=${this.lastSeq}&wait=${wait}`,
+        { signal: controller.signal, timeoutMs: (wait + 10) * 1000 });
         this.pollAbort = null;
         if (!this.fallback || this.stopped) return;
         if (r.status === 200 && r.body?.success) {
+          this._setPollLive(true);
           this._ingest(r.body.changes, 'poll');
           const early = this.env.now() - startedAt < Math.min(1000, this.config.pollWaitS * 500);
-          if (r.body.changes.length === 0 && early) {
+          if (r.body.changes.length === 0 && early && !probe) {
             // An empty answer that did not wait (a proxy cutting long requests, a server without
             // long-poll): treat it as a failed poll rather than spin.
             await this._sleep(pollRetryDelay(this.config, this.env.random));
@@ -703,11 +710,19 @@ export class ChatClient {
           return void this._fatal(serverErrorText(r.body, r.status, t('error.cannotFollow')), r.status);
         }
         this.log.info('poll_failed', { status: r.status });
+        this._setPollLive(false);
         await this._sleep(pollRetryDelay(this.config, this.env.random));
       }
     } finally {
       this.polling = false;
       this.pollAbort = null;
+    }
+  }
+
+  _setPollLive(live) {
+    if (this.pollLive !== live) {
+      this.pollLive = live;
+      this._updateStatus();
     }
   }
 

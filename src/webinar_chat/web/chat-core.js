@@ -132,11 +132,14 @@ export function pollAllowed({ fallback, visible, online }) {
  * The status shown to the user: one of connecting / live / reconnecting / fallback / offline.
  * `connectedBefore`: a socket of this chat was joined at least once. Until then a failed attempt
  * is still "connecting" — telling a newcomer we are *re*connecting suggests something was lost.
+ * `pollLive`: the backup connection's last request was answered. Fallback that cannot reach the
+ * server either (it is down, restarting) is not "live": it is reconnecting.
  */
-export function connectionStatus({ online, socketLive, fallback, connectedBefore = false }) {
+export function connectionStatus({ online, socketLive, fallback, pollLive = false,
+  connectedBefore = false }) {
   if (!online) return 'offline';
   if (socketLive) return 'live';
-  if (fallback) return 'fallback';
+  if (fallback && pollLive) return 'fallback';
   return connectedBefore ? 'reconnecting' : 'connecting';
 }
 
