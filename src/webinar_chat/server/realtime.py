@@ -387,8 +387,9 @@ class RealtimeConnection:
             self.close(1011, "internal error")
         except Exception:
             self.closed = True
-            if self.raw is not None:
-                self.raw.transport.abort()
+            transport = self.raw.transport if self.raw is not None else None
+            if transport is not None:  # None: the connection is over (ws_protocol `_release`)
+                transport.abort()
         finally:
             self.state.connections.discard(self)
             for sub in list(self.session.subscriptions.values()):

@@ -87,7 +87,8 @@ class RawFrameWriter:
     def transport(self) -> asyncio.WriteTransport:
         """The connection's transport, for the hub's fan-out fast path, which writes prebuilt
         frames to it directly. It skips transports that are closing; the connection unsubscribes
-        before it sends a close frame of its own (RealtimeConnection.close)."""
+        before it sends a close frame of its own (RealtimeConnection.close). None once the
+        connection and its app are both over (`_release`)."""
         return self._protocol.transport
 
     def buffered(self) -> int:
