@@ -449,9 +449,9 @@ class RealtimeConnection:
         access = self.state.access.for_fast_path(action.webinar_id, action.user_id,
                                                  time.monotonic())
         if access is not None:
-            # The cached decision is as fresh as the HTTP read path's (same cache, same expiry,
-            # cleared by bans and registrations); its webinar row is not, so the head comes from
-            # the room, which has released every change this process published.
+            # The cached decision is as fresh as the long-poll fast path's (same cache, same
+            # ages, cleared by bans and registrations); its webinar row is not, so the head comes
+            # from the room, which has released every change this process published.
             room = await hub.room(action.webinar_id)
             head_seq = max(access.webinar.last_seq, room.released_seq)
             sub = self.session.subscriptions.get(action.webinar_id)
