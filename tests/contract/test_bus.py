@@ -165,6 +165,11 @@ async def test_a_change_reaches_every_node_once_and_its_sender_at_once(cluster: 
     await eventually(lambda: counter(cluster.nodes[0][2], "probes") >= 1, timeout=5)
     await eventually(lambda: a.ready, timeout=5)
     assert a_seen.seqs() == [1, 2, 3]
+    # One message per change, counted apart from the probes that went the same way.
+    a_metrics = cluster.nodes[0][2]
+    await eventually(lambda: counter(a_metrics, "published_changes") == 3)
+    await eventually(lambda: counter(a_metrics, "published") > 3)  # and the probe
+    assert counter(a_metrics, "published_changes") == 3
 
 
 async def test_an_access_change_reaches_every_node_once(cluster: Cluster) -> None:
@@ -173,6 +178,9 @@ async def test_an_access_change_reaches_every_node_once(cluster: Cluster) -> Non
     await a.publish_access(7, None)
     assert a_seen.access == [(7, 12), (7, None)]
     await eventually(lambda: b_seen.access == [(7, 12), (7, None)])
+    a_metrics = cluster.nodes[0][2]
+    await eventually(lambda: counter(a_metrics, "published") >= 2)
+    assert counter(a_metrics, "published_changes") == 0  # not changes
 
 
 async def test_an_unparseable_bus_message_is_counted_and_dropped(cluster: Cluster) -> None:

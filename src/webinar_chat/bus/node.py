@@ -100,7 +100,9 @@ class BusNode:
         self.listener: BusListener | None = None
         self.ready = False
         self.not_ready_reason = "not started"
-        self._queue: collections.deque[bytes] = collections.deque()
+        # (is a change, payload): the changes are counted apart (`published_changes`), so that
+        # Redis's PUBLISH calls per change can be told from presence, access and probe messages.
+        self._queue: collections.deque[tuple[bool, bytes]] = collections.deque()
         self._queued = asyncio.Event()
         self._probes = itertools.count(1)
         self._probe_out: tuple[int, float] | None = None  # (probe id, sent at)
@@ -133,7 +135,7 @@ class BusNode:
         """Deliver a committed change here at once, and to the other nodes soon. Never raises."""
         self._deliver_local(lambda listener: listener.on_change(change))
         if self.transport.has_peers:
-            self._enqueue(wire.encode_change(self.node_id, change))
+            self._enqueue(wire.encode_change(self.node_id, change), is_change=True)
 
     async def publish_access(self, webinar_id: int, user_id: int | None) -> None:
         """What `user_id` (None: anybody) may see in `webinar_id` changed: every node re-checks."""
@@ -191,11 +193,11 @@ class BusNode:
         else:
             log.error("bus_listener_failed", exc_info=exc)
 
-    def _enqueue(self, payload: bytes) -> None:
+    def _enqueue(self, payload: bytes, *, is_change: bool = False) -> None:
         if len(self._queue) >= MAX_QUEUED:
             self._count("dropped")
             return
-        self._queue.append(payload)
+        self._queue.append((is_change, payload))
         self._queued.set()
         if self._publisher is None and not self._closed:
             # Started with the first message: a node alone on its broker never needs one.
@@ -217,8 +219,10 @@ class BusNode:
                 batch = [self._queue.popleft()
                          for _ in range(min(PUBLISH_BATCH, len(self._queue)))]
                 try:
-                    await asyncio.wait_for(self.transport.publish(batch), PUBLISH_TIMEOUT_S)
+                    await asyncio.wait_for(self.transport.publish([p for _, p in batch]),
+                                           PUBLISH_TIMEOUT_S)
                     self._count("published", len(batch))
+                    self._count("published_changes", sum(is_change for is_change, _ in batch))
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:

@@ -36,7 +36,8 @@ BACKGROUND_LOOPS = ("heartbeat", "idle_sweep", "room_flush", "fanout", "gap_fetc
                     "realtime_read", "bus_reader", "safety_poll")
 # Bus counters: webinar_chat_bus_<name>_total.
 BUS_COUNTERS = {
-    "published": "Messages published to the bus (one per change or access change)",
+    "published": "Messages published to the bus (changes, access changes, presence, probes)",
+    "published_changes": "Changes published to the bus (one per change this node committed)",
     "publish_failures": "Messages that could not be published (the feed covers them)",
     "dropped": "Messages dropped because the publish queue was full",
     "received": "Messages received from other nodes",
