@@ -84,7 +84,7 @@ class RawFrameWriter:
         return True
 
     @property
-    def transport(self) -> asyncio.WriteTransport:
+    def transport(self) -> asyncio.WriteTransport | None:
         """The connection's transport, for the hub's fan-out fast path, which writes prebuilt
         frames to it directly. It skips transports that are closing; the connection unsubscribes
         before it sends a close frame of its own (RealtimeConnection.close). None once the
