@@ -686,10 +686,9 @@ def send_fanout_summary(res: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     out = []
     rows = ok_rows(res, "send_fanout")
     for kind in ("sqlite", "postgresql"):
-        group = [r for r in rows if r.get("db") == kind]
-        if group:
+        for vname, group in by_variant([r for r in rows if r.get("db") == kind]):
             v, s = agg(group, "post_p99_ms", 1)
-            out.append((f"send while fanning out, {kind}: POST create p99, "
+            out.append((prefix(vname) + f"send while fanning out, {kind}: POST create p99, "
                         f"{group[0]['attendees']:,} WS attendees receiving 100 msgs/s",
                         "≤ 25 ms", f"{s} ms (generator CPU {gen_flag(group)})",
                         verdict(v, 25, False)))
@@ -722,11 +721,10 @@ def send_fanout_section(w: Callable[[str], None], data: dict[str, Any]) -> None:
     w("| database | POST p50 ms | POST p99 ms | sent/s | p50 send→delivered ms | p99 ms | "
       "delivered/s per core | server CPU | events/frame | generator CPU | other load c0/c1 |")
     w("|---|---|---|---|---|---|---|---|---|---|---|")
-    for kind in ("sqlite", "postgresql"):
-        group = [r for r in rows if r.get("db") == kind]
-        if not group:
-            continue
-        w(f"| {kind} | {agg(group, 'post_p50_ms', 1)[1]} | {agg(group, 'post_p99_ms', 1)[1]} | "
+    for kind, vname, group in [(kind, vname, group) for kind in ("sqlite", "postgresql")
+                               for vname, group in by_variant([r for r in rows
+                                                               if r.get("db") == kind])]:
+        w(f"| {kind}{vtag(vname)} | {agg(group, 'post_p50_ms', 1)[1]} | {agg(group, 'post_p99_ms', 1)[1]} | "
           f"{agg(group, 'send_rate', 1)[1]} | {agg(group, 'p50_ms', 1)[1]} | "
           f"{agg(group, 'p99_ms', 1)[1]} | {agg(group, 'delivered_per_core_s')[1]} | "
           f"{agg(group, 'server_cpu_util', 2)[1]} | {agg(group, 'events_per_frame', 1)[1]} | "

@@ -174,12 +174,13 @@ def bench_send_fanout(p: dict[str, Any], work: Path) -> list[dict[str, Any]]:
     for run in range(p["runs"]):
         k = run % len(kinds)
         for kind in kinds[k:] + kinds[:k]:
-            r = measure(work, {**fanout_config(p, n), "kind": "chat"}, users=n + SENDERS,
-                        run=run, kind=kind)
-            r["db"] = kind
-            out.append(r)
-            log(f"send_fanout {kind} n={n}: post p50={r['post_p50_ms']} p99={r['post_p99_ms']} "
-                f"send rate={r['send_rate']}, {brief(r)}")
+            for variant in variants(p, "send_fanout"):
+                r = measure(work, {**fanout_config(p, n), "kind": "chat"}, users=n + SENDERS,
+                            run=run, kind=kind, variant=variant)
+                r["db"] = kind
+                out.append(r)
+                log(f"send_fanout {kind}{tag(variant)} n={n}: post p50={r['post_p50_ms']} "
+                    f"p99={r['post_p99_ms']} send rate={r['send_rate']}, {brief(r)}")
     return out
 
 

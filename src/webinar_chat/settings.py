@@ -37,11 +37,13 @@ class Settings:
     # Coalescing window for one room's changes: long enough to batch a busy room into few frames,
     # short enough to stay far below the 250 ms p99 delivery target. An idle room flushes at once.
     realtime_tick_ms: int = 25
-    # Subscribers served per loop pass when a room delivers a batch: a flush to thousands of
-    # sockets is cut into slices so that sends and database completions run in between. A slice
-    # of 100 holds the loop ~1 ms and costs no measurable throughput; at 500 a send's median was
-    # ~4× longer (docs/realtime.md "Fan-out").
+    # A flush to thousands of sockets is cut into slices so that sends and database completions
+    # run in between: at most this many subscribers per slice, and at most this long. A write
+    # to a reader that keeps up costs ~20 µs here, so 100 held the loop ~2 ms at every one of a
+    # send's loop passes (POST p99 ~30-48 ms while 5,000 sockets got 100 msgs/s); 0.5 ms gave
+    # ~17-23 ms at the same CPU (docs/realtime.md "Fan-out", bench/findings.md #34).
     realtime_flush_slice: int = 100
+    realtime_flush_slice_ms: float = 0.5
     # Unsent bytes allowed on one socket before it counts as a slow consumer (≈ thousands of frames).
     realtime_max_buffer: int = 1 << 20
     # Server heartbeat period; the client declares a socket dead after 10 s of silence (2 periods).
@@ -164,6 +166,7 @@ class Settings:
             "max_message_length": _env_int("MAX_MESSAGE_LENGTH", 2000),
             "realtime_tick_ms": _env_int("REALTIME_TICK_MS", 25),
             "realtime_flush_slice": _env_int("REALTIME_FLUSH_SLICE", 100),
+            "realtime_flush_slice_ms": _env_float("REALTIME_FLUSH_SLICE_MS", 0.5),
             "realtime_max_buffer": _env_int("REALTIME_MAX_BUFFER", 1 << 20),
             "heartbeat_interval_s": _env_float("HEARTBEAT_INTERVAL", 5.0),
             "client_idle_timeout_s": _env_float("CLIENT_IDLE_TIMEOUT", 30.0),

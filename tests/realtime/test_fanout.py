@@ -453,6 +453,39 @@ class TestBatchJoiningAPass:
             await late.wait_for(lambda c: last in seqs(c.events(topic)), timeout=10)
             assert seqs(late.events(topic)) == [own_last, rider, last]
 
+class TestSliceTimeBudget:
+    """A slice also ends once it has held the loop for `realtime_flush_slice_ms`, however many
+    subscribers the count would allow: with a budget of 0 every slice serves one subscriber
+    (the first is always served, so a pass always moves on)."""
+
+    @pytest.fixture
+    def server_overrides(self) -> dict[str, Any]:
+        return {"realtime_flush_slice": 100, "realtime_flush_slice_ms": 0, "realtime_tick_ms": 1}
+
+    async def test_a_slice_that_used_its_time_lets_the_loop_run_before_the_next(
+            self, server: RunningServer, world: World, http: httpx.AsyncClient) -> None:
+        wid = world.webinar.id
+        topic = f"webinar:{wid}:messages"
+        tokens = [world.alice.token, world.bob.token, world.moderator.token, world.host.token]
+        async with realtime(server, tokens[0]) as a, realtime(server, tokens[1]) as b, \
+                realtime(server, tokens[2]) as m, realtime(server, tokens[3]) as h:
+            clients = (a, b, m, h)
+            for c in clients:
+                await c.join(wid, last_seq=0)
+            positions: set[int] = set()
+            watcher = Watcher(server, wid, lambda room: positions.add(room.delivery.next))
+            last = 0
+            for i in range(3):
+                r = await send(http, world.alice, wid, f"budget {i}", new_id())
+                assert r.status_code == 200
+                last = r.json()["message"]["seq"]
+            for c in clients:
+                await c.wait_for(lambda c: dense(c, topic, last), timeout=10)
+            watcher.stop()
+            # Four targets, a slice of one each: the loop ran after the first, second and third.
+            assert positions == {1, 2, 3}, positions
+
+
 async def test_join_uses_the_read_path_access_cache_without_a_stale_head(
         server: RunningServer, world: World, http: httpx.AsyncClient) -> None:
     wid = world.webinar.id

@@ -395,6 +395,7 @@ def create_app(settings: Settings, *, bus: Bus | None = None,
         chat_bus = bus if bus is not None else create_bus(settings, metrics)
         hub = Hub(store, chat_bus, tick_s=settings.realtime_tick_ms / 1000, wire=text_frame,
                   slice_size=settings.realtime_flush_slice,
+                  slice_s=settings.realtime_flush_slice_ms / 1000,
                   max_buffer=settings.realtime_max_buffer, metrics=metrics)
         await hub.start()
         tokens = TokenService(resolve_jwt_secret(settings), settings.access_token_ttl_s)

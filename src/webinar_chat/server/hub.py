@@ -5,9 +5,9 @@ no duplicates, gaps fetched from the feed), and waits at most one room tick (`re
 so that a busy room sends several changes per frame. A flush first *seals* the pending changes
 into a batch (ring updated, each change and each frame encoded once per audience, long-polls
 woken), then *delivers* it in a pass over the subscribers: the same prebuilt bytes are written
-straight to every subscriber's transport, without awaiting any of them, in slices of
-`realtime_flush_slice` subscribers with a loop pass between slices so that sends and database
-completions are not held behind a flush to thousands of sockets. A batch sealed while a pass runs
+straight to every subscriber's transport, without awaiting any of them, in slices of at most
+`realtime_flush_slice` subscribers and `realtime_flush_slice_ms`, with a loop pass between slices
+so that sends and database completions are not held behind a flush to thousands of sockets. A batch sealed while a pass runs
 joins it: the subscribers not yet served get it in the same frame, the ones before in the next
 pass; each subscriber gets its batches in seq order, each once. Subscribers that cannot keep up
 are closed (4008): their write-buffer sizes are checked every `max_buffer / 4` bytes of fan-out.
@@ -252,7 +252,7 @@ class Room:
 
 class Hub:
     def __init__(self, store: Store, bus: Bus, *, tick_s: float, wire: Callable[[bytes], bytes],
-                 slice_size: int = 100, max_buffer: int = 1 << 20,
+                 slice_size: int = 100, slice_s: float = 0.0005, max_buffer: int = 1 << 20,
                  metrics: Metrics | None = None):
         self.store = store
         self.bus = bus
@@ -260,6 +260,7 @@ class Hub:
         self.tick_s = tick_s
         self._wire = wire  # payload → the WebSocket frame bytes written to raw transports
         self.slice_size = max(1, slice_size)
+        self.slice_s = slice_s
         self.max_buffer = max_buffer
         # Write buffers are checked once per this many bytes of fan-out, not after every write:
         # between two checks a subscriber's buffer grows by at most this plus one frame, so a
@@ -640,16 +641,26 @@ class Hub:
         head = items[-1].batch.last_seq
         count = len(items)
         current = room.subscribers
+        targets = cycle.targets
         start = cycle.next
-        end = cycle.next = min(start + self.slice_size, len(cycle.targets))
+        end = cycle.next = min(start + self.slice_size, len(targets))
         check, max_buffer = cycle.check_buffers, self.max_buffer
         viewers = cycle.viewers
         first_index = cycle.first_index
         now = time.monotonic()
+        # The slice ends at slice_size subscribers or once it has held the loop for slice_s,
+        # whichever comes first: what a send waits for at each of its loop passes is time, and
+        # a write costs 2-3× more to a reader that keeps up than to one that lags.
+        clock = time.perf_counter
+        deadline = clock() + self.slice_s
         slow: list[Listener] = []
         delivered = 0
         try:
-            for sub in cycle.targets[start:end]:
+            for i in range(start, end):
+                if i > start and clock() >= deadline:
+                    end = cycle.next = i
+                    break
+                sub = targets[i]
                 transport = current.get(sub, GONE)
                 if transport is GONE:
                     continue  # left, replaced or closed since the pass began
@@ -692,7 +703,7 @@ class Hub:
             # Even after an error the room moves on (a subscriber this slice skipped sees a seq
             # gap in the next batch and reads it from the feed).
             self.deliveries += delivered
-            if end < len(cycle.targets):
+            if end < len(targets):
                 # Let sends, database completions and other rooms run before the next slice.
                 room.slice_handle = self._loop.call_soon(self._deliver_slice, room, context=detached())
             else:
