@@ -6,11 +6,12 @@ so that a busy room sends several changes per frame. A flush first *seals* the p
 into a batch (ring updated, each change and each frame encoded once per audience, long-polls
 woken), then *delivers* it in a pass over the subscribers: the same prebuilt bytes are written
 straight to every subscriber's transport, without awaiting any of them, in slices of at most
-`realtime_flush_slice` subscribers and `realtime_flush_slice_ms`, with a loop pass between slices
-so that sends and database completions are not held behind a flush to thousands of sockets. A batch sealed while a pass runs
-joins it: the subscribers not yet served get it in the same frame, the ones before in the next
-pass; each subscriber gets its batches in seq order, each once. Subscribers that cannot keep up
-are closed (4008): their write-buffer sizes are checked every `max_buffer / 4` bytes of fan-out.
+`realtime_flush_slice` subscribers and `realtime_flush_slice_ms`, with a loop pass between
+slices so that sends and database completions are not held behind a flush to thousands of
+sockets. A batch sealed while a pass runs joins it: the subscribers not yet served get it in the
+same frame, the ones before in the next pass; each subscriber gets its batches in seq order,
+each once. Subscribers that cannot keep up are closed (4008): their write-buffer sizes are
+checked every `max_buffer / 4` bytes of fan-out.
 Long-poll requests wait on the room too and are answered from its ring of recent changes.
 Design: docs/realtime.md ("Fan-out"), docs/delivery.md.
 """
