@@ -1,5 +1,5 @@
-"""The physical reference of PERFORMANCE.md: this machine's fan-out floors, measured by our harness
-beside our own server in the same run.
+"""The physical reference of docs/performance-targets.md: this machine's fan-out floors,
+measured by our harness beside our own server in the same run.
 
     .venv/bin/python -m bench.run_all --only floor
 
@@ -9,7 +9,7 @@ drives three servers one after the other, each alone on core 0, the order rotati
 run:
 
 - `floor: "write"`: bench/floor_server.py sending every message at once as its own prebuilt
-  frame, one `transport.write()` per client (PERFORMANCE.md: 110–175k deliveries/s per core);
+  frame, one `transport.write()` per client (docs/performance-targets.md: 110–175k deliveries/s per core);
 - `floor: "frame10"`: the same coalescing 10 messages per frame (0.9–1.0M messages/s per core);
 - `floor: None`: ours (`webinar-chat serve` on a fresh SQLite database, `run_all.measure`).
 
@@ -37,7 +37,7 @@ MODES: list[str | None] = ["write", "frame10", None]  # None: ours
 LABELS = {"write": "floor: one frame per message, `write()` per client",
           "frame10": "floor: 10 messages per frame, `write()` per client",
           None: "ours (`webinar-chat serve`)"}
-# PERFORMANCE.md's figures for this machine class (deliveries/s per core).
+# docs/performance-targets.md's figures for this machine class (deliveries/s per core).
 REFERENCE = {"write": (110_000, 175_000), "frame10": (900_000, 1_000_000)}
 # The generator's core (both its processes) this busy: its figures are partly the generator's.
 GEN_BOUND = 0.8
@@ -137,7 +137,7 @@ def floor_section(w: Callable[[str], None], data: dict[str, Any]) -> None:
       f"database, task or queue per client: it answers the POST, then writes one frame built once "
       f"to every joined socket with one `transport.write()` each, either per message (`write`) or "
       f"per 10 messages (`frame10`, leftovers after 200 ms). Its events are encoded by our own "
-      f"`protocol.events`, byte for byte what an attendee gets from ours. PERFORMANCE.md gives "
+      f"`protocol.events`, byte for byte what an attendee gets from ours. docs/performance-targets.md gives "
       f"110–175k deliveries/s per core for the first and 0.9–1.0M messages/s per core for the "
       f"second on this machine class. A floor that saturates core 0 sends fewer than the offered "
       f"messages (sent/s); delivered/s per core is still its cost per delivery. Generator CPU is "
@@ -178,7 +178,7 @@ def floor_section(w: Callable[[str], None], data: dict[str, Any]) -> None:
 
 def floor_summary(res: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     """Rows of the targets table (what, target, measured, verdict) at the largest attendee count:
-    each floor against PERFORMANCE.md's figures for this machine class, and ours ÷ each floor."""
+    each floor against docs/performance-targets.md's figures for this machine class, and ours ÷ each floor."""
     rows = ok_rows(res, "floor")
     if not rows:
         return []

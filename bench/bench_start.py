@@ -1,4 +1,4 @@
-"""Webinar start and log-in (../shared/PERFORMANCE.md): the benchmarks, their report sections and
+"""Webinar start and log-in (docs/performance-targets.md): the benchmarks, their report sections and
 their rows for the targets table.
 
 - `start`: 10,000 attendees (tokens issued beforehand) connect at instants spread uniformly over

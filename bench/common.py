@@ -29,7 +29,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 # The server gets core 0 to itself; the load generator (and this runner) take core 1. On the
-# 2-core machines of ../shared/PERFORMANCE.md this keeps the generator from stealing server CPU.
+# 2-core machines of docs/performance-targets.md this keeps the generator from stealing server CPU.
 SERVER_CPU = 0
 LOAD_CPU = 1
 REDIS_SERVER = os.environ.get("BENCH_REDIS_SERVER", "/usr/bin/redis-server")

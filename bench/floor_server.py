@@ -11,7 +11,7 @@ becomes one event encoded by our own `protocol.events` (the bytes an attendee ge
 server, so the sample's parsing and the bulk's `"INSERT"` counting work as they do against ours):
 
 - `write`: each message at once in a `changes` frame of its own, built once, one
-  `transport.write()` per client (PERFORMANCE.md: 110–175k deliveries/s per core);
+  `transport.write()` per client (docs/performance-targets.md: 110–175k deliveries/s per core);
 - `frame10`: messages coalesced 10 per frame, one `write()` per client per frame (0.9–1.0M
   messages/s per core); leftovers leave after FLUSH_AFTER_S so the tail is not lost.
 

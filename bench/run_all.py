@@ -1,4 +1,4 @@
-"""Run every benchmark of ../shared/PERFORMANCE.md and write docs/benchmarks.md + plots.
+"""Run every benchmark of docs/performance-targets.md and write docs/benchmarks.md + plots.
 
     .venv/bin/python -m bench.run_all            # full: 3 runs of each, ~25 min
     .venv/bin/python -m bench.run_all --quick    # smoke check: 1 short run of each, ~3 min
@@ -79,7 +79,7 @@ QUICK = {
     "cluster_attendees": 5000,
     "export_messages": [10_000, 100_000], "export_kinds": ["sqlite"],
 }
-# The target workload: 100 chat messages/s into one webinar (PERFORMANCE.md).
+# The target workload: 100 chat messages/s into one webinar (docs/performance-targets.md).
 FANOUT_RATE = 100
 # Every 50th attendee parses every frame for latency and completeness; the others only count.
 SAMPLE_EVERY = 50

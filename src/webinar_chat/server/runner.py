@@ -70,7 +70,7 @@ def build_server(settings: Settings) -> ChatServer:
         # httptools + a long-poll fast path that answers parked polls without ASGI (docs/realtime.md)
         http=WebinarChatHttpProtocol,
         ws=WebinarChatWebSocketProtocol,
-        ws_per_message_deflate=False,  # costs GBs at thousands of sockets (PERFORMANCE.md)
+        ws_per_message_deflate=False,  # costs GBs at thousands of sockets (docs/performance-targets.md)
         # Incoming messages until the socket authenticates (then REALTIME_MAX_FRAME): an
         # oversized frame is refused from its header, before its payload is buffered.
         ws_max_size=settings.realtime_max_frame_unauthenticated,

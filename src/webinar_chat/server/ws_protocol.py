@@ -4,7 +4,7 @@ The ASGI `send()` path costs an `await`, an event dict and a frame build per mes
 Fan-out sends the *same* frame to thousands of clients, so the hub builds the frame once and this
 protocol exposes, through the ASGI scope extension `webinar_chat.raw_frames`, a writer that puts
 those bytes straight on the transport: no await, no copy, and the transport's buffer size tells
-whether the client keeps up (../PERFORMANCE.md: 2–3× the per-client `send_text` throughput).
+whether the client keeps up (docs/performance-targets.md: 2–3× the per-client `send_text` throughput).
 Since the hub writes to the transport itself (server/hub.py), the writer also hands it the transport.
 In the other direction, a client heartbeat that arrives alone is counted without the frame parser,
 the ASGI queue and the session (`heartbeat_at`), which is where bursts of them used to cost.
