@@ -190,23 +190,23 @@ def _made(data: dict[str, Any], name: str, rows: list[dict[str, Any]]) -> str:
 
 
 def start_summary(res: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    from .report import agg, ok_rows, verdict
+    from .report import agg, by_variant, ok_rows, prefix, verdict
 
-    rows = ok_rows(res, "start")
-    if not rows:
-        return []
-    n, spread = rows[0]["attendees"], rows[0]["spread_s"]
-    v, s = agg(rows, "after_last_connect_s", 2)
-    failed = sum(r["attendees"] - r["joined"] for r in rows)
-    late = verdict(v, 10, False) + ("" if failed == 0 else f"; **{failed} not joined**")
-    v2, s2 = agg(rows, "post_p99_ms", 1)
-    return [
-        (f"webinar start: {n:,} attendees join fresh (history page included) within "
-         f"{spread:g} s: last joined after the last connect", "≤ 10 s",
-         f"{s} s; {failed} not joined", late),
-        (f"webinar start, {n:,} attendees: sends during the storm p99", "≤ 250 ms", s2 + " ms",
-         verdict(v2, 250, False)),
-    ]
+    out: list[tuple[str, str, str, str]] = []
+    for vname, rows in by_variant(ok_rows(res, "start")):
+        n, spread = rows[0]["attendees"], rows[0]["spread_s"]
+        v, s = agg(rows, "after_last_connect_s", 2)
+        failed = sum(r["attendees"] - r["joined"] for r in rows)
+        late = verdict(v, 10, False) + ("" if failed == 0 else f"; **{failed} not joined**")
+        v2, s2 = agg(rows, "post_p99_ms", 1)
+        out += [
+            (prefix(vname) + f"webinar start: {n:,} attendees join fresh (history page "
+             f"included) within {spread:g} s: last joined after the last connect", "≤ 10 s",
+             f"{s} s; {failed} not joined", late),
+            (prefix(vname) + f"webinar start, {n:,} attendees: sends during the storm p99",
+             "≤ 250 ms", s2 + " ms", verdict(v2, 250, False)),
+        ]
+    return out
 
 
 def login_summary(res: dict[str, Any]) -> list[tuple[str, str, str, str]]:
@@ -229,7 +229,7 @@ def login_summary(res: dict[str, Any]) -> list[tuple[str, str, str, str]]:
 
 
 def start_section(w: Callable[[str], None], data: dict[str, Any]) -> None:
-    from .report import agg, fmt, ok_rows
+    from .report import agg, by_variant, fmt, ok_rows, vtag
 
     rows = ok_rows(data["results"], "start")
     if not rows:
@@ -255,23 +255,26 @@ def start_section(w: Callable[[str], None], data: dict[str, Any]) -> None:
       "max ms | `joined` p99 ms | history page p99 ms | send p50 / p99 ms | live complete | "
       "server CPU | peak RSS MiB | generator CPU | other load c0/c1 |")
     w("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        failures = ", ".join(f"{k} {v}" for k, v in r["failures"].items()) or "none"
-        w(f"| {r['attendees']:,} in {r['spread_s']:g} s | {fmt(r['after_last_connect_s'], 2)} | "
-          f"{r['joined']:,} | {failures} | {fmt(r['join_p50_ms'])} / {fmt(r['join_p99_ms'])} / "
-          f"{fmt(r['join_max_ms'])} | {fmt(r['ws_joined_p99_ms'])} | "
-          f"{fmt(r['history_p99_ms'])} | {fmt(r['post_p50_ms'], 1)} / {fmt(r['post_p99_ms'], 1)} "
-          f"| {r['live_complete']:,}/{r['joined']:,} | {fmt(r['server_cpu_util'], 2)} | "
-          f"{fmt(r['server_rss_peak_kib'] / 1024)} | {fmt(r['gen_cpu_util'], 2)} | "
-          f"{fmt(r['other_load']['core0'], 2)} / {fmt(r['other_load'].get('core1'), 2)} |")
-    if len(rows) > 1:
-        w(f"| median | {agg(rows, 'after_last_connect_s', 2)[1]} | | | "
-          f"{agg(rows, 'join_p50_ms')[1]} / {agg(rows, 'join_p99_ms')[1]} / "
-          f"{agg(rows, 'join_max_ms')[1]} | {agg(rows, 'ws_joined_p99_ms')[1]} | "
-          f"{agg(rows, 'history_p99_ms')[1]} | {agg(rows, 'post_p50_ms', 1)[1]} / "
-          f"{agg(rows, 'post_p99_ms', 1)[1]} | | {agg(rows, 'server_cpu_util', 2)[1]} | "
-          f"{agg(rows, lambda r: r['server_rss_peak_kib'] / 1024)[1]} | "
-          f"{agg(rows, 'gen_cpu_util', 2)[1]} | |")
+    for vname, group in by_variant(rows):
+        label = f" in {group[0]['spread_s']:g} s{vtag(vname)}"
+        for r in group:
+            failures = ", ".join(f"{k} {v}" for k, v in r["failures"].items()) or "none"
+            w(f"| {r['attendees']:,}{label} | {fmt(r['after_last_connect_s'], 2)} | "
+              f"{r['joined']:,} | {failures} | {fmt(r['join_p50_ms'])} / {fmt(r['join_p99_ms'])} / "
+              f"{fmt(r['join_max_ms'])} | {fmt(r['ws_joined_p99_ms'])} | "
+              f"{fmt(r['history_p99_ms'])} | {fmt(r['post_p50_ms'], 1)} / "
+              f"{fmt(r['post_p99_ms'], 1)} | {r['live_complete']:,}/{r['joined']:,} | "
+              f"{fmt(r['server_cpu_util'], 2)} | {fmt(r['server_rss_peak_kib'] / 1024)} | "
+              f"{fmt(r['gen_cpu_util'], 2)} | "
+              f"{fmt(r['other_load']['core0'], 2)} / {fmt(r['other_load'].get('core1'), 2)} |")
+        if len(group) > 1:
+            w(f"| median{vtag(vname)} | {agg(group, 'after_last_connect_s', 2)[1]} | | | "
+              f"{agg(group, 'join_p50_ms')[1]} / {agg(group, 'join_p99_ms')[1]} / "
+              f"{agg(group, 'join_max_ms')[1]} | {agg(group, 'ws_joined_p99_ms')[1]} | "
+              f"{agg(group, 'history_p99_ms')[1]} | {agg(group, 'post_p50_ms', 1)[1]} / "
+              f"{agg(group, 'post_p99_ms', 1)[1]} | | {agg(group, 'server_cpu_util', 2)[1]} | "
+              f"{agg(group, lambda r: r['server_rss_peak_kib'] / 1024)[1]} | "
+              f"{agg(group, 'gen_cpu_util', 2)[1]} | |")
     w("")
     hot = [r for r in rows if (r.get("gen_cpu_util") or 0) >= 0.8]
     if hot:
