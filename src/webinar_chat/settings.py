@@ -40,8 +40,9 @@ class Settings:
     # A flush to thousands of sockets is cut into slices so that sends and database completions
     # run in between: at most this many subscribers per slice, and at most this long. A write
     # to a reader that keeps up costs ~20 µs here, so 100 held the loop ~2 ms at every one of a
-    # send's loop passes (POST p99 ~30-48 ms while 5,000 sockets got 100 msgs/s); 0.5 ms gave
-    # ~17-23 ms at the same CPU (docs/realtime.md "Fan-out", bench/findings.md #34).
+    # send's loop passes (POST p99 ~36 ms on SQLite, ~56 on PostgreSQL, while 5,000 sockets got
+    # 100 msgs/s); 0.5 ms gave ~13 and ~25 ms, for ~1.6 % more CPU in the fan-out (more loop
+    # passes; docs/realtime.md "Fan-out", bench/findings.md #34).
     realtime_flush_slice: int = 100
     realtime_flush_slice_ms: float = 0.5
     # Unsent bytes allowed on one socket before it counts as a slow consumer (≈ thousands of frames).
