@@ -842,8 +842,15 @@ CLUSTER_RATIO = 90  # % of one process's delivered/s per server core
 CLUSTER_P99_OTHER_MS = 150
 
 
-def cluster_rows(res: dict[str, Any], setup: str) -> list[dict[str, Any]]:
-    return [r for r in ok_rows(res, "cluster") if r.get("setup") == setup]
+def cluster_rows(res: dict[str, Any], setup: str,
+                 variant: str | None = None) -> list[dict[str, Any]]:
+    """One set-up's rows of the current code, or of `variant`."""
+    return [r for r in ok_rows(res, "cluster")
+            if r.get("setup") == setup and r.get("variant") == variant]
+
+
+def cluster_variants(res: dict[str, Any]) -> list[str]:
+    return sorted({r["variant"] for r in ok_rows(res, "cluster") if r.get("variant")})
 
 
 def nth(key: str, k: int) -> Callable[[dict[str, Any]], Any]:
@@ -881,6 +888,15 @@ def cluster_summary(res: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 "every message (all)", "all",
                 f"{sampled}/{two[0]['sampled_clients']} sampled; {complete:,}/{n:,} all (worst run)",
                 "**met**" if all_complete(two) else "**missed**"))
+    for vname in cluster_variants(res):
+        vtwo = cluster_rows(res, "two", vname)
+        v, s = agg(vtwo, lambda r: r["ratio_per_core"] and 100 * r["ratio_per_core"])
+        out.append((prefix(vname) + f"{head}: delivered/s per server core ÷ 1 process",
+                    f"≥ {CLUSTER_RATIO} %", s + " %", verdict(v, CLUSTER_RATIO, True)))
+        v, s = agg(vtwo, "p99_other_ms", 1)
+        out.append((prefix(vname) + f"{head}: p99 send→delivered, attendee on the other "
+                    "process", f"≤ {CLUSTER_P99_OTHER_MS} ms", s + " ms",
+                    verdict(v, CLUSTER_P99_OTHER_MS, False)))
     return out
 
 
@@ -932,8 +948,9 @@ def cluster_section(w: Callable[[str], None], data: dict[str, Any]) -> None:
       "(sampled) | complete (all) | sent/s (by process) | POST p99 ms | PostgreSQL CPU: this db "
       "/ all | Redis CPU | generator CPU | other load c0/c1 |")
     w("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for setup, name in CLUSTER_LABELS.items():
-        rows = cluster_rows(res, setup)
+    for name, rows in [(name + vtag(vname), cluster_rows(res, setup, vname))
+                       for vname in [None, *cluster_variants(res)]
+                       for setup, name in CLUSTER_LABELS.items()]:
         if not rows:
             continue
         nodes = rows[0]["nodes"]

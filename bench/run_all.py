@@ -227,7 +227,8 @@ def bench_cluster(p: dict[str, Any], work: Path) -> list[dict[str, Any]]:
     process on the same workload and database kind (without a bus, and with one), in each run:
     the fan-out benchmark's single-process rows are on SQLite, so they cannot be the baseline of
     a cluster on PostgreSQL. The order rotates from run to run, so that a drift of the shared
-    machine does not always favour the same set-up."""
+    machine does not always favour the same set-up. With --variants cluster=…, each variant
+    runs all three set-ups too, in the same run, and is compared with its own one-process rows."""
     if not common.pg_available():
         raise RuntimeError(f"the cluster benchmark needs PostgreSQL at {common.PG_ADMIN_URL}")
     out = []
@@ -238,30 +239,39 @@ def bench_cluster(p: dict[str, Any], work: Path) -> list[dict[str, Any]]:
             "sender_ids": list(range(n + 1, n + 1 + SENDERS))}
     for run in range(p["runs"]):
         k = run % len(CLUSTER_SETUPS)
-        rows = {}
-        for setup, nodes, bus in CLUSTER_SETUPS[k:] + CLUSTER_SETUPS[:k]:
-            r = cluster_measure(work, base, nodes=nodes, bus=bus, run=run)
-            r["setup"] = setup
-            rows[setup] = r
-            log(f"cluster {setup} n={n}: {brief(r)}, publishes/change="
-                f"{r.get('publishes_per_change')}, CPU/change={r['server_cpu_per_change_us']} µs")
-        compare_cluster(rows["one"], rows["one+redis"], rows["two"])
-        two = rows["two"]
-        log(f"cluster: per core two/one = {two['ratio_per_core']}, p99 other/same = "
-            f"{two['p99_other_ms']}/{two['p99_same_ms']} ms, publishes/change = "
-            f"{two.get('publishes_per_change')}, subscriptions/node = "
-            f"{two.get('subscriptions_per_node')}, CPU/change beyond one process = "
-            f"{two['extra_cpu_per_change_us']} µs (bus {two['bus_cpu_per_change_us']} µs), "
-            f"in order = {two['sampled_in_order']}/{two['sampled_clients']}, complete = "
-            f"{two['clients_complete']}/{n}")
-        out += list(rows.values())
+        for variant in variants(p, "cluster"):
+            rows = {}
+            for setup, nodes, bus in CLUSTER_SETUPS[k:] + CLUSTER_SETUPS[:k]:
+                r = cluster_measure(work, base, nodes=nodes, bus=bus, run=run, variant=variant)
+                r["setup"] = setup
+                r["variant"] = variant
+                rows[setup] = r
+                log(f"cluster{tag(variant)} {setup} n={n}: {brief(r)}, publishes/change="
+                    f"{r.get('publishes_per_change')}, "
+                    f"CPU/change={r['server_cpu_per_change_us']} µs")
+            # Each variant against its own one-process rows of the same run.
+            compare_cluster(rows["one"], rows["one+redis"], rows["two"])
+            out += list(rows.values())
+            log_cluster(rows["two"], n, variant)
     return out
 
 
+def log_cluster(two: dict[str, Any], n: int, variant: str | None) -> None:
+    """The run's cluster figures, one line."""
+    log(f"cluster{tag(variant)}: per core two/one = {two['ratio_per_core']}, p99 other/same = "
+        f"{two['p99_other_ms']}/{two['p99_same_ms']} ms, publishes/change = "
+        f"{two.get('publishes_per_change')}, subscriptions/node = "
+        f"{two.get('subscriptions_per_node')}, CPU/change beyond one process = "
+        f"{two['extra_cpu_per_change_us']} µs (bus {two['bus_cpu_per_change_us']} µs), "
+        f"in order = {two['sampled_in_order']}/{two['sampled_clients']}, complete = "
+        f"{two['clients_complete']}/{n}")
+
+
 def cluster_measure(work: Path, config: dict[str, Any], *, nodes: int, bus: bool,
-                    run: int) -> dict[str, Any]:
+                    run: int, variant: str | None = None) -> dict[str, Any]:
     """`nodes` servers on a fresh PostgreSQL database; with `bus`, each is a node on a private
-    Redis (its own port and channel), and attendees and POSTs are spread over the nodes."""
+    Redis (its own port and channel), and attendees and POSTs are spread over the nodes. With
+    `variant`, every server runs that patched copy of the code."""
     db = new_database("postgresql")
     try:
         seed(db, users=config["attendees"] + SENDERS)
@@ -276,7 +286,8 @@ def cluster_measure(work: Path, config: dict[str, Any], *, nodes: int, bus: bool
             # core" is exact and compares with one process alone on that core (bench/README.md).
             # /readyz: database reachable and the node's bus subscription confirmed before any
             # attendee connects.
-            servers = [stack.enter_context(chat_server(db, work, health="/readyz", **env))
+            servers = [stack.enter_context(chat_server(db, work, variant, health="/readyz",
+                                                       **env))
                        for _ in range(nodes)]
             r = run_loadgen({**config, **extra, "database_url": db.url,
                              "ports": [s.port for s in servers], "port": servers[0].port,
