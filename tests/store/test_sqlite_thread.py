@@ -13,6 +13,8 @@ import pytest
 
 from webinar_chat.store.db import SqliteDatabase, _SqliteThread
 
+from ..helpers import eventually
+
 
 def _thread_name(conn: sqlite3.Connection) -> str:
     return threading.current_thread().name
@@ -68,10 +70,10 @@ async def test_a_job_whose_caller_gave_up_before_it_started_is_skipped(tmp_path:
         holding = asyncio.ensure_future(worker.call(hold))
         await asyncio.get_running_loop().run_in_executor(None, started.wait, 10)
         given_up = asyncio.ensure_future(worker.call(write, "given up"))
-        await asyncio.sleep(0)
+        await eventually(lambda: worker._jobs.qsize() == 1)  # queued behind `hold`
         given_up.cancel()
         kept = asyncio.ensure_future(worker.call(write, "kept"))
-        await asyncio.sleep(0)
+        await eventually(lambda: worker._jobs.qsize() == 2)
         release.set()
         await holding
         await kept
