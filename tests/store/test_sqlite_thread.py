@@ -1,6 +1,8 @@
 """The SQLite database's own thread (store/db.py `_SqliteThread`): jobs run in order on one
 thread with one connection, outcomes reach their callers, and a caller that gave up before its
-job started does not have it run — a cancelled send must not store a message later."""
+job started does not have it run — a cancelled send must not store a message later. Write plans
+that queue up are committed as one group: each plan keeps its own outcome, a plan that fails
+undoes only itself, and a group whose COMMIT fails stores nothing and tells every caller."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from webinar_chat.store.db import SqliteDatabase, _SqliteThread
+from webinar_chat.store.db import Plan, SqliteDatabase, _SqliteThread, q
 
 from ..helpers import eventually
 
@@ -102,3 +104,99 @@ async def test_close_ends_the_thread_and_later_calls_fail(tmp_path: Path) -> Non
         assert await again.fetchrow("SELECT x FROM t") == {"x": 7}
     finally:
         await again.close()
+
+
+class _Refused(Exception):
+    pass
+
+
+def _insert(x: int, *, then_fail: bool = False) -> Plan[int]:
+    row = yield q("INSERT INTO t (x) VALUES ($1) RETURNING x", x)
+    if then_fail:
+        raise _Refused(x)
+    return int(row["x"])
+
+
+async def _queued_behind_a_held_writer(db: SqliteDatabase, plans: list[Plan[int]],
+                                       statements: list[str]) -> list[asyncio.Future[int]]:
+    """Hold the writer's thread, queue `plans` behind it, then let it go: they reach the
+    thread together, as sends arriving while a write is in progress do. `statements` gets every
+    statement the writer runs from then on."""
+    started, release = threading.Event(), threading.Event()
+
+    def hold(conn: sqlite3.Connection) -> None:
+        conn.set_trace_callback(statements.append)
+        started.set()
+        release.wait(10)
+
+    holding = asyncio.ensure_future(db._writer.call(hold))
+    await asyncio.get_running_loop().run_in_executor(None, started.wait, 10)
+    runs = [asyncio.ensure_future(db.run(plan)) for plan in plans]
+    await eventually(lambda: db._writer._jobs.qsize() == len(plans))
+    release.set()
+    await holding
+    return runs
+
+
+async def test_plans_that_queue_up_commit_together_and_a_failed_one_undoes_only_itself(
+        tmp_path: Path) -> None:
+    db = await SqliteDatabase.connect(f"sqlite:///{tmp_path / 'chat.db'}")
+    try:
+        await db.execute("CREATE TABLE t (x INTEGER)")
+        statements: list[str] = []
+        runs = await _queued_behind_a_held_writer(
+            db, [_insert(1), _insert(2, then_fail=True), _insert(3)], statements)
+        first, failed, third = await asyncio.gather(*runs, return_exceptions=True)
+        assert (first, third) == (1, 3)
+        assert isinstance(failed, _Refused)
+        assert await db.fetch("SELECT x FROM t ORDER BY x") == [{"x": 1}, {"x": 3}]
+        # One transaction for the three, not one each.
+        assert [s for s in statements if s in ("BEGIN IMMEDIATE", "COMMIT")] == [
+            "BEGIN IMMEDIATE", "COMMIT"]
+        assert await db.run(_insert(4)) == 4  # and the writer goes on as before
+    finally:
+        await db.close()
+
+
+async def test_a_group_whose_commit_fails_stores_nothing_and_every_caller_hears(
+        tmp_path: Path) -> None:
+    db = await SqliteDatabase.connect(f"sqlite:///{tmp_path / 'chat.db'}")
+    try:
+        # A deferred foreign key is checked at COMMIT: the one way a group's statements can all
+        # succeed and its COMMIT still fail.
+        await db.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+        await db.execute("""CREATE TABLE t (x INTEGER REFERENCES parent (id)
+                                DEFERRABLE INITIALLY DEFERRED)""")
+        await db.execute("INSERT INTO parent (id) VALUES (1), (3)")
+        runs = await _queued_behind_a_held_writer(db, [_insert(1), _insert(2), _insert(3)], [])
+        outcomes = await asyncio.gather(*runs, return_exceptions=True)
+        assert all(isinstance(o, sqlite3.IntegrityError) for o in outcomes), outcomes
+        assert await db.fetch("SELECT x FROM t") == []
+        assert await db.run(_insert(3)) == 3
+        assert await db.fetch("SELECT x FROM t") == [{"x": 3}]
+    finally:
+        await db.close()
+
+
+async def test_a_plan_whose_caller_gave_up_while_queued_is_left_out_of_the_group(
+        tmp_path: Path) -> None:
+    db = await SqliteDatabase.connect(f"sqlite:///{tmp_path / 'chat.db'}")
+    try:
+        await db.execute("CREATE TABLE t (x INTEGER)")
+        started, release = threading.Event(), threading.Event()
+
+        def hold(conn: sqlite3.Connection) -> None:
+            started.set()
+            release.wait(10)
+
+        holding = asyncio.ensure_future(db._writer.call(hold))
+        await asyncio.get_running_loop().run_in_executor(None, started.wait, 10)
+        kept, given_up = (asyncio.ensure_future(db.run(_insert(x))) for x in (1, 2))
+        await eventually(lambda: db._writer._jobs.qsize() == 2)
+        given_up.cancel()
+        release.set()
+        await holding
+        assert await kept == 1
+        assert await db.fetch("SELECT x FROM t") == [{"x": 1}]
+    finally:
+        await db.close()

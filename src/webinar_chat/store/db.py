@@ -12,8 +12,10 @@ so each driver runs it its own way (`run`):
   trip instead of five, so the row lock is held for one statement.
 - SQLite (WAL): one writer connection on its own thread; the whole plan, BEGIN IMMEDIATE to COMMIT,
   runs there in one hop from the event loop (a hop per statement would cost a thread hand-off and
-  a loop wake-up each, and hold the single write lock across them). One reader connection on
-  another thread; WAL lets it see the last committed state while a write is in progress.
+  a loop wake-up each, and hold the single write lock across them). Plans queue on that thread
+  with no lock on the loop's side, and the ones that queued up while it worked commit as one
+  group, each in its own savepoint (`_sqlite_run_group`). One reader connection on another
+  thread; WAL lets it see the last committed state while a write is in progress.
 """
 
 from __future__ import annotations
@@ -209,15 +211,64 @@ def _sqlite_run_plan(conn: sqlite3.Connection, plan: Plan[T]) -> T:
     """On the writer's thread: the whole transaction in one call."""
     conn.execute("BEGIN IMMEDIATE")
     try:
+        result = _drive(conn, plan)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result
+
+
+def _drive(conn: sqlite3.Connection, plan: Plan[T]) -> T:
+    """Run a plan's statements in whatever transaction is open."""
+    try:
         query = next(plan)
         while True:
             query = plan.send(_sqlite_run(conn, query))
     except StopIteration as done:
-        conn.execute("COMMIT")
         return done.value  # type: ignore[no-any-return]
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+
+
+# At most this many queued plans share one transaction (_sqlite_run_group).
+GROUP_COMMIT_MAX = 64
+
+# (result, error) of one job: exactly one of them is set.
+_Outcome = tuple[Any, BaseException | None]
+
+
+def _sqlite_run_group(conn: sqlite3.Connection, plans: list[Plan[Any]]) -> list[_Outcome]:
+    """Group commit: plans that queued up while the writer was busy run in one transaction,
+    each inside its own savepoint, so a plan that fails rolls back only itself (its seq with
+    it: the feed stays dense) and the others commit. One COMMIT instead of one per plan: the
+    pages the plans share (the webinar's row, the last page of each table and index) are written
+    to the WAL once, which is most of what a small transaction costs. Every caller is answered
+    after that COMMIT, so what a caller is told stored is stored, as with one plan. When the
+    transaction itself fails (BEGIN, COMMIT, or an error that made SQLite roll everything back),
+    no plan of the group is stored and every caller gets that error."""
+    if len(plans) == 1:
+        try:
+            return [(_sqlite_run_plan(conn, plans[0]), None)]
+        except BaseException as exc:  # handed to the caller, whatever it is
+            return [(None, exc)]
+    outcomes: list[_Outcome] = []
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        for plan in plans:
+            conn.execute("SAVEPOINT plan")
+            try:
+                result = _drive(conn, plan)
+            except BaseException as exc:  # this plan's own failure: undo it alone
+                conn.execute("ROLLBACK TO plan")
+                outcomes.append((None, exc))
+            else:
+                outcomes.append((result, None))
+            conn.execute("RELEASE plan")
+        conn.execute("COMMIT")
+    except BaseException as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        return [(None, exc)] * len(plans)
+    return outcomes
 
 
 class _SqliteThread:
@@ -260,18 +311,58 @@ class _SqliteThread:
         return await future
 
     def _serve(self) -> None:
-        """The thread: runs jobs in order until the sentinel (None) that `close` sends."""
-        while (job := self._jobs.get()) is not None:
-            loop, future, fn, args = job
-            if future.cancelled():  # a read of the state only; a late cancel runs the job
+        """The thread: runs jobs in order until the sentinel (None) that `close` sends. Plans
+        queued one after another run as one group (`_sqlite_run_group`); anything else queued
+        behind them waits for the group, so the order of jobs is kept."""
+        held: list[_Job | None] = []  # the job that ended the last group, next to run
+        while True:
+            job = held.pop() if held else self._jobs.get()
+            if job is None:
+                return
+            if job[2] is not _sqlite_run_plan:
+                self._run_one(job)
                 continue
-            try:
-                conn = self._conn if self._conn is not None else self._open()
-                result, error = fn(conn, *args), None
-            except BaseException as exc:  # handed to the caller, whatever it is
-                result, error = None, exc
+            group = [job]
+            while len(group) < GROUP_COMMIT_MAX:
+                try:
+                    queued = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if queued is None or queued[2] is not _sqlite_run_plan:
+                    held.append(queued)
+                    break
+                group.append(queued)
+            self._run_group(group)
+
+    def _run_one(self, job: _Job) -> None:
+        loop, future, fn, args = job
+        if future.cancelled():  # a read of the state only; a late cancel runs the job
+            return
+        try:
+            result, error = fn(self._connection(), *args), None
+        except BaseException as exc:  # handed to the caller, whatever it is
+            result, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+            loop.call_soon_threadsafe(_settle, future, result, error)
+
+    def _run_group(self, group: list[_Job]) -> None:
+        live = [job for job in group if not job[1].cancelled()]  # as in _run_one
+        if not live:
+            return
+        try:
+            outcomes = _sqlite_run_group(self._connection(), [job[3][0] for job in live])
+        except BaseException as exc:  # opening the connection failed
+            outcomes = [(None, exc)] * len(live)
+        # One wake-up of each loop for the whole group, not one per caller.
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Settle]] = {}
+        for (loop, future, _, _), (result, error) in zip(live, outcomes, strict=True):
+            by_loop.setdefault(loop, []).append((future, result, error))
+        for loop, settles in by_loop.items():
             with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
-                loop.call_soon_threadsafe(_settle, future, result, error)
+                loop.call_soon_threadsafe(_settle_all, settles)
+
+    def _connection(self) -> sqlite3.Connection:
+        return self._conn if self._conn is not None else self._open()
 
     async def close(self) -> None:
         if self._closed:
@@ -291,6 +382,15 @@ def _close_connection(conn: sqlite3.Connection) -> None:
     conn.close()
 
 
+# (future, result, error): what `_settle` hands to one caller.
+_Settle = tuple["asyncio.Future[Any]", Any, BaseException | None]
+
+
+def _settle_all(settles: list[_Settle]) -> None:
+    for future, result, error in settles:
+        _settle(future, result, error)
+
+
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
     """On the loop: hand a job's outcome to its caller, unless the caller gave up."""
     if future.cancelled():
@@ -307,9 +407,6 @@ class SqliteDatabase:
     def __init__(self, path: str) -> None:
         self._writer = _SqliteThread(path)
         self._reader = _SqliteThread(path)
-        # Held for one plan at a time: SQLite has one writer anyway, and queueing here is cheaper
-        # than letting BEGIN IMMEDIATE spin on busy_timeout in the thread.
-        self._write_lock = asyncio.Lock()
 
     @classmethod
     async def connect(cls, url: str) -> SqliteDatabase:
@@ -333,9 +430,10 @@ class SqliteDatabase:
         await self.run(single(q(sql, *args)))
 
     async def run(self, plan: Plan[T]) -> T:
-        async with self._write_lock:
-            result: T = await self._writer.call(_sqlite_run_plan, plan)
-            return result
+        # No lock on this side: the writer's queue orders the plans (SQLite has one writer
+        # anyway), and plans that queue up while it works are committed as one group.
+        result: T = await self._writer.call(_sqlite_run_plan, plan)
+        return result
 
     async def close(self) -> None:
         await self._writer.close()
