@@ -79,6 +79,32 @@ def bench_floor(p: dict[str, Any], work: Path) -> list[dict[str, Any]]:
     return out
 
 
+def bench_longpoll_floor(p: dict[str, Any], work: Path) -> list[dict[str, Any]]:
+    """The long-poll benchmark (`run_all.longpoll_config`: 10,000 pollers, 10 msgs/s) against
+    the floor server's `longpoll` mode and against ours, one after the other in each run, the
+    order alternating."""
+    from .run_all import log, longpoll_config, measure
+
+    n = p["longpoll_pollers"]
+    out = []
+    for run in range(p["runs"]):
+        for mode in (["longpoll", None] if run % 2 == 0 else [None, "longpoll"]):
+            config = longpoll_config(p, n)
+            if mode is None:
+                r = measure(work, config, users=n + 4, run=run)
+            else:
+                with floor_server(work, mode) as srv:
+                    r = run_loadgen({**config, "port": srv.port, "server_pid": srv.pid})
+                r.update(run=run, variant=None)
+            r["floor"] = mode
+            out.append(r)
+            log(f"longpoll floor {mode or 'ours'}: p50={r['p50_ms']} p99={r['p99_ms']} "
+                f"answers/s={r['poll_req_per_s']} cpu={r['server_cpu_util']} "
+                f"gen={r['gen_cpu_util']} complete={r['complete_pollers']}/{n} "
+                f"post p99={r['post_p99_ms']} errors={r['errors']}")
+    return out
+
+
 # --- report --------------------------------------------------------------------------------------
 
 def _groups(rows: list[dict[str, Any]]) -> dict[tuple[int, str | None], list[dict[str, Any]]]:
@@ -214,3 +240,79 @@ def floor_summary(res: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     out.append((f"{head}: ours ÷ floor, delivered/s per core (same run)", "reported", measured,
                 verdict))
     return out
+
+
+# --- the long-poll floor ---------------------------------------------------------------------------
+
+def _answers_per_core(r: dict[str, Any]) -> float | None:
+    cpu = r.get("server_cpu_util") or 0
+    return r["poll_req_per_s"] / cpu if cpu > 0 else None
+
+
+def _longpoll_groups(res: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    rows = ok_rows(res, "longpoll_floor")
+    for r in rows:
+        r["answers_per_core_s"] = _answers_per_core(r)
+    return ([r for r in rows if r.get("floor") == "longpoll"],
+            [r for r in rows if r.get("floor") is None])
+
+
+def longpoll_floor_summary(res: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """Rows of the targets table: the floor's own p99 and answers/s per core, and ours beside
+    it in the same runs."""
+    floor, ours = _longpoll_groups(res)
+    if not floor:
+        return []
+    n = floor[0]["pollers"]
+    head = f"physical reference, {n:,} long-poll attendees, {floor[0]['rate_target']} msgs/s"
+    bound = _bound(floor)
+    out = [(f"{head}: floor server, p99 send→delivered; poll answers/s per core",
+            "reported (the target: ≤ 250 ms)",
+            f"{agg(floor, 'p99_ms')[1]} ms; {agg(floor, 'answers_per_core_s')[1]} "
+            f"(generator CPU {agg(floor, 'gen_cpu_util', 2)[1]})",
+            "reported" + (f"; **generator-bound** ({bound}/{len(floor)} runs)" if bound else ""))]
+    if ours:
+        ratios = ratio_by_run(ours, floor, "answers_per_core_s")
+        _, s = agg([{"x": x} for x in ratios], "x", 2)
+        out.append((f"{head}: ours in the same runs, p99; answers/s per core ÷ the floor's",
+                    "reported", f"{agg(ours, 'p99_ms')[1]} ms; {s}×", "reported"))
+    return out
+
+
+def longpoll_floor_section(w: Callable[[str], None], data: dict[str, Any]) -> None:
+    floor, ours = _longpoll_groups(data["results"])
+    if not floor:
+        return
+    m = data["machine"]
+    made = data.get("provenance", {}).get("longpoll_floor", {})
+    commit = made.get("commit", m["commit"])
+    if made.get("src_uncommitted"):
+        commit += " with uncommitted changes in src/"
+    r0 = floor[0]
+    w("## Long-poll floor of this machine (physical reference)")
+    w("")
+    w(f"**Command:** `.venv/bin/{made.get('command', data['command'])}`; commit {commit}, "
+      f"{made.get('date', m['date'])}; {m['cpu']}, {m['cores']} cores. Medians of "
+      f"{len({r['run'] for r in floor})} run(s) with [min–max].")
+    w("")
+    w(f"The long-poll workload ({r0['pollers']:,} pollers, {r0['rate_target']} msgs/s, the same "
+      f"load generator and sample of parsing pollers) against `bench/floor_server.py --mode "
+      f"longpoll` and against ours, one after the other in each run, each alone on core 0. The "
+      f"floor parses a poll with two byte searches, answers it at once when it is behind or "
+      f"parks it, and on each create writes every parked poller its answer — one body per "
+      f"`after_seq`, built with our own encoder — with one `write()` each: no framework, "
+      f"no token, no access check, no access line, no slices. What it costs per answer is the "
+      f"kernel's receive and send plus the thinnest Python around them, so its p99 is the least "
+      f"one process on this machine can offer {r0['pollers']:,} pollers that all re-poll at once.")
+    w("")
+    w("| server | p50 ms | p99 ms | poll answers/s | per server core | server CPU | complete | "
+      "POST p99 ms | generator CPU |")
+    w("|---|---|---|---|---|---|---|---|---|")
+    for label, rows in (("floor (`--mode longpoll`)", floor), ("ours (`webinar-chat serve`)", ours)):
+        if rows:
+            w(f"| {label} | {agg(rows, 'p50_ms')[1]} | {agg(rows, 'p99_ms')[1]} | "
+              f"{agg(rows, 'poll_req_per_s')[1]} | {agg(rows, 'answers_per_core_s')[1]} | "
+              f"{agg(rows, 'server_cpu_util', 2)[1]} | "
+              f"{min(r['complete_pollers'] for r in rows):,}/{rows[0]['pollers']:,} | "
+              f"{agg(rows, 'post_p99_ms')[1]} | {_gen(rows)} |")
+    w("")

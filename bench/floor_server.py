@@ -1,7 +1,7 @@
 """The fan-out floor: the least a Python server on this machine can spend to fan chat messages out
 to WebSocket clients, measured by the same load generator as ours (bench/bench_floor.py).
 
-    python -m bench.floor_server --port P --mode write|frame10
+    python -m bench.floor_server --port P --mode write|frame10|longpoll
 
 It speaks just enough of our protocol for `bench.loadgen`'s fan-out mode (`kind: "chat"`,
 protocol "ours") to drive it unchanged: `GET /healthz`, the WebSocket upgrade on `/realtime`
@@ -14,6 +14,11 @@ server, so the sample's parsing and the bulk's `"INSERT"` counting work as they 
   `transport.write()` per client (docs/performance-targets.md: 110–175k deliveries/s per core);
 - `frame10`: messages coalesced 10 per frame, one `write()` per client per frame (0.9–1.0M
   messages/s per core); leftovers leave after FLUSH_AFTER_S so the tail is not lost.
+- `longpoll`: the long-poll fallback instead (`bench.loadgen`'s long-poll mode): `GET
+  /api/webinars/1/changes?after_seq=N&wait=S` is answered at once when there are changes after
+  N, else parked; each create answers every parked poll at once, one body (our own
+  `longpoll.changes_body` of our encoded events) built per `after_seq` and one `write()` per
+  poller. Parsing a request is a byte search for the blank line and for `after_seq=`, no more.
 
 No framework, no per-client task or queue, no database, no backpressure: plain asyncio
 Protocols on uvloop (as `webinar-chat serve` runs), so what it costs is the kernel's send path
@@ -28,6 +33,7 @@ import base64
 import hashlib
 import os
 import struct
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import cast
@@ -44,13 +50,15 @@ from webinar_chat.protocol.events import (
     message_payload,
     topic_name,
 )
+from webinar_chat.server.longpoll import DEFAULT_LIMIT, changes_body
 
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 TOPIC = topic_name(1)
 # frame10: a frame per 10 messages; at 100 msgs/s that is every 100 ms, so this timer only fires
 # for the last few messages of a run (or when sends stall) — short enough for the loadgen's drain.
-PER_FRAME = {"write": 1, "frame10": 10}
+PER_FRAME = {"write": 1, "frame10": 10, "longpoll": 1}
 FLUSH_AFTER_S = 0.2
+POLL_WAIT_S = 20.0
 
 
 def ws_frame(payload: bytes) -> bytes:
@@ -71,13 +79,40 @@ def http(status: str, body: bytes, extra: bytes = b"") -> bytes:
 class Room:
     """Webinar 1: its seq counter, the joined sockets' `write`s and the pending events."""
 
-    def __init__(self, per_frame: int) -> None:
+    def __init__(self, per_frame: int, *, longpoll: bool = False) -> None:
         self.per_frame = per_frame
         self.seq = 0
         # Bound `transport.write`s, keyed by connection: the broadcast loop is one call each.
         self.writers: dict[Conn, Callable[[bytes], object]] = {}
         self.pending: list[bytes] = []
         self.timer: asyncio.TimerHandle | None = None
+        # Long-poll mode: every event so far (events[k] has seq k + 1), the parked polls with the
+        # time they parked, and the answers built since the last create, by after_seq.
+        self.polls: dict[Conn, tuple[float, int]] | None = {} if longpoll else None
+        self.events: list[bytes] = []
+        self.bodies: dict[int, bytes] = {}
+
+    def poll_answer(self, after_seq: int) -> bytes:
+        answer = self.bodies.get(after_seq)
+        if answer is None:
+            encoded = self.events[after_seq:after_seq + DEFAULT_LIMIT]
+            last_seq = after_seq + len(encoded)
+            answer = http("200 OK", changes_body(encoded, last_seq, last_seq < self.seq))
+            self.bodies[after_seq] = answer
+        return answer
+
+    def answer_parked(self, older_than: float | None = None) -> None:
+        """Every parked poll, or on the wait's timeout sweep the ones parked before
+        `older_than`."""
+        assert self.polls is not None
+        polls = self.polls
+        if older_than is None:
+            self.polls = {}
+            for conn, (_, after_seq) in polls.items():
+                conn.answer(self.poll_answer(after_seq))
+            return
+        for conn in [c for c, (t, _) in polls.items() if t < older_than]:
+            conn.answer(self.poll_answer(polls.pop(conn)[1]))
 
     def create(self, user_id: int, content: str, client_msg_id: str | None) -> bytes:
         """Store nothing, number the message, queue its event; return the POST's answer body."""
@@ -88,11 +123,19 @@ class Room:
                           display_name=f"Attendee {user_id}")
         change = Change(webinar_id=1, seq=self.seq, op=ChangeOp.INSERT, message_id=self.seq,
                         message=message)
-        self.pending.append(encode_event(change, Audience.ATTENDEE))
+        event = encode_event(change, Audience.ATTENDEE)
+        if self.polls is not None:
+            self.events.append(event)
+            self.bodies.clear()
+        else:
+            self.pending.append(event)
         return orjson.dumps({"success": True, "message": message_payload(message, Audience.STAFF)})
 
     def after_create(self) -> None:
         """Called once the POST is answered, so the sender never waits behind the fan-out."""
+        if self.polls is not None:
+            self.answer_parked()
+            return
         if len(self.pending) >= self.per_frame:
             self.flush()
         elif self.timer is None:
@@ -126,6 +169,13 @@ class Conn(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.room.writers.pop(self, None)
+        if self.room.polls is not None:
+            self.room.polls.pop(self, None)
+
+    def answer(self, response: bytes) -> None:
+        assert self.transport is not None
+        if not self.transport.is_closing():
+            self.transport.write(response)
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
@@ -142,6 +192,9 @@ class Conn(asyncio.Protocol):
             end = self.buf.find(b"\r\n\r\n")
             if end < 0:
                 return
+            if self.room.polls is not None and self.buf.startswith(b"GET /api/webinars/1/changes?"):
+                self.long_poll(end)
+                continue
             lines = bytes(self.buf[:end]).decode("latin-1").split("\r\n")
             headers = {k.strip().lower(): v.strip()
                        for k, _, v in (line.partition(":") for line in lines[1:])}
@@ -174,6 +227,21 @@ class Conn(asyncio.Protocol):
                 return
             else:
                 self.transport.write(http("404 Not Found", b'{"success":false}'))
+
+    def long_poll(self, end: int) -> None:
+        """The least a long-poll can cost: find `after_seq`, answer or park. (Polls carry no body.)"""
+        i = self.buf.find(b"after_seq=", 0, end) + 10
+        j = i
+        while 48 <= self.buf[j] <= 57:
+            j += 1
+        after_seq = int(self.buf[i:j])
+        del self.buf[:end + 4]
+        room = self.room
+        assert room.polls is not None
+        if after_seq < room.seq:
+            self.answer(room.poll_answer(after_seq))
+        else:
+            room.polls[self] = (time.monotonic(), after_seq)
 
     # --- WebSocket -------------------------------------------------------------------------------
 
@@ -221,8 +289,14 @@ def token_user(authorization: str) -> int:
 
 
 async def serve(port: int, mode: str) -> None:
-    room = Room(PER_FRAME[mode])
+    room = Room(PER_FRAME[mode], longpoll=mode == "longpoll")
     loop = asyncio.get_running_loop()
+    if mode == "longpoll":
+        def sweep() -> None:  # the polls' `wait` (the load generator asks for 20 s)
+            room.answer_parked(older_than=time.monotonic() - POLL_WAIT_S)
+            loop.call_later(1.0, sweep)
+
+        loop.call_later(1.0, sweep)
     # Backlog as uvicorn's: the loadgen opens 256 connections at a time.
     server = await loop.create_server(lambda: Conn(room), "127.0.0.1", port, backlog=2048)
     async with server:

@@ -280,6 +280,7 @@ def write_report(data: dict[str, Any]) -> Path:
             continue
         summary.append((prefix(vname) + f"fallback: {rows[0]['pollers']:,} long-poll attendees, "
                         "p99 send→delivered", "≤ 250 ms", s + " ms", verdict(v, 250, False)))
+    summary += _lazy_summary("bench_floor", "longpoll_floor_summary", res)
     pl_all = ok_rows(res, "poll")
     pl = current(pl_all)
     for vname, rows in by_variant(pl_all):
@@ -390,9 +391,10 @@ def write_report(data: dict[str, Any]) -> Path:
     send_fanout_section(w, data)
     fanout_supabase_section(w, data)
     cluster_section(w, data)
-    from .bench_floor import floor_section  # lazily: bench_floor imports this module
+    from .bench_floor import floor_section, longpoll_floor_section  # lazily: it imports this
 
     floor_section(w, data)
+    longpoll_floor_section(w, data)
 
     if idle:
         w("## Idle connections")

@@ -473,6 +473,12 @@ def bench_floor(p: dict[str, Any], work: Path) -> list[dict[str, Any]]:
     return run(p, work)
 
 
+def bench_longpoll_floor(p: dict[str, Any], work: Path) -> list[dict[str, Any]]:
+    from .bench_floor import bench_longpoll_floor as run
+
+    return run(p, work)
+
+
 BENCHES: dict[str, Callable[[dict[str, Any], Path], list[dict[str, Any]]]] = {
     "fanout": bench_fanout, "send_fanout": bench_send_fanout,
     "fanout_supabase": bench_fanout_supabase, "idle": bench_idle,
@@ -480,7 +486,7 @@ BENCHES: dict[str, Callable[[dict[str, Any], Path], list[dict[str, Any]]]] = {
     "longpoll_scale": bench_longpoll_scale,
     "poll": bench_poll, "after": bench_after, "storm": bench_storm, "cluster": bench_cluster,
     "export": bench_export,
-    "floor": bench_floor,
+    "floor": bench_floor, "longpoll_floor": bench_longpoll_floor,
     "start": lambda p, work: _bench_start().bench_start(p, work),
     "login": lambda p, work: _bench_start().bench_login(p, work),
 }

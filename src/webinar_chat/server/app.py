@@ -391,7 +391,7 @@ def create_app(settings: Settings, *, bus: Bus | None = None,
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        store = await open_store(settings.database_url)
+        store = await open_store(settings.database_url, on_error=metrics.background_failure)
         chat_bus = bus if bus is not None else create_bus(settings, metrics)
         hub = Hub(store, chat_bus, tick_s=settings.realtime_tick_ms / 1000, wire=text_frame,
                   slice_size=settings.realtime_flush_slice,

@@ -33,7 +33,7 @@ log = structlog.get_logger(__name__)
 # What a background failure interrupted; the label values of `background_errors`.
 BACKGROUND_LOOPS = ("heartbeat", "idle_sweep", "room_flush", "fanout", "gap_fetch",
                     "longpoll_answer", "access_recheck", "token_expiry", "connection_task",
-                    "realtime_read", "bus_reader", "safety_poll")
+                    "realtime_read", "bus_reader", "safety_poll", "sqlite_checkpoint")
 # Bus counters: webinar_chat_bus_<name>_total.
 BUS_COUNTERS = {
     "published": "Messages published to the bus (changes, access changes, presence, probes)",
