@@ -433,8 +433,8 @@ class _Checkpointer:
     grow for as long as the writes go on. Past CHECKPOINT_RESTART_FRAMES the checkpoint is a
     RESTART: it waits for the writer's current transaction, copies the rest and makes the next
     write start the WAL over, holding writes back for that one checkpoint (the old behaviour,
-    once per ~40 MB instead of once per 4 MB). A checkpoint that fails is reported (`on_error`) and the next
-    one runs on a fresh connection."""
+    once per ~40 MB instead of once per 4 MB). A checkpoint that fails is reported
+    (`on_error`) and the next one runs on a fresh connection."""
 
     def __init__(self, path: str, on_error: OnError | None, *,
                  interval_s: float = CHECKPOINT_INTERVAL_S,
