@@ -473,12 +473,20 @@ def run_loadgen(config: dict[str, Any], timeout: float = 600) -> dict[str, Any]:
 # --- the machine ---------------------------------------------------------------------------------
 
 def machine_info() -> dict[str, str]:
-    model = "unknown"
+    # The family and model beside the name: VMs of one name ("AMD EPYC") differ by CPU
+    # generation, and a faster one changes every absolute figure (docs/benchmarks.md).
+    fields: dict[str, str] = {}
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
         for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+            name, _, value = line.partition(":")
+            name = name.strip()
+            if name in ("model name", "cpu family", "model") and name not in fields:
+                fields[name] = value.strip()
+            if not line.strip():
+                break  # the first processor's block is enough
+    model = fields.get("model name", "unknown")
+    if "cpu family" in fields:
+        model += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
     mem_gib = "?"
     with contextlib.suppress(OSError), open("/proc/meminfo") as f:
         for line in f:
